@@ -1,0 +1,158 @@
+"""Authored entities: adapters, pools, members, sequences, versions, steps (SPEC §4-§7).
+
+These are the values hosts author through the API, that travel on the compacted
+``config`` topic and that PostgreSQL stores. Runtime state (sends counted today,
+WDRR deficits, health timers) lives in ``state.py``, never here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ESP_PROVIDERS = frozenset({"mailgun", "sendgrid", "postmark", "mailersend", "ses"})
+"""Providers that are ESP APIs: adding one as a ``mailbox`` member is ``class_mismatch``."""
+
+
+class Frozen(BaseModel):
+    """Base of every core value: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HealthState(StrEnum):
+    ACTIVE = "active"
+    RAMPING = "ramping"
+    RESTING = "resting"
+    PROBING = "probing"
+
+
+class MemberClass(StrEnum):
+    MAILBOX = "mailbox"
+    ESP_API = "esp_api"
+
+
+class PinPolicy(StrEnum):
+    PAUSE = "pause"
+    REASSIGN = "reassign"
+
+
+class Mode(StrEnum):
+    LIFECYCLE = "lifecycle"
+    OUTBOUND = "outbound"
+
+
+class ReplyBehavior(StrEnum):
+    STOP = "stop"
+    PAUSE = "pause"
+    CONTINUE = "continue"
+
+
+class DelayFrom(StrEnum):
+    ENROLLMENT = "enrollment"
+    PREVIOUS_SEND = "previous_send"
+
+
+class EnrollmentState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    REPLIED = "replied"
+    STOPPED = "stopped"  # bounce, complaint or unsubscribe
+    UNENROLLED = "unenrolled"
+    REJECTED = "rejected"  # never started, e.g. pool_exhausted
+
+
+class Adapter(Frozen):
+    """A sending identity (a mailbox or an ESP account) with its ramp and pacing fields."""
+
+    id: str
+    tenant_key: str
+    name: str
+    channel: str = "email"
+    provider: str = "smtp"
+    active: bool = True
+    from_address: str | None = None
+    timezone: str = "UTC"
+    health_state: HealthState | None = None
+    health_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    resting_until: datetime | None = None
+    daily_cap: int | None = Field(default=None, gt=0)
+    ramp_floor: int | None = Field(default=None, ge=0)
+    ramp_increment: int | None = Field(default=None, gt=0)
+    ramp_started_at: datetime | None = None
+    min_gap_seconds: int = Field(default=0, ge=0)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("resting_until", "ramp_started_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("datetimes must be timezone-aware")
+        return value
+
+
+class Pool(Frozen):
+    id: str
+    tenant_key: str
+    name: str
+    on_pin_unavailable: PinPolicy = PinPolicy.REASSIGN
+    active: bool = True
+
+
+class PoolMember(Frozen):
+    pool_id: str
+    adapter_id: str
+    tenant_key: str
+    member_class: MemberClass = MemberClass.MAILBOX
+    weight: int = Field(default=1, gt=0)
+    active: bool = True
+
+
+class Sequence(Frozen):
+    id: str
+    tenant_key: str
+    key: str
+    name: str
+    allow_reenrollment: bool = False
+
+
+class SequenceVersion(Frozen):
+    id: str
+    sequence_id: str
+    tenant_key: str
+    version: int = Field(gt=0)
+    mode: Mode = Mode.LIFECYCLE
+    pool_id: str | None = None
+    active: bool = True
+
+
+class QuietHours(Frozen):
+    """Sending window in the recipient's local time: allowed iff start <= hour < end.
+
+    A window with ``start_hour >= end_hour`` wraps midnight (e.g. 22..6).
+    """
+
+    start_hour: int = Field(ge=0, le=23)
+    end_hour: int = Field(ge=0, le=24)
+
+
+class Step(Frozen):
+    id: str
+    version_id: str
+    tenant_key: str
+    key: str
+    position: int = Field(ge=0)
+    channel: str = "email"
+    delay_seconds: int = Field(default=0, ge=0)
+    delay_from: DelayFrom = DelayFrom.PREVIOUS_SEND
+    subject_template: str = ""
+    body_template: str = ""
+    adapter_id: str | None = None  # lifecycle: the step's own adapter
+    adapter_override_id: str | None = None  # outbound: send through this one, new thread
+    reply_behavior: ReplyBehavior = ReplyBehavior.STOP
+    quiet_hours: QuietHours | None = None
+    thread_continuity: bool = False  # lifecycle only: thread under the previous send

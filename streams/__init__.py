@@ -1,0 +1,1 @@
+"""DripDrop for Kafka: the imperative shell (Faust app, Kafka, PostgreSQL, providers, CLI)."""
