@@ -1,0 +1,56 @@
+"""Settings: the only place that reads the environment (prefix ``DRIPDROP_``).
+
+Everything else receives a ``Settings`` instance explicitly.
+"""
+
+from __future__ import annotations
+
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOPIC_NAMES = (
+    "enrollments",
+    "inbound-messages",
+    "health-signals",
+    "config",
+    "dispatch",
+    "dispatch-results",
+    "telemetry",
+    "message-events",
+    "dead-letter",
+)
+"""Public topics (SPEC §3), without the prefix."""
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Defaults match ``make services`` (ports 19092 / 15432)."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIPDROP_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: str = "postgresql://dripdrop@127.0.0.1:15432/dripdrop"
+    topic_prefix: str = "dripdrop."
+    partitions: int = Field(default=8, gt=0)
+    replication_factor: int = Field(default=1, gt=0)
+    schema_registry_url: str | None = None
+    app_id: str = "dripdrop"
+    data_dir: str = ".dripdrop/worker-data"
+    # Scaled clock (SPEC §11): simulated seconds per real second, from clock_epoch.
+    clock_scale: float = Field(default=1.0, gt=0)
+    clock_epoch: float | None = None
+    tick_interval_seconds: float = Field(default=1.0, gt=0)
+    metrics_port: int | None = None
+
+    def topic(self, name: str) -> str:
+        """Full topic name for one of ``TOPIC_NAMES`` (or an internal topic)."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """SQLAlchemy URL for psycopg 3 (``postgresql+psycopg://``)."""
+        url = self.database_url
+        for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
