@@ -1,0 +1,126 @@
+"""Pool policies at enrollment, on a terminally unavailable pin, and on repin (SPEC §5.3).
+
+Every outcome is a decision with reasons; the only exceptions are for invalid
+operator input to ``decide_repin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from dripdrop_core.decisions import (
+    Pause,
+    Pin,
+    PinDecision,
+    PinUnavailableDecision,
+    Reassign,
+    Reject,
+)
+from dripdrop_core.errors import ConflictError, TenantMismatchError
+from dripdrop_core.models import Adapter, Frozen, PinPolicy, Pool
+from dripdrop_core.policy import HealthPolicy
+from dripdrop_core.reasons import Reason
+from dripdrop_core.selection import PINNABLE, Candidate, pick, split_eligible
+from dripdrop_core.state import AdapterState, SelectionState, roll_day
+
+
+class PinOutcome(Frozen):
+    """New WDRR counters and the decision (``Pin``, ``Reject``, ``Pause``, ``Reassign``)."""
+
+    selection: SelectionState
+    decision: Pin | Reject | Pause | Reassign
+
+
+def decide_pin(
+    selection: SelectionState,
+    pool: Pool,
+    candidates: Sequence[Candidate],
+    now: datetime,
+    *,
+    policy: HealthPolicy,
+) -> PinOutcome:
+    """Choose the sender of a new outbound enrollment (SPEC §5.2, §5.3).
+
+    Both pool policies reject with ``pool_exhausted`` when nobody is eligible
+    (``reassign`` with no eligible member behaves as ``pause``); the decision
+    lists every evicted member and its reason for ``dispatch.pool_exhausted``.
+
+    Returns:
+        ``Pin(pinned)`` with the new counters, or ``Reject(pool_exhausted)`` with
+        the counters unchanged.
+    """
+    eligible, evicted = split_eligible(candidates, now, policy)
+    if not eligible:
+        return PinOutcome(
+            selection=selection,
+            decision=Reject(reason=Reason.POOL_EXHAUSTED, pool_id=pool.id, evicted=evicted),
+        )
+    new, adapter_id = pick(selection, eligible)
+    decided: PinDecision = Pin(adapter_id=adapter_id, evicted=evicted)
+    return PinOutcome(selection=new, decision=decided)
+
+
+def decide_pin_unavailable(
+    selection: SelectionState,
+    pool: Pool,
+    candidates: Sequence[Candidate],
+    now: datetime,
+    *,
+    pinned_adapter_id: str,
+    policy: HealthPolicy,
+) -> PinOutcome:
+    """Handle an in-flight enrollment whose pinned sender is terminally unavailable.
+
+    ``pause`` pools pause it (``pin_unavailable``); ``reassign`` pools move the pin
+    to a WDRR pick that excludes the old sender (``reassigned``; the shell breaks
+    the thread), or pause with ``pool_exhausted`` when nobody is eligible.
+    """
+    if pool.on_pin_unavailable is PinPolicy.PAUSE:
+        decided: PinUnavailableDecision = Pause(
+            reason=Reason.PIN_UNAVAILABLE, adapter_id=pinned_adapter_id
+        )
+        return PinOutcome(selection=selection, decision=decided)
+    eligible, evicted = split_eligible(candidates, now, policy, exclude=pinned_adapter_id)
+    if not eligible:
+        decided = Pause(reason=Reason.POOL_EXHAUSTED, adapter_id=pinned_adapter_id, evicted=evicted)
+        return PinOutcome(selection=selection, decision=decided)
+    new, adapter_id = pick(selection, eligible)
+    decided = Reassign(
+        reason=Reason.REASSIGNED,
+        old_adapter_id=pinned_adapter_id,
+        new_adapter_id=adapter_id,
+        evicted=evicted,
+    )
+    return PinOutcome(selection=new, decision=decided)
+
+
+def decide_repin(
+    tenant_key: str,
+    old_adapter_id: str | None,
+    new_adapter: Adapter,
+    new_state: AdapterState | None,
+) -> Reassign:
+    """Validate an operator's explicit repin and return the move (breaks the thread).
+
+    Raises:
+        TenantMismatchError: The adapter belongs to another tenant.
+        ConflictError: The adapter is inactive (``adapter_inactive``) or resting
+            (``adapter_resting``).
+    """
+    if new_adapter.tenant_key != tenant_key:
+        raise TenantMismatchError(f"adapter {new_adapter.id} is not in tenant {tenant_key}")
+    if not new_adapter.active:
+        raise ConflictError(f"adapter {new_adapter.id} is inactive", code="adapter_inactive")
+    health = new_state.health_state if new_state is not None else new_adapter.health_state
+    if health is not None and health not in PINNABLE:
+        raise ConflictError(f"adapter {new_adapter.id} is {health}", code="adapter_resting")
+    return Reassign(
+        reason=Reason.REPINNED, old_adapter_id=old_adapter_id, new_adapter_id=new_adapter.id
+    )
+
+
+def reserve_pin(adapter: Adapter, state: AdapterState, now: datetime) -> AdapterState:
+    """Count a new pin as waiting for its first send today (headroom, SPEC §5.2)."""
+    rolled = roll_day(state, adapter, now)
+    return rolled.model_copy(update={"pinned_waiting_today": rolled.pinned_waiting_today + 1})
