@@ -5,7 +5,6 @@ Everything else receives a ``Settings`` instance explicitly.
 
 from __future__ import annotations
 
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 

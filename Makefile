@@ -1,0 +1,57 @@
+# DripDrop for Kafka — developer entry points. Fresh machine: `make demo`, `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: help venv services services-down services-status topics migrate lint test test-unit demo bench clean
+
+help:
+	@echo "make demo            set everything up, run the demo scenario through the real pipeline"
+	@echo "make test            set everything up, run lint, types and the whole test suite"
+	@echo "make test-unit       unit tiers only (no services needed)"
+	@echo "make services        start Kafka (KRaft, :19092) and PostgreSQL (:15432) if not running"
+	@echo "make services-down   stop exactly what 'make services' started"
+	@echo "make bench           benchmarks (results: docs/benchmarks.md)"
+
+$(VENV_STAMP): pyproject.toml
+	@test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[dev]'
+	@touch $(VENV_STAMP)
+
+venv: $(VENV_STAMP)
+
+services: venv
+	$(PY) infra/services.py up
+
+services-down:
+	@if [ -x $(PY) ]; then $(PY) infra/services.py down; else python3 infra/services.py down; fi
+
+services-status:
+	$(PY) infra/services.py status
+
+migrate: services
+	.venv/bin/alembic upgrade head
+
+lint: venv
+	.venv/bin/ruff check dripdrop_core streams tests infra
+	.venv/bin/ruff format --check dripdrop_core streams tests infra
+	.venv/bin/mypy dripdrop_core
+
+# pytest exits 5 when it collected no test: that is a failure here too, said plainly.
+test: venv services migrate lint
+	DRIPDROP_REQUIRE_SERVICES=1 .venv/bin/pytest -p no:cacheprovider \
+		--cov=dripdrop_core --cov-report=term --cov-fail-under=95 tests; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+test-unit: venv
+	.venv/bin/pytest -m "not integration" tests/unit tests/agents
+
+demo: venv services migrate
+	$(PY) -m streams.demo
+
+bench: venv services migrate
+	$(PY) -m benchmarks.run
+
+clean: services-down
+	rm -rf .dripdrop .venv .pytest_cache .mypy_cache .ruff_cache

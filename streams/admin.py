@@ -1,0 +1,62 @@
+"""Topic administration with confluent-kafka: create every topic explicitly, with its config.
+
+The broker runs with ``auto.create.topics.enable=false`` (guides/faust-and-kafka.md §1.3): a
+topic auto-created with the wrong partition count or cleanup policy would silently break
+co-partitioning or compaction, so topics are created here, before any worker starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import TOPIC_NAMES, Settings
+
+COMPACTED = frozenset({"config"})
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+
+
+def create_topics(
+    settings: Settings, names: Iterable[str] = TOPIC_NAMES, *, timeout: float = 30.0
+) -> list[str]:
+    """Create the prefixed topics that do not exist yet; return the names created."""
+    admin = admin_client(settings)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [settings.topic(n) for n in names if settings.topic(n) not in existing]
+    if not wanted:
+        return []
+    new = [
+        NewTopic(
+            full,
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config={"cleanup.policy": "compact"}
+            if full.removeprefix(settings.topic_prefix) in COMPACTED
+            else {},
+        )
+        for full in wanted
+    ]
+    for _name, future in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+    return wanted
+
+
+def delete_topics_with_prefix(settings: Settings, *, timeout: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with the prefix (tests and demo clean-up)."""
+    admin = admin_client(settings)
+    names = [
+        t for t in admin.list_topics(timeout=timeout).topics if t.startswith(settings.topic_prefix)
+    ]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=timeout).values():
+            future.result()
+    return names

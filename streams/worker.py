@@ -1,0 +1,23 @@
+"""Worker entry point: ``python -m streams.worker worker -l info`` (Faust's CLI).
+
+The composition root: settings are read once, the app is built and agents are registered
+by name (no autodiscovery).
+"""
+
+from __future__ import annotations
+
+from streams.agents import ping
+from streams.app import create_app
+from streams.settings import Settings
+
+settings = Settings()
+app = create_app(settings)
+ping.register(app, settings)
+
+
+def main() -> None:
+    app.main()
+
+
+if __name__ == "__main__":
+    main()

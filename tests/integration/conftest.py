@@ -1,0 +1,64 @@
+"""Integration fixtures: a unique topic prefix, app id and data dir per test; real services."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.admin import create_topics, delete_topics_with_prefix
+from streams.settings import Settings
+from tests.integration.support import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            item.fixturenames.insert(0, "services")
+
+
+@pytest.fixture
+def settings(services: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Settings isolated for one test: own topics, consumer group, RocksDB dir."""
+    run = uuid.uuid4().hex[:10]
+    isolated = services.model_copy(
+        update={
+            "topic_prefix": f"t{run}.",
+            "app_id": f"dripdrop-t{run}",
+            "data_dir": str(tmp_path / "worker-data"),
+        }
+    )
+    yield isolated
+    delete_topics_with_prefix(isolated)
+
+
+@pytest.fixture
+def topics(settings: Settings) -> Callable[..., list[str]]:
+    """Create topics (public ones by default) for this test's prefix."""
+
+    def create(*names: str) -> list[str]:
+        return create_topics(settings, names) if names else create_topics(settings)
+
+    return create
+
+
+@pytest.fixture
+def worker_factory(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker subprocesses; every one still running at teardown is stopped."""
+    started: list[WorkerProcess] = []
+
+    def start(worker_settings: Settings | None = None) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        worker = WorkerProcess(worker_settings or settings, log)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.alive():
+            worker.stop()
