@@ -1,0 +1,999 @@
+"""The host-facing Python API (SPEC §4): ``DripDrop``, one client per process.
+
+Every call takes ``tenant_key`` and is tenant-scoped. **Tenant rule**: an id that
+exists nowhere raises ``NotFoundError``; an id that exists under another tenant
+raises ``TenantMismatchError``; another tenant's row is never returned or changed.
+
+Two kinds of calls:
+
+* **authoring** (adapters, pools, members, sequences, versions, steps, health):
+  validate, write PostgreSQL and insert the ``config`` change (and, for
+  ``set_adapter_health``, the ``health-signals`` command) into the outbox in the
+  **same transaction**; after commit the outbox is relayed to Kafka (best effort;
+  a crash in between is repaired by the next relay, see ``streams/outbox.py``);
+* **commands** (enroll, pause, resume, unenroll, repin, ingest): validate against
+  PostgreSQL synchronously, then produce one record to the ``enrollments`` or
+  ``inbound-messages`` topic, keyed by ``tenant_key``, and wait for the broker's
+  acknowledgement. The stream processor applies them and writes the enrollment rows.
+
+Input errors are ``dripdrop_core.errors.InputError`` subclasses with a clear
+message and a ``code``; broker trouble is ``streams.kafka.PublishError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Connection, Engine, create_engine
+
+from dripdrop_core.correlation import Intent, normalize_message_id, split_references
+from dripdrop_core.errors import (
+    ConflictError,
+    DripDropError,
+    InputError,
+    NotFoundError,
+    TenantMismatchError,
+)
+from dripdrop_core.models import (
+    Adapter,
+    DelayFrom,
+    EnrollmentState,
+    HealthState,
+    MemberClass,
+    Mode,
+    PinPolicy,
+    Pool,
+    PoolMember,
+    QuietHours,
+    ReplyBehavior,
+    SequenceVersion,
+    Step,
+)
+from dripdrop_core.models import (
+    Sequence as SequenceModel,
+)
+from dripdrop_core.selection import pool_warnings, validate_member
+from streams.codecs import Codecs, partition_for
+from streams.db import authoring as repo
+from streams.db.tables import adapter_pools, outbox
+from streams.kafka import Delivery, KafkaPublisher, Publisher, PublishError
+from streams.outbox import EntityType, enqueue_config_change, relay_all, relay_outbox
+from streams.settings import Settings
+
+__all__ = [
+    "Accepted",
+    "ClassMismatchError",
+    "ConflictError",
+    "DripDrop",
+    "DripDropError",
+    "Enrollment",
+    "InboundMessage",
+    "InputError",
+    "InvalidInputError",
+    "NotFoundError",
+    "NotPoolMemberError",
+    "PoolInUseError",
+    "PoolView",
+    "PublishError",
+    "TenantMismatchError",
+    "enrollment_id_for",
+]
+
+log = logging.getLogger(__name__)
+
+ENROLLMENT_NAMESPACE = uuid.UUID("6f1d5c8e-2b7a-5d4e-9c3f-0a1b2c3d4e5f")
+"""uuid5 namespace of enrollment ids; changing it would break idempotent re-enrollment."""
+
+ADAPTER_FIELDS = frozenset(Adapter.model_fields) - {"id", "tenant_key"}
+LIVE_STATES = frozenset({EnrollmentState.ACTIVE, EnrollmentState.PAUSED})
+
+
+class InvalidInputError(InputError):
+    """A value has the wrong shape (pydantic validation, unknown field, CR/LF…)."""
+
+    code = "input"
+
+
+class ClassMismatchError(ConflictError):
+    """An ESP provider added to a pool as ``mailbox`` (SPEC §5.1)."""
+
+    code = "class_mismatch"
+
+
+class PoolInUseError(ConflictError):
+    """A pool that sequence versions still use cannot be deleted."""
+
+    code = "conflict"
+
+
+class NotPoolMemberError(ConflictError):
+    """A repin target that is not an active member of the enrollment's pool."""
+
+    code = "conflict"
+
+
+def enrollment_id_for(tenant_key: str, sequence_id: str, subscriber_id: str) -> str:
+    """Deterministic enrollment id: the same subscriber in the same sequence, the same id."""
+    return str(
+        uuid.uuid5(ENROLLMENT_NAMESPACE, f"{tenant_key}\x1f{sequence_id}\x1f{subscriber_id}")
+    )
+
+
+# --- typed results ----------------------------------------------------------------------------
+
+
+class Accepted(BaseModel):
+    """A command the broker acknowledged; the stream processor applies it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command: str
+    tenant_key: str
+    event_id: str
+    enrollment_id: str | None = None
+    topic: str
+    partition: int
+    offset: int
+
+
+class Enrollment(BaseModel):
+    """An enrollment row as the stream processor recorded it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenant_key: str
+    sequence_id: str
+    sequence_version_id: str
+    subscriber_id: str
+    mode: Mode
+    adapter_id: str | None
+    state: EnrollmentState
+    reason: str | None
+    recipient: str
+    timezone: str | None
+    data: dict[str, Any]
+    enrolled_at: datetime
+
+
+class PoolView(BaseModel):
+    """A pool with its members and validation warnings (``mixed_classes``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pool: Pool
+    members: list[PoolMember]
+    adapters: list[Adapter]
+    warnings: list[str]
+
+
+class InboundMessage(BaseModel):
+    """The message shape of SPEC §8 (the seed's ``ingest_inbound_message`` map)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    message_id: str
+    in_reply_to: str | None = None
+    references: list[str] | str | None = None
+    from_: str = Field(alias="from")
+    to: str
+    subject: str | None = None
+    body_text: str | None = None
+    body_html: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    received_at: datetime | None = None
+    intent: str = "reply"
+    intent_data: dict[str, str] = Field(default_factory=dict)
+
+
+# --- validation helpers -----------------------------------------------------------------------
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validated(model: type[M], values: Mapping[str, Any]) -> M:
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or model.__name__
+        raise InvalidInputError(
+            f"invalid {where}: {first['msg']}"
+            + (f" ({exc.error_count()} errors)" if exc.error_count() > 1 else "")
+        ) from None
+
+
+def _no_newline(name: str, value: str | None) -> None:
+    if value is not None and ("\r" in value or "\n" in value):
+        raise InvalidInputError(f"{name} must not contain CR or LF", code="header_injection")
+
+
+def _timezone(name: str, value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInputError(f"{name} {value!r} is not an IANA timezone") from None
+
+
+def _email(name: str, value: str) -> None:
+    _no_newline(name, value)
+    local, at, domain = value.strip().rpartition("@")
+    if not at or not local or "." not in domain or " " in value.strip():
+        raise InvalidInputError(f"{name} is not an email address")
+
+
+def _nonempty(name: str, value: str) -> None:
+    if not value or not value.strip():
+        raise InvalidInputError(f"{name} must not be empty")
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+class DripDrop:
+    """Authoring and command API. Build with ``DripDrop(settings)``; close it (or use ``with``).
+
+    Args:
+        settings: database URL, bootstrap servers, topic prefix, partitions.
+        engine: an SQLAlchemy engine (default: one from ``settings.sqlalchemy_url``).
+        publisher: a producer (default: ``KafkaPublisher(settings)``, created on first use).
+        codecs: Avro codecs (default: ``Codecs(settings)``).
+        relay_after_commit: relay the outbox right after each authoring commit.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        publisher: Publisher | None = None,
+        codecs: Codecs | None = None,
+        relay_after_commit: bool = True,
+    ) -> None:
+        self.settings = settings
+        self._owns_engine = engine is None
+        self.engine = engine if engine is not None else create_engine(settings.sqlalchemy_url)
+        self._publisher = publisher
+        self._owns_publisher = publisher is None
+        self.codecs = codecs if codecs is not None else Codecs(settings)
+        self.relay_after_commit = relay_after_commit
+        self._closed = False
+
+    # lifecycle
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._closed:
+            raise RuntimeError("DripDrop client is closed")
+        if self._publisher is None:
+            self._publisher = KafkaPublisher(self.settings)
+        return self._publisher
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_publisher and self._publisher is not None:
+            self._publisher.close()
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # outbox plumbing
+
+    def relay_outbox(self) -> int:
+        """Publish every pending outbox row; return how many were published."""
+        return relay_all(self.engine, self.publisher)
+
+    def _after_commit(self) -> None:
+        if not self.relay_after_commit:
+            return
+        try:
+            relay_outbox(self.engine, self.publisher)
+        except PublishError as exc:
+            # The change is committed and stays in the outbox; the next relay publishes it.
+            log.warning("config change committed but not yet published: %s", exc)
+
+    def _config(
+        self,
+        conn: Connection,
+        entity_type: EntityType,
+        entity_id: str,
+        tenant_key: str,
+        entity: BaseModel | None,
+    ) -> None:
+        enqueue_config_change(
+            conn,
+            settings=self.settings,
+            codecs=self.codecs,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            tenant_key=tenant_key,
+            entity=entity,
+        )
+
+    def _produce(self, topic: str, tenant_key: str, record: dict[str, Any]) -> Delivery:
+        value = self.codecs.for_topic(topic).encode(record)
+        publisher = self.publisher
+        publisher.produce(self.settings.topic(topic), key=tenant_key, value=value)
+        deliveries = publisher.flush()
+        if not deliveries:
+            raise PublishError(f"no delivery report for the {topic} record")
+        return deliveries[-1]
+
+    # adapters
+
+    def create_channel_adapter(
+        self,
+        *,
+        tenant_key: str,
+        name: str,
+        provider: str = "smtp",
+        channel: str = "email",
+        from_address: str | None = None,
+        timezone: str = "UTC",
+        active: bool = True,
+        health_state: HealthState | str | None = None,
+        health_score: float | None = None,
+        daily_cap: int | None = None,
+        ramp_floor: int | None = None,
+        ramp_increment: int | None = None,
+        ramp_started_at: datetime | None = None,
+        min_gap_seconds: int = 0,
+        config: Mapping[str, Any] | None = None,
+    ) -> Adapter:
+        """Create a sending identity (mailbox or ESP account) with its ramp and pacing fields."""
+        _nonempty("tenant_key", tenant_key)
+        _nonempty("name", name)
+        _timezone("timezone", timezone)
+        if from_address is not None:
+            _email("from_address", from_address)
+        adapter = _validated(
+            Adapter,
+            {
+                "id": repo.new_id(),
+                "tenant_key": tenant_key,
+                "name": name,
+                "provider": provider,
+                "channel": channel,
+                "from_address": from_address,
+                "timezone": timezone,
+                "active": active,
+                "health_state": health_state,
+                "health_score": health_score,
+                "daily_cap": daily_cap,
+                "ramp_floor": ramp_floor,
+                "ramp_increment": ramp_increment,
+                "ramp_started_at": ramp_started_at,
+                "min_gap_seconds": min_gap_seconds,
+                "config": dict(config or {}),
+            },
+        )
+        with self.engine.begin() as conn:
+            repo.insert_adapter(conn, adapter)
+            self._config(conn, "adapter", adapter.id, tenant_key, adapter)
+        self._after_commit()
+        return adapter
+
+    def update_channel_adapter(
+        self, adapter_id: str, *, tenant_key: str, **changes: Any
+    ) -> Adapter:
+        """Change adapter fields (e.g. the seed's ramp fields); only the given ones change.
+
+        Accepted fields: every ``Adapter`` field but ``id`` and ``tenant_key``. Passing
+        ``None`` clears a nullable field. A health change is recorded as a transition.
+        """
+        unknown = set(changes) - ADAPTER_FIELDS
+        if unknown:
+            raise InvalidInputError(f"unknown adapter field(s): {', '.join(sorted(unknown))}")
+        if not changes:
+            raise InvalidInputError("nothing to update: give at least one field")
+        if "timezone" in changes:
+            _timezone("timezone", changes["timezone"])
+        if changes.get("from_address") is not None:
+            _email("from_address", changes["from_address"])
+        with self.engine.begin() as conn:
+            before = repo.adapter_from_row(repo.load_owned(conn, "adapter", adapter_id, tenant_key))
+            after = _validated(Adapter, {**before.model_dump(), **changes})
+            repo.update_adapter(conn, after)
+            if after.health_state != before.health_state:
+                repo.insert_health_transition(
+                    conn,
+                    before=before,
+                    after=after,
+                    reason="external_signal",
+                    source="update_channel_adapter",
+                )
+            self._config(conn, "adapter", after.id, tenant_key, after)
+        self._after_commit()
+        return after
+
+    def set_adapter_health(
+        self,
+        adapter_id: str,
+        *,
+        tenant_key: str,
+        health_state: HealthState | str | None,
+        health_score: float | None = None,
+        resting_until: datetime | None = None,
+        source: str = "operator",
+    ) -> Adapter:
+        """External health signal (SPEC §5.7): set any state, with ``resting_until`` and a score.
+
+        ``resting_until`` and ``health_score`` are overwritten (cleared when omitted).
+        Writes the adapter and a transition row, and emits the ``config`` change and a
+        ``set_health`` record on ``health-signals`` through the outbox, atomically.
+        """
+        _nonempty("source", source)
+        with self.engine.begin() as conn:
+            before = repo.adapter_from_row(repo.load_owned(conn, "adapter", adapter_id, tenant_key))
+            after = _validated(
+                Adapter,
+                {
+                    **before.model_dump(),
+                    "health_state": health_state,
+                    "health_score": health_score,
+                    "resting_until": resting_until,
+                },
+            )
+            repo.update_adapter(conn, after)
+            repo.insert_health_transition(
+                conn, before=before, after=after, reason="external_signal", source=source
+            )
+            self._config(conn, "adapter", after.id, tenant_key, after)
+            signal = {
+                "event_id": str(uuid.uuid4()),
+                "tenant_key": tenant_key,
+                "occurred_at": datetime.now(UTC),
+                "kind": "set_health",
+                "adapter_id": after.id,
+                "health_state": None if after.health_state is None else str(after.health_state),
+                "resting_until": after.resting_until,
+                "score": after.health_score,
+                "source": source,
+            }
+            self._enqueue(conn, "health-signals", tenant_key, signal)
+        self._after_commit()
+        return after
+
+    def _enqueue(
+        self, conn: Connection, topic: str, tenant_key: str, record: dict[str, Any]
+    ) -> None:
+        conn.execute(
+            outbox.insert().values(
+                tenant_key=tenant_key,
+                topic=self.settings.topic(topic),
+                key=tenant_key,
+                partition=partition_for(tenant_key, self.settings.partitions),
+                value=self.codecs.for_topic(topic).encode(record),
+            )
+        )
+
+    def get_adapter(self, adapter_id: str, *, tenant_key: str) -> Adapter:
+        with self.engine.connect() as conn:
+            return repo.adapter_from_row(repo.load_owned(conn, "adapter", adapter_id, tenant_key))
+
+    # pools
+
+    def create_adapter_pool(
+        self,
+        *,
+        tenant_key: str,
+        name: str,
+        on_pin_unavailable: PinPolicy | str = PinPolicy.REASSIGN,
+    ) -> Pool:
+        """Create a tenant's sender pool; ``on_pin_unavailable`` is ``pause`` or ``reassign``."""
+        _nonempty("tenant_key", tenant_key)
+        _nonempty("name", name)
+        pool = _validated(
+            Pool,
+            {
+                "id": repo.new_id(),
+                "tenant_key": tenant_key,
+                "name": name,
+                "on_pin_unavailable": on_pin_unavailable,
+            },
+        )
+        with self.engine.begin() as conn:
+            repo.insert_pool(conn, pool)
+            self._config(conn, "pool", pool.id, tenant_key, pool)
+        self._after_commit()
+        return pool
+
+    def delete_adapter_pool(self, pool_id: str, *, tenant_key: str) -> Pool:
+        """Delete a pool and its members; refused while a sequence version uses it."""
+        with self.engine.begin() as conn:
+            pool = repo.pool_from_row(repo.load_owned(conn, "pool", pool_id, tenant_key))
+            versions = repo.versions_using_pool(conn, pool.id)
+            if versions:
+                live = repo.live_enrollment_count(conn, pool.id)
+                raise PoolInUseError(
+                    f"pool {pool.id} is used by {versions} sequence version(s) "
+                    f"with {live} active or paused enrollment(s)"
+                )
+            members = repo.list_members(conn, pool.id, tenant_key)
+            conn.execute(adapter_pools.delete().where(adapter_pools.c.id == pool.id))
+            for member in members:
+                self._config(
+                    conn, "pool_member", f"{pool.id}:{member.adapter_id}", tenant_key, None
+                )
+            self._config(conn, "pool", pool.id, tenant_key, None)
+        self._after_commit()
+        return pool
+
+    def get_pool(self, pool_id: str, *, tenant_key: str) -> Pool:
+        with self.engine.connect() as conn:
+            return repo.pool_from_row(repo.load_owned(conn, "pool", pool_id, tenant_key))
+
+    def list_pool_members(self, pool_id: str, *, tenant_key: str) -> list[PoolMember]:
+        with self.engine.connect() as conn:
+            pool = repo.pool_from_row(repo.load_owned(conn, "pool", pool_id, tenant_key))
+            return repo.list_members(conn, pool.id, tenant_key)
+
+    def inspect_pool(self, pool_id: str, *, tenant_key: str) -> PoolView:
+        """A pool, its members, their adapters and validation warnings (runbook view)."""
+        with self.engine.connect() as conn:
+            pool = repo.pool_from_row(repo.load_owned(conn, "pool", pool_id, tenant_key))
+            members = repo.list_members(conn, pool.id, tenant_key)
+            adapters = [
+                repo.adapter_from_row(repo.load_owned(conn, "adapter", m.adapter_id, tenant_key))
+                for m in members
+            ]
+        return PoolView(
+            pool=pool,
+            members=members,
+            adapters=adapters,
+            warnings=[str(w) for w in pool_warnings(members)],
+        )
+
+    def add_pool_member(
+        self,
+        pool_id: str,
+        *,
+        tenant_key: str,
+        adapter_id: str,
+        member_class: MemberClass | str = MemberClass.MAILBOX,
+        weight: int = 1,
+        active: bool = True,
+    ) -> PoolMember:
+        """Add one of the tenant's adapters to one of its pools (SPEC §5.1).
+
+        Raises:
+            TenantMismatchError: the pool or the adapter belongs to another tenant.
+            ClassMismatchError: an ESP provider added as ``mailbox``.
+            ConflictError: the adapter is already a member.
+        """
+        with self.engine.begin() as conn:
+            pool = repo.pool_from_row(repo.load_owned(conn, "pool", pool_id, tenant_key))
+            adapter = repo.adapter_from_row(
+                repo.load_owned(conn, "adapter", adapter_id, tenant_key)
+            )
+            member = _validated(
+                PoolMember,
+                {
+                    "pool_id": pool.id,
+                    "adapter_id": adapter.id,
+                    "tenant_key": tenant_key,
+                    "member_class": member_class,
+                    "weight": weight,
+                    "active": active,
+                },
+            )
+            try:
+                validate_member(pool, adapter, member)
+            except ConflictError as exc:
+                if exc.code == "class_mismatch":
+                    raise ClassMismatchError(str(exc)) from None
+                raise
+            repo.insert_member(conn, member)
+            self._config(conn, "pool_member", f"{pool.id}:{adapter.id}", tenant_key, member)
+        self._after_commit()
+        return member
+
+    def remove_pool_member(self, pool_id: str, *, tenant_key: str, adapter_id: str) -> PoolMember:
+        """Remove a member; existing pins are untouched (SPEC §5.2: no automatic rebalancing)."""
+        with self.engine.begin() as conn:
+            pool = repo.pool_from_row(repo.load_owned(conn, "pool", pool_id, tenant_key))
+            repo.load_owned(conn, "adapter", adapter_id, tenant_key)
+            member = repo.delete_member(conn, pool.id, adapter_id, tenant_key)
+            self._config(conn, "pool_member", f"{pool.id}:{member.adapter_id}", tenant_key, None)
+        self._after_commit()
+        return member
+
+    # sequences, versions, steps
+
+    def create_sequence(
+        self,
+        *,
+        tenant_key: str,
+        key: str,
+        name: str | None = None,
+        allow_reenrollment: bool = False,
+    ) -> SequenceModel:
+        _nonempty("tenant_key", tenant_key)
+        _nonempty("key", key)
+        sequence = _validated(
+            SequenceModel,
+            {
+                "id": repo.new_id(),
+                "tenant_key": tenant_key,
+                "key": key,
+                "name": name or key,
+                "allow_reenrollment": allow_reenrollment,
+            },
+        )
+        with self.engine.begin() as conn:
+            repo.insert_sequence(conn, sequence)
+            self._config(conn, "sequence", sequence.id, tenant_key, sequence)
+        self._after_commit()
+        return sequence
+
+    def create_sequence_version(
+        self,
+        sequence_id: str,
+        *,
+        tenant_key: str,
+        version: int,
+        mode: Mode | str = Mode.LIFECYCLE,
+        config: Mapping[str, Any] | None = None,
+        active: bool = True,
+    ) -> SequenceVersion:
+        """Create a version; ``mode="outbound"`` needs ``config["pool_id"]`` of the same tenant."""
+        config = dict(config or {})
+        raw_pool = config.get("pool_id")
+        if raw_pool is not None and not isinstance(raw_pool, str):
+            raise InvalidInputError("config.pool_id must be a string id")
+        with self.engine.begin() as conn:
+            sequence = repo.sequence_from_row(
+                repo.load_owned(conn, "sequence", sequence_id, tenant_key)
+            )
+            candidate = _validated(
+                SequenceVersion,
+                {
+                    "id": repo.new_id(),
+                    "sequence_id": sequence.id,
+                    "tenant_key": tenant_key,
+                    "version": version,
+                    "mode": mode,
+                    "pool_id": None,
+                    "active": active,
+                },
+            )
+            pool_id: str | None = None
+            if candidate.mode is Mode.OUTBOUND:
+                if raw_pool is None:
+                    raise InvalidInputError(
+                        "an outbound version requires config.pool_id", code="input"
+                    )
+                pool_id = repo.pool_from_row(repo.load_owned(conn, "pool", raw_pool, tenant_key)).id
+                config["pool_id"] = pool_id
+            elif raw_pool is not None:
+                raise InvalidInputError("config.pool_id is only allowed on outbound versions")
+            created = candidate.model_copy(update={"pool_id": pool_id})
+            repo.insert_version(conn, created, config)
+            self._config(conn, "sequence_version", created.id, tenant_key, created)
+        self._after_commit()
+        return created
+
+    def create_step(
+        self,
+        version_id: str,
+        *,
+        tenant_key: str,
+        key: str,
+        position: int,
+        channel: str = "email",
+        delay_seconds: int = 0,
+        delay_from: DelayFrom | str = DelayFrom.PREVIOUS_SEND,
+        subject_template: str = "",
+        body_template: str = "",
+        adapter_id: str | None = None,
+        adapter_override_id: str | None = None,
+        reply_behavior: ReplyBehavior | str = ReplyBehavior.STOP,
+        quiet_hours: QuietHours | Mapping[str, int] | tuple[int, int] | None = None,
+        thread_continuity: bool = False,
+    ) -> Step:
+        """Create a step. Outbound versions take ``adapter_override_id`` (a new thread);
+        lifecycle versions take ``adapter_id``; either adapter must be the tenant's."""
+        _nonempty("key", key)
+        _no_newline("subject_template", subject_template)
+        if isinstance(quiet_hours, tuple):
+            quiet_hours = {"start_hour": quiet_hours[0], "end_hour": quiet_hours[1]}
+        with self.engine.begin() as conn:
+            version = repo.version_from_row(
+                repo.load_owned(conn, "sequence_version", version_id, tenant_key)
+            )
+            if version.mode is Mode.OUTBOUND and adapter_id is not None:
+                raise InvalidInputError(
+                    "outbound steps send through the pinned adapter; use adapter_override_id"
+                )
+            if version.mode is Mode.LIFECYCLE and adapter_override_id is not None:
+                raise InvalidInputError("adapter_override_id is only for outbound versions")
+            for field, ref in (
+                ("adapter_id", adapter_id),
+                ("adapter_override_id", adapter_override_id),
+            ):
+                if ref is None:
+                    continue
+                adapter = repo.adapter_from_row(repo.load_owned(conn, "adapter", ref, tenant_key))
+                if adapter.channel != channel:
+                    raise ConflictError(
+                        f"{field} {adapter.id} sends on {adapter.channel}, the step on {channel}",
+                        code="channel_mismatch",
+                    )
+            step = _validated(
+                Step,
+                {
+                    "id": repo.new_id(),
+                    "version_id": version.id,
+                    "tenant_key": tenant_key,
+                    "key": key,
+                    "position": position,
+                    "channel": channel,
+                    "delay_seconds": delay_seconds,
+                    "delay_from": delay_from,
+                    "subject_template": subject_template,
+                    "body_template": body_template,
+                    "adapter_id": adapter_id,
+                    "adapter_override_id": adapter_override_id,
+                    "reply_behavior": reply_behavior,
+                    "quiet_hours": quiet_hours,
+                    "thread_continuity": thread_continuity,
+                },
+            )
+            repo.insert_step(conn, step)
+            self._config(conn, "step", step.id, tenant_key, step)
+        self._after_commit()
+        return step
+
+    # enrollment commands
+
+    def enroll(
+        self,
+        *,
+        tenant_key: str,
+        sequence_id: str,
+        subscriber_id: str,
+        recipient: str,
+        data: Mapping[str, Any] | None = None,
+        recipient_timezone: str | None = None,
+        sequence_version_id: str | None = None,
+    ) -> Accepted:
+        """Enroll a subscriber; returns the deterministic ``enrollment_id`` (idempotent).
+
+        Raises:
+            NotFoundError / TenantMismatchError: unknown sequence or version.
+            ConflictError: the sequence has no active version.
+            InvalidInputError: bad recipient, timezone or data.
+        """
+        _nonempty("subscriber_id", subscriber_id)
+        _email("recipient", recipient)
+        _timezone("recipient_timezone", recipient_timezone)
+        try:
+            data_json = json.dumps(dict(data or {}), sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"data is not JSON-serializable: {exc}") from None
+        with self.engine.connect() as conn:
+            sequence = repo.sequence_from_row(
+                repo.load_owned(conn, "sequence", sequence_id, tenant_key)
+            )
+            if sequence_version_id is not None:
+                version = repo.version_from_row(
+                    repo.load_owned(conn, "sequence_version", sequence_version_id, tenant_key)
+                )
+                if version.sequence_id != sequence.id:
+                    raise InvalidInputError(
+                        f"sequence_version {version.id} is not a version of sequence {sequence.id}"
+                    )
+            else:
+                current = repo.current_version(conn, sequence.id)
+                if current is None:
+                    raise ConflictError(f"sequence {sequence.id} has no active version")
+                version = current
+        enrollment_id = enrollment_id_for(tenant_key, sequence.id, subscriber_id)
+        record = self._command(
+            "enroll",
+            tenant_key,
+            enrollment_id,
+            sequence_id=sequence.id,
+            sequence_version_id=version.id,
+            subscriber_id=subscriber_id,
+            recipient=recipient.strip(),
+            recipient_timezone=recipient_timezone,
+            data=data_json,
+        )
+        return self._accepted(record, self._produce("enrollments", tenant_key, record))
+
+    def pause_enrollment(
+        self, enrollment_id: str, *, tenant_key: str, reason: str | None = None
+    ) -> Accepted:
+        return self._enrollment_command("pause", enrollment_id, tenant_key, reason=reason)
+
+    def resume_enrollment(self, enrollment_id: str, *, tenant_key: str) -> Accepted:
+        return self._enrollment_command("resume", enrollment_id, tenant_key)
+
+    def unenroll(
+        self, enrollment_id: str, *, tenant_key: str, reason: str | None = None
+    ) -> Accepted:
+        return self._enrollment_command("unenroll", enrollment_id, tenant_key, reason=reason)
+
+    def repin_enrollment(
+        self, enrollment_id: str, *, tenant_key: str, new_adapter_id: str, reason: str | None = None
+    ) -> Accepted:
+        """Move an outbound enrollment to another member of its pool (breaks the thread).
+
+        Raises:
+            NotFoundError / TenantMismatchError: enrollment or adapter not the tenant's.
+            ConflictError: not outbound, finished, adapter not an active pool member,
+                adapter inactive (``adapter_inactive``) or resting (``adapter_resting``).
+        """
+        with self.engine.connect() as conn:
+            enrollment = self._live_enrollment(conn, enrollment_id, tenant_key, "repin")
+            adapter = repo.adapter_from_row(
+                repo.load_owned(conn, "adapter", new_adapter_id, tenant_key)
+            )
+            version = repo.version_from_row(
+                repo.load_owned(
+                    conn, "sequence_version", enrollment.sequence_version_id, tenant_key
+                )
+            )
+            if version.mode is not Mode.OUTBOUND or version.pool_id is None:
+                raise ConflictError(f"enrollment {enrollment.id} is not outbound; nothing to repin")
+            member = repo.find_member(conn, version.pool_id, adapter.id)
+            if member is None or not member.active:
+                raise NotPoolMemberError(
+                    f"adapter {adapter.id} is not an active member of pool {version.pool_id}"
+                )
+            if not adapter.active:
+                raise ConflictError(f"adapter {adapter.id} is inactive", code="adapter_inactive")
+            if adapter.health_state is HealthState.RESTING:
+                raise ConflictError(f"adapter {adapter.id} is resting", code="adapter_resting")
+        record = self._command(
+            "repin", tenant_key, enrollment.id, new_adapter_id=adapter.id, reason=reason
+        )
+        return self._accepted(record, self._produce("enrollments", tenant_key, record))
+
+    def get_enrollment(self, enrollment_id: str, *, tenant_key: str) -> Enrollment:
+        with self.engine.connect() as conn:
+            row = repo.load_owned(conn, "enrollment", enrollment_id, tenant_key)
+        m = repo.fields(row)
+        return Enrollment(
+            id=str(m["id"]),
+            tenant_key=m["tenant_key"],
+            sequence_id=str(m["sequence_id"]),
+            sequence_version_id=str(m["sequence_version_id"]),
+            subscriber_id=m["subscriber_id"],
+            mode=m["mode"],
+            adapter_id=None if m["adapter_id"] is None else str(m["adapter_id"]),
+            state=m["state"],
+            reason=m["reason"],
+            recipient=m["recipient"],
+            timezone=m["timezone"],
+            data=dict(m["data"]),
+            enrolled_at=m["enrolled_at"],
+        )
+
+    def _live_enrollment(
+        self, conn: Connection, enrollment_id: str, tenant_key: str, command: str
+    ) -> Enrollment:
+        row = repo.load_owned(conn, "enrollment", enrollment_id, tenant_key)
+        state = EnrollmentState(row.state)
+        if state not in LIVE_STATES:
+            raise ConflictError(f"enrollment {row.id} is {state}; cannot {command} it")
+        return self.get_enrollment(str(row.id), tenant_key=tenant_key)
+
+    def _enrollment_command(
+        self,
+        command: Literal["pause", "resume", "unenroll"],
+        enrollment_id: str,
+        tenant_key: str,
+        reason: str | None = None,
+    ) -> Accepted:
+        with self.engine.connect() as conn:
+            enrollment = self._live_enrollment(conn, enrollment_id, tenant_key, command)
+        record = self._command(command, tenant_key, enrollment.id, reason=reason)
+        return self._accepted(record, self._produce("enrollments", tenant_key, record))
+
+    @staticmethod
+    def _command(
+        command: str, tenant_key: str, enrollment_id: str, **fields: Any
+    ) -> dict[str, Any]:
+        return {
+            "event_id": str(uuid.uuid4()),
+            "tenant_key": tenant_key,
+            "occurred_at": datetime.now(UTC),
+            "command": command,
+            "enrollment_id": enrollment_id,
+            **fields,
+        }
+
+    @staticmethod
+    def _accepted(record: Mapping[str, Any], delivery: Delivery) -> Accepted:
+        return Accepted(
+            command=str(record.get("command", "ingest")),
+            tenant_key=record["tenant_key"],
+            event_id=record["event_id"],
+            enrollment_id=record.get("enrollment_id"),
+            topic=delivery.topic,
+            partition=delivery.partition,
+            offset=delivery.offset,
+        )
+
+    # inbound
+
+    def ingest_inbound_message(
+        self, adapter_id: str, message: Mapping[str, Any] | InboundMessage, *, tenant_key: str
+    ) -> Accepted:
+        """Hand one normalized inbound message to the processor (SPEC §8).
+
+        Ids are normalized (trimmed, no angle brackets); the adapter must be the
+        tenant's; an unknown intent is rejected here (the topic dead-letters it).
+        """
+        msg = (
+            message if isinstance(message, InboundMessage) else _validated(InboundMessage, message)
+        )
+        with self.engine.connect() as conn:
+            adapter = repo.adapter_from_row(
+                repo.load_owned(conn, "adapter", adapter_id, tenant_key)
+            )
+        message_id = normalize_message_id(msg.message_id)
+        if message_id is None:
+            raise InvalidInputError("message_id must not be empty", code="invalid_message_id")
+        for name, value in (("message_id", message_id), ("in_reply_to", msg.in_reply_to)):
+            _no_newline(name, value)
+        try:
+            intent = Intent(msg.intent.strip().lower())
+        except ValueError:
+            raise InvalidInputError(
+                f"unknown intent {msg.intent[:40]!r}; one of {', '.join(i.value for i in Intent)}",
+                code="unknown_intent",
+            ) from None
+        references: Sequence[str] = split_references(msg.references)
+        record = {
+            "event_id": str(uuid.uuid4()),
+            "tenant_key": tenant_key,
+            "occurred_at": datetime.now(UTC),
+            "adapter_id": adapter.id,
+            "message_id": message_id,
+            "in_reply_to": normalize_message_id(msg.in_reply_to),
+            "references": list(references),
+            "from": msg.from_,
+            "to": msg.to,
+            "subject": msg.subject,
+            "body_text": msg.body_text,
+            "body_html": msg.body_html,
+            "headers": {k.lower(): v for k, v in msg.headers.items()},
+            "received_at": msg.received_at or datetime.now(UTC),
+            "intent": intent.value,
+            "intent_data": dict(msg.intent_data),
+        }
+        delivery = self._produce("inbound-messages", tenant_key, record)
+        return Accepted(
+            command="ingest",
+            tenant_key=tenant_key,
+            event_id=record["event_id"],
+            topic=delivery.topic,
+            partition=delivery.partition,
+            offset=delivery.offset,
+        )

@@ -1,0 +1,112 @@
+"""confluent-kafka producer for the host-facing API, the CLI and the outbox relay.
+
+One ``KafkaPublisher`` serves both kinds of records the API writes:
+
+* config changes from the outbox, produced to an **explicit partition**
+  (``murmur2(tenant_key) % partitions``, computed when the outbox row is written);
+* enrollment and inbound commands keyed by ``tenant_key``, placed by librdkafka's
+  ``murmur2_random`` partitioner (the Java client's default, so every producer
+  that keys by tenant lands on the same partition).
+
+The producer is idempotent (``enable.idempotence``, ``acks=all``); ``flush`` waits for
+every delivery report and raises ``PublishError`` if any record was not acknowledged,
+so callers only treat a record as published once the broker confirmed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams.settings import Settings
+
+
+class PublishError(RuntimeError):
+    """The broker did not acknowledge a record (or could not be reached).
+
+    Infrastructure trouble, not bad input: the caller may retry; for outbox rows
+    the next relay run does it.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where the broker stored one record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class Publisher(Protocol):
+    """What the API and the outbox relay need from a producer (fakes implement it in tests)."""
+
+    def produce(
+        self, topic: str, *, key: str, value: bytes, partition: int | None = None
+    ) -> None: ...
+
+    def flush(self, timeout: float = ...) -> list[Delivery]: ...
+
+    def close(self) -> None: ...
+
+
+class KafkaPublisher:
+    """confluent-kafka ``Producer`` with delivery tracking; see the module docstring."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        config: dict[str, Any] = {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "message.timeout.ms": 30_000,
+        }
+        config.update(overrides)
+        self._producer = Producer(config)
+        self._pending: list[Delivery | KafkaError] = []
+        self._closed = False
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._pending.append(err)
+        else:
+            self._pending.append(
+                Delivery(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0))
+            )
+
+    def produce(self, topic: str, *, key: str, value: bytes, partition: int | None = None) -> None:
+        if self._closed:
+            raise RuntimeError("KafkaPublisher is closed")
+        kwargs: dict[str, Any] = {
+            "key": key.encode(),
+            "value": value,
+            "on_delivery": self._on_delivery,
+        }
+        if partition is not None:
+            kwargs["partition"] = partition
+        try:
+            self._producer.produce(topic, **kwargs)
+        except BufferError:
+            self._producer.poll(1.0)
+            self._producer.produce(topic, **kwargs)
+        except KafkaException as exc:
+            raise PublishError(f"cannot produce to {topic}: {exc.args[0]}") from exc
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> list[Delivery]:
+        """Wait for every outstanding record; return their deliveries or raise ``PublishError``."""
+        remaining = self._producer.flush(timeout)
+        reports, self._pending = self._pending, []
+        failures = [r for r in reports if isinstance(r, KafkaError)]
+        if remaining or failures:
+            reason = failures[0].str() if failures else f"{remaining} record(s) unacknowledged"
+            raise PublishError(f"Kafka did not acknowledge the records: {reason}")
+        return [r for r in reports if isinstance(r, Delivery)]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._producer.flush(5.0)
+            self._closed = True
