@@ -1,0 +1,32 @@
+"""The ``dripdrop`` command line: the authoring API and operator commands (SPEC §4, §10).
+
+Settings come from the environment (``DRIPDROP_DATABASE_URL``, ``DRIPDROP_KAFKA_BOOTSTRAP``,
+``DRIPDROP_TOPIC_PREFIX``…). Exit codes: 0 ok, 2 usage, 3 not found, 4 tenant mismatch,
+5 conflict or invalid input, 1 unexpected (database or broker unreachable).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from streams.cli import adapter, enrollment, ingest, ops, pool, sequence
+
+app = typer.Typer(
+    name="dripdrop",
+    help="DripDrop for Kafka: author adapters, pools and sequences; enroll; operate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(adapter.app, name="adapter")
+app.add_typer(pool.app, name="pool")
+app.add_typer(sequence.sequence_app, name="sequence")
+app.add_typer(sequence.version_app, name="version")
+app.add_typer(sequence.step_app, name="step")
+app.command("enroll")(enrollment.enroll)
+app.add_typer(enrollment.app, name="enrollment")
+app.command("ingest")(ingest.ingest)
+app.add_typer(ops.outbox_app, name="outbox")
+app.add_typer(ops.db_app, name="db")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,107 @@
+"""``dripdrop sequence``, ``dripdrop version`` and ``dripdrop step``: authoring sequences."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dripdrop_core.models import DelayFrom, Mode, ReplyBehavior
+from streams.cli.output import JsonOut, Tenant, client, emit, handled, parse_json_object
+
+sequence_app = typer.Typer(help="Sequences (a key per tenant).")
+version_app = typer.Typer(help="Sequence versions (lifecycle or outbound with a pool).")
+step_app = typer.Typer(help="Steps of a sequence version.")
+
+
+@sequence_app.command("create")
+@handled
+def create_sequence(
+    tenant: Tenant,
+    key: Annotated[str, typer.Option(help="Unique per tenant.")],
+    name: str | None = None,
+    allow_reenrollment: bool = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Create a sequence."""
+    with client() as dd:
+        sequence = dd.create_sequence(
+            tenant_key=tenant, key=key, name=name, allow_reenrollment=allow_reenrollment
+        )
+    emit(sequence, as_json=json_out, title="sequence")
+
+
+@version_app.command("create")
+@handled
+def create_version(
+    sequence_id: Annotated[str, typer.Argument(help="Sequence id.")],
+    tenant: Tenant,
+    version: Annotated[int, typer.Option(help="Version number, > 0.")],
+    mode: Annotated[Mode, typer.Option(case_sensitive=False)] = Mode.LIFECYCLE,
+    pool_id: Annotated[str | None, typer.Option("--pool", help="Pool id (outbound).")] = None,
+    config: Annotated[str | None, typer.Option(help="Version config, a JSON object.")] = None,
+    inactive: Annotated[bool, typer.Option("--inactive")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Create a sequence version; outbound needs --pool (or config pool_id)."""
+    merged = parse_json_object(config, "--config")
+    if pool_id is not None:
+        merged["pool_id"] = pool_id
+    with client() as dd:
+        created = dd.create_sequence_version(
+            sequence_id,
+            tenant_key=tenant,
+            version=version,
+            mode=mode,
+            config=merged,
+            active=not inactive,
+        )
+    emit(created, as_json=json_out, title="version")
+
+
+@step_app.command("create")
+@handled
+def create_step(
+    version_id: Annotated[str, typer.Argument(help="Sequence version id.")],
+    tenant: Tenant,
+    key: Annotated[str, typer.Option(help="Unique in the version.")],
+    position: Annotated[int, typer.Option(help="Order in the version, >= 0.")],
+    channel: str = "email",
+    delay_seconds: int = 0,
+    delay_from: Annotated[DelayFrom, typer.Option(case_sensitive=False)] = DelayFrom.PREVIOUS_SEND,
+    subject: Annotated[str, typer.Option(help="Subject template.")] = "",
+    body: Annotated[str, typer.Option(help="Body template.")] = "",
+    adapter_id: Annotated[str | None, typer.Option("--adapter", help="Lifecycle.")] = None,
+    adapter_override_id: Annotated[
+        str | None, typer.Option("--adapter-override", help="Outbound: new thread.")
+    ] = None,
+    reply_behavior: Annotated[ReplyBehavior, typer.Option(case_sensitive=False)] = (
+        ReplyBehavior.STOP
+    ),
+    quiet_start: Annotated[int | None, typer.Option(help="Quiet hours start (0-23).")] = None,
+    quiet_end: Annotated[int | None, typer.Option(help="Quiet hours end (0-24).")] = None,
+    thread_continuity: bool = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Create a step."""
+    if (quiet_start is None) != (quiet_end is None):
+        raise typer.BadParameter("give both --quiet-start and --quiet-end", param_hint="--quiet-*")
+    quiet = None if quiet_start is None or quiet_end is None else (quiet_start, quiet_end)
+    with client() as dd:
+        step = dd.create_step(
+            version_id,
+            tenant_key=tenant,
+            key=key,
+            position=position,
+            channel=channel,
+            delay_seconds=delay_seconds,
+            delay_from=delay_from,
+            subject_template=subject,
+            body_template=body,
+            adapter_id=adapter_id,
+            adapter_override_id=adapter_override_id,
+            reply_behavior=reply_behavior,
+            quiet_hours=quiet,
+            thread_continuity=thread_continuity,
+        )
+    emit(step, as_json=json_out, title="step")
