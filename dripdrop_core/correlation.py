@@ -12,10 +12,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import AwareDatetime
-
 from dripdrop_core.errors import RecordError
-from dripdrop_core.models import EnrollmentState, Frozen, ReplyBehavior
+from dripdrop_core.models import EnrollmentState, Frozen, ReplyBehavior, UtcDatetime
 from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import ooo_resume_at
 
@@ -55,7 +53,7 @@ class IntentEffect(Frozen):
     cancel_pending: bool = False
     suppress: bool = False
     health_signal: Literal["bounce", "complaint"] | None = None
-    resume_at: AwareDatetime | None = None
+    resume_at: UtcDatetime | None = None
 
 
 _EFFECTS: dict[Intent, IntentEffect] = {

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AwareDatetime
-
-from dripdrop_core.models import Frozen, HealthState
+from dripdrop_core.models import Frozen, HealthState, UtcDatetime
 from dripdrop_core.reasons import Reason
 
 
@@ -21,9 +19,9 @@ class Facts(Frozen):
     cap: int | None = None
     sent_today: int | None = None
     pinned_waiting_today: int | None = None
-    last_sent_at: AwareDatetime | None = None
+    last_sent_at: UtcDatetime | None = None
     min_gap_seconds: int | None = None
-    resting_until: AwareDatetime | None = None
+    resting_until: UtcDatetime | None = None
     health_state: HealthState | None = None
     timezone: str | None = None
 
@@ -48,7 +46,7 @@ class Defer(Frozen):
     """Do not send before ``until``; re-evaluate then (cap, gap, resting, quiet hours)."""
 
     kind: Literal["defer"] = "defer"
-    until: AwareDatetime
+    until: UtcDatetime
     reason: Reason
     facts: Facts = Facts()
 

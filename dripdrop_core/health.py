@@ -12,9 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import AwareDatetime
-
-from dripdrop_core.models import Adapter, Frozen, HealthState
+from dripdrop_core.models import Adapter, Frozen, HealthState, UtcDatetime
 from dripdrop_core.policy import HealthPolicy
 from dripdrop_core.ramp import local_day
 from dripdrop_core.reasons import Reason
@@ -48,8 +46,8 @@ class HealthTransition(Frozen):
     to_state: HealthState | None
     reason: Reason
     source: str
-    at: AwareDatetime
-    resting_until: AwareDatetime | None = None
+    at: UtcDatetime
+    resting_until: UtcDatetime | None = None
     score: float | None = None
 
 
@@ -64,7 +62,7 @@ class ExternalHealth(Frozen):
     """``set_adapter_health`` / a health-signal command: set any state (SPEC §5.7)."""
 
     health_state: HealthState | None
-    resting_until: AwareDatetime | None = None
+    resting_until: UtcDatetime | None = None
     score: float | None = None
     source: str = "external"
 

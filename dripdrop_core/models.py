@@ -7,14 +7,23 @@ WDRR deficits, health timers) lives in ``state.py``, never here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 ESP_PROVIDERS = frozenset({"mailgun", "sendgrid", "postmark", "mailersend", "ses"})
 """Providers that are ESP APIs: adding one as a ``mailbox`` member is ``class_mismatch``."""
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A timezone-aware datetime normalised to UTC: state and decisions store only these,
+so a JSON round trip through a changelog table gives back an equal value."""
 
 
 class Frozen(BaseModel):

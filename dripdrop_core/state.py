@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from dripdrop_core.models import Adapter, Frozen, HealthState
+from dripdrop_core.models import Adapter, Frozen, HealthState, UtcDatetime
 from dripdrop_core.ramp import local_day
 
 
@@ -45,11 +45,11 @@ class AdapterState(Frozen):
     day: date | None = None
     sent_today: int = Field(default=0, ge=0)
     pinned_waiting_today: int = Field(default=0, ge=0)
-    last_sent_at: AwareDatetime | None = None
+    last_sent_at: UtcDatetime | None = None
     health_state: HealthState | None = None
-    resting_until: AwareDatetime | None = None
+    resting_until: UtcDatetime | None = None
     health_score: float | None = None
-    ramp_started_at: AwareDatetime | None = None
+    ramp_started_at: UtcDatetime | None = None
     cooldown: timedelta | None = None
     probe_sends: int = Field(default=0, ge=0)
     probe_bounces: int = Field(default=0, ge=0)
