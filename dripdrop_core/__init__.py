@@ -1,1 +1,171 @@
-"""DripDrop for Kafka: the pure domain core (no Kafka, Faust or database imports)."""
+"""DripDrop for Kafka: the pure domain core (no Kafka, Faust or database imports).
+
+Host-facing names are re-exported here; ``docs/core.md`` describes each one.
+Submodules stay importable directly (``dripdrop_core.dispatch`` …).
+"""
+
+from dripdrop_core.config_sync import apply_adapter_update
+from dripdrop_core.correlation import (
+    IdCandidate,
+    Intent,
+    IntentEffect,
+    correlate,
+    correlation_candidates,
+    dedupe_key,
+    index_key,
+    intent_effect,
+    normalize_message_id,
+    parse_intent,
+    split_references,
+)
+from dripdrop_core.decisions import (
+    Decision,
+    Defer,
+    DispatchDecision,
+    Eviction,
+    Facts,
+    Hold,
+    Pause,
+    Pin,
+    Reassign,
+    Reject,
+    Send,
+    Skip,
+)
+from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
+from dripdrop_core.errors import (
+    ConflictError,
+    DripDropError,
+    ErrorCode,
+    HeaderInjectionError,
+    InputError,
+    InvariantError,
+    NotFoundError,
+    RecordError,
+    TenantMismatchError,
+)
+from dripdrop_core.explain import explain
+from dripdrop_core.health import (
+    ExternalHealth,
+    HealthOutcome,
+    HealthTransition,
+    apply_external,
+    count_outcome,
+    evaluate_health,
+    fire_health_timer,
+    next_health_timer,
+)
+from dripdrop_core.lifecycle import LifecycleChoice, RotationState, choose_lifecycle_adapter
+from dripdrop_core.mail_threads import (
+    ThreadState,
+    advance_thread,
+    break_thread,
+    new_message_id,
+    thread_headers,
+    validate_headers,
+)
+from dripdrop_core.pacing import earliest_send_at, record_send
+from dripdrop_core.policy import HealthPolicy, OutboundPolicy
+from dripdrop_core.pools import (
+    PinOutcome,
+    decide_pin,
+    decide_pin_unavailable,
+    decide_repin,
+    reserve_pin,
+)
+from dripdrop_core.ramp import effective_cap, headroom, local_day, start_of_next_local_day
+from dripdrop_core.reasons import Reason
+from dripdrop_core.scheduling import next_window_start, ooo_resume_at, step_due_at, tick_bucket
+from dripdrop_core.selection import Candidate, eligibility, pick, pool_warnings, validate_member
+from dripdrop_core.state import (
+    AdapterState,
+    DayBucket,
+    SelectionState,
+    initial_adapter_state,
+    roll_day,
+)
+
+__all__ = [
+    "AdapterState",
+    "Candidate",
+    "ConflictError",
+    "DayBucket",
+    "Decision",
+    "Defer",
+    "DispatchDecision",
+    "DripDropError",
+    "DueStep",
+    "ErrorCode",
+    "Eviction",
+    "ExternalHealth",
+    "Facts",
+    "HeaderInjectionError",
+    "HealthOutcome",
+    "HealthPolicy",
+    "HealthTransition",
+    "Hold",
+    "IdCandidate",
+    "InputError",
+    "Intent",
+    "IntentEffect",
+    "InvariantError",
+    "LifecycleChoice",
+    "NotFoundError",
+    "OutboundPolicy",
+    "Pause",
+    "Pin",
+    "PinOutcome",
+    "Reason",
+    "Reassign",
+    "RecordError",
+    "Reject",
+    "RotationState",
+    "SelectionState",
+    "Send",
+    "Skip",
+    "TenantMismatchError",
+    "ThreadState",
+    "advance_thread",
+    "apply_adapter_update",
+    "apply_external",
+    "break_thread",
+    "choose_lifecycle_adapter",
+    "correlate",
+    "correlation_candidates",
+    "count_outcome",
+    "decide_dispatch",
+    "decide_pin",
+    "decide_pin_unavailable",
+    "decide_repin",
+    "dedupe_key",
+    "earliest_send_at",
+    "effective_cap",
+    "eligibility",
+    "evaluate_health",
+    "explain",
+    "fire_health_timer",
+    "headroom",
+    "index_key",
+    "initial_adapter_state",
+    "intent_effect",
+    "local_day",
+    "new_message_id",
+    "next_health_timer",
+    "next_window_start",
+    "normalize_message_id",
+    "ooo_resume_at",
+    "parse_intent",
+    "pick",
+    "pool_warnings",
+    "record_send",
+    "reserve_pin",
+    "roll_day",
+    "split_references",
+    "start_of_next_local_day",
+    "step_due_at",
+    "terminal_reason",
+    "thread_headers",
+    "tick_bucket",
+    "validate_headers",
+    "validate_member",
+]
