@@ -1,0 +1,94 @@
+"""Channel providers behind one interface (SPEC §7) and the registry that builds them.
+
+``ProviderRegistry.provider_for(adapter)`` is the only place that maps an adapter's
+``provider`` field to a class; adapters on the same SMTP account share one connection pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dripdrop_core.models import Adapter
+from streams.providers.base import (
+    AmbiguousDeliveryError,
+    HeaderInjectionError,
+    OutboundEmail,
+    PermanentDeliveryError,
+    Provider,
+    ProviderError,
+    TransientDeliveryError,
+    check_headers,
+)
+from streams.providers.memory import MemoryProvider
+from streams.providers.smtp import SmtpConfig, SmtpProvider
+
+__all__ = [
+    "AmbiguousDeliveryError",
+    "HeaderInjectionError",
+    "MemoryProvider",
+    "OutboundEmail",
+    "PermanentDeliveryError",
+    "Provider",
+    "ProviderError",
+    "ProviderRegistry",
+    "SmtpConfig",
+    "SmtpProvider",
+    "TransientDeliveryError",
+    "UnknownProviderError",
+    "check_headers",
+]
+
+
+_Key = tuple[object, ...]
+
+
+class UnknownProviderError(PermanentDeliveryError):
+    """The adapter names a provider this build does not ship (a configuration error)."""
+
+
+class ProviderRegistry:
+    """Build and cache one provider per account; ``close()`` releases them all.
+
+    Caching matters: an SMTP provider owns a connection pool, so building one per send
+    would pay connection setup on every message.
+    """
+
+    def __init__(self) -> None:
+        self._providers: dict[_Key, Provider] = {}
+        self._builders: dict[str, Callable[[Adapter], tuple[_Key, Callable[[], Provider]]]] = {
+            "smtp": _smtp,
+            "memory": _memory,
+        }
+
+    def provider_for(self, adapter: Adapter) -> Provider:
+        """Return the provider for ``adapter`` (``provider`` ``"smtp"`` or ``"memory"``).
+
+        Raises:
+            UnknownProviderError: the adapter's ``provider`` is not one we ship.
+            PermanentDeliveryError: the adapter's ``config`` is invalid.
+        """
+        builder = self._builders.get(adapter.provider)
+        if builder is None:
+            raise UnknownProviderError("unknown_provider", adapter.provider)
+        key, build = builder(adapter)
+        cached = self._providers.get(key)
+        if cached is None:
+            self._providers[key] = cached = build()
+        return cached
+
+    async def close(self) -> None:
+        """Close every provider built so far."""
+        providers, self._providers = list(self._providers.values()), {}
+        for provider in providers:
+            await provider.close()
+
+
+def _smtp(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
+    config = SmtpConfig.from_adapter_config(adapter.config)
+    return ("smtp", *config.pool_key), lambda: SmtpProvider(config)
+
+
+def _memory(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
+    # One recorder per adapter, so a test can look at what "this mailbox" sent.
+    fail = adapter.config.get("fail") or {}
+    return ("memory", adapter.id), lambda: MemoryProvider(fail=fail)

@@ -1,0 +1,272 @@
+"""The SMTP provider (aiosmtplib): a small pool of open connections per server.
+
+aiosmtplib errors are translated here, and only here, into the ``ProviderError`` tree.
+Which kind an error is depends on *when* it happened: anything before ``DATA`` means
+nothing was handed over (transient or permanent), a break during ``DATA`` is ambiguous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+import aiosmtplib
+
+from streams.providers.base import (
+    AmbiguousDeliveryError,
+    OutboundEmail,
+    PermanentDeliveryError,
+    ProviderError,
+    TransientDeliveryError,
+    check_headers,
+)
+
+DEFAULT_POOL_SIZE = 4
+"""Open connections per server: enough to hide the ~3 round trips of connection setup
+(EHLO, optional STARTTLS/AUTH) without looking like a flood to a mailbox provider."""
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+# Postfix: "2.0.0 Ok: queued as 4BxYz…"; Exim: "OK id=1abc-…"; Sendmail: "… Message accepted
+# for delivery" (no id). Anything else falls back to the Message-ID header.
+_QUEUE_ID = re.compile(r"(?:queued as|id=)\s*<?([A-Za-z0-9._@-]+)>?", re.IGNORECASE)
+_ENHANCED_STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """Connection settings of one SMTP server account (an adapter's ``config``)."""
+
+    host: str
+    port: int = 25
+    username: str | None = None
+    password: str | None = None
+    use_tls: bool = False
+    start_tls: bool | None = None
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    pool_size: int = DEFAULT_POOL_SIZE
+    local_hostname: str | None = None
+
+    @classmethod
+    def from_adapter_config(cls, config: Mapping[str, Any]) -> SmtpConfig:
+        """Read ``{"host", "port", "username"?, "password"?, "use_tls"?, "timeout"?…}``.
+
+        Raises:
+            PermanentDeliveryError: ``host`` missing or a value of the wrong type.
+        """
+        try:
+            return cls(
+                host=str(config["host"]),
+                port=int(config.get("port", 25)),
+                username=config.get("username"),
+                password=config.get("password"),
+                use_tls=bool(config.get("use_tls", False)),
+                start_tls=config.get("start_tls"),
+                timeout_seconds=float(config.get("timeout", DEFAULT_TIMEOUT_SECONDS)),
+                pool_size=int(config.get("pool_size", DEFAULT_POOL_SIZE)),
+                local_hostname=config.get("local_hostname"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PermanentDeliveryError("invalid_config", type(exc).__name__) from exc
+
+    @property
+    def pool_key(self) -> tuple[object, ...]:
+        """Accounts that may share connections: same server, same credentials, same TLS."""
+        return (self.host, self.port, self.username, self.password, self.use_tls, self.start_tls)
+
+
+def build_message(email: OutboundEmail) -> EmailMessage:
+    """Build the RFC 5322 message: From/To/Subject/Date, then ``headers`` as given.
+
+    A missing ``Message-ID`` is generated so every message has one; the dispatcher
+    normally sets it (SPEC §5.6) and then it is copied verbatim.
+    """
+    message = EmailMessage(policy=SMTP_POLICY)
+    message["From"] = email.from_address
+    message["To"] = email.recipient
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    for name, value in email.headers.items():
+        message[name] = value
+    if message["Message-ID"] is None:
+        domain = email.from_address.rpartition("@")[2] or None
+        message["Message-ID"] = make_msgid(domain=domain)
+    message.set_content(email.body_text)
+    if email.body_html is not None:
+        message.add_alternative(email.body_html, subtype="html")
+    return message
+
+
+def provider_message_id(reply: str, message: EmailMessage) -> str:
+    """The server's queue id from the final 250 reply, else the Message-ID header."""
+    match = _QUEUE_ID.search(reply)
+    if match:
+        return match.group(1)
+    return str(message["Message-ID"])
+
+
+def _status(exc: aiosmtplib.SMTPResponseException) -> str:
+    """``550 5.1.1``: code and enhanced status, never the free text (it may hold addresses)."""
+    enhanced = _ENHANCED_STATUS.match(exc.message or "")
+    return f"{exc.code} {enhanced.group(1)}" if enhanced else str(exc.code)
+
+
+def _by_code(reason: str, exc: aiosmtplib.SMTPResponseException) -> ProviderError:
+    """4xx is transient, anything else (5xx, odd codes) permanent."""
+    kind = TransientDeliveryError if 400 <= exc.code < 500 else PermanentDeliveryError
+    return kind(reason, _status(exc), smtp_code=exc.code)
+
+
+class _Slot:
+    """One pooled connection (or the right to open one): a client that may be closed."""
+
+    __slots__ = ("client",)
+
+    def __init__(self) -> None:
+        self.client: aiosmtplib.SMTP | None = None
+
+
+class SmtpProvider:
+    """Deliver through one SMTP account, over at most ``pool_size`` open connections.
+
+    Connections are opened lazily and reused; one that the server dropped while idle is
+    reopened transparently (nothing was sent on it, so that is not an error).
+    """
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._slots: asyncio.LifoQueue[_Slot] = asyncio.LifoQueue()
+        for _ in range(max(1, config.pool_size)):
+            self._slots.put_nowait(_Slot())
+        self._closed = False
+
+    async def send(self, email: OutboundEmail) -> str:
+        """Deliver ``email``; return the queue id from the server's reply or the Message-ID.
+
+        Raises:
+            HeaderInjectionError: before any connection is opened.
+            PermanentDeliveryError: 5xx at MAIL/RCPT/DATA, authentication refused.
+            TransientDeliveryError: connection failed or 4xx before the content was sent.
+            AmbiguousDeliveryError: the connection broke or timed out during DATA.
+        """
+        if self._closed:
+            raise RuntimeError("SmtpProvider is closed")
+        check_headers(email)
+        message = build_message(email)
+        content = message.as_bytes(policy=SMTP_POLICY)
+        slot = await self._slots.get()
+        try:
+            reply = await self._send_on(slot, email, content)
+        finally:
+            if self._closed and slot.client is not None:
+                slot.client.close()  # closed while this send ran: don't leak the socket
+                slot.client = None
+            self._slots.put_nowait(slot)
+        return provider_message_id(reply, message)
+
+    async def _send_on(self, slot: _Slot, email: OutboundEmail, content: bytes) -> str:
+        """Run one transaction; reopen once if a reused connection turns out to be dead."""
+        reused = slot.client is not None and slot.client.is_connected
+        client = await self._connected(slot)
+        try:
+            await self._envelope(client, email)
+        except TransientDeliveryError as exc:
+            # An idle pooled connection the server closed: nothing was handed over yet,
+            # so open a fresh one once; a fresh connection failing is the real error.
+            slot.client = None
+            if not reused or exc.reason != "disconnected":
+                raise
+            client = await self._connected(slot)
+            await self._envelope(client, email)
+        return await self._data(slot, client, content)
+
+    async def _connected(self, slot: _Slot) -> aiosmtplib.SMTP:
+        if slot.client is not None and slot.client.is_connected:
+            return slot.client
+        config = self.config
+        client = aiosmtplib.SMTP(
+            hostname=config.host,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            use_tls=config.use_tls,
+            start_tls=config.start_tls,
+            timeout=config.timeout_seconds,
+            local_hostname=config.local_hostname,
+        )
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise PermanentDeliveryError("auth_failed", _status(exc), smtp_code=exc.code) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _by_code("connect_refused", exc) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            # Refused, unreachable, TLS handshake or greeting timeout: nothing was sent.
+            raise TransientDeliveryError("connect_failed", type(exc).__name__) from exc
+        slot.client = client
+        return client
+
+    async def _envelope(self, client: aiosmtplib.SMTP, email: OutboundEmail) -> None:
+        """MAIL FROM + RCPT TO; a refusal resets the transaction so the connection stays usable."""
+        try:
+            await client.mail(email.from_address)
+            await client.rcpt(email.recipient)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise TransientDeliveryError("disconnected", "before DATA") from exc
+        except aiosmtplib.SMTPSenderRefused as exc:
+            await self._reset(client)
+            raise _by_code("sender_refused", exc) from exc
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            await self._reset(client)
+            raise _by_code("recipient_refused", exc) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset(client)
+            raise _by_code("envelope_refused", exc) from exc
+        except aiosmtplib.SMTPTimeoutError as exc:
+            client.close()
+            raise TransientDeliveryError("timeout", "before DATA") from exc
+        except aiosmtplib.SMTPException as exc:
+            client.close()
+            raise TransientDeliveryError("smtp_error", type(exc).__name__) from exc
+
+    async def _data(self, slot: _Slot, client: aiosmtplib.SMTP, content: bytes) -> str:
+        try:
+            response = await client.data(content)
+        except aiosmtplib.SMTPDataError as exc:
+            # The server answered with a code: it did not accept the message.
+            await self._reset(client)
+            raise _by_code("data_refused", exc) from exc
+        except aiosmtplib.SMTPTimeoutError as exc:
+            # aiosmtplib cannot tell us whether the 354 came: assume the content went out.
+            slot.client = None
+            raise AmbiguousDeliveryError("timeout_after_data") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            slot.client = None
+            raise AmbiguousDeliveryError("disconnected_after_data", type(exc).__name__) from exc
+        return response.message
+
+    @staticmethod
+    async def _reset(client: aiosmtplib.SMTP) -> None:
+        """RSET after a refusal; a connection that cannot even do that is dropped."""
+        try:
+            await client.rset()
+        except aiosmtplib.SMTPException:
+            client.close()
+
+    async def close(self) -> None:
+        """QUIT every open connection (best effort) and refuse further sends."""
+        self._closed = True
+        while not self._slots.empty():
+            slot = self._slots.get_nowait()
+            client, slot.client = slot.client, None
+            if client is not None and client.is_connected:
+                try:
+                    await client.quit()
+                except aiosmtplib.SMTPException:
+                    client.close()
