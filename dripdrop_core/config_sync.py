@@ -52,7 +52,7 @@ def apply_adapter_update(
             score=new.health_score,
             source="config",
         )
-        outcome = apply_external(state, signal, now, policy)
+        outcome = apply_external(state, signal, now, policy=policy)
     if old.ramp_started_at != new.ramp_started_at:
         moved = outcome.state.model_copy(update={"ramp_started_at": new.ramp_started_at})
         outcome = HealthOutcome(state=moved, transitions=outcome.transitions)

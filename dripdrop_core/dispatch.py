@@ -59,7 +59,7 @@ class DueStep(Frozen):
 
 
 def terminal_reason(
-    adapter: Adapter | None, state: AdapterState | None, now: datetime, policy: OutboundPolicy
+    adapter: Adapter | None, state: AdapterState | None, now: datetime, *, policy: OutboundPolicy
 ) -> Reason | None:
     """Return why a sender is terminally unavailable (SPEC §5.3), or ``None``.
 
@@ -110,7 +110,7 @@ def decide_dispatch(
         return Skip(reason=Reason.ENROLLMENT_INACTIVE)
     if due.suppressed:
         return Skip(reason=Reason.SUPPRESSED)
-    terminal = terminal_reason(adapter, state, now, policy)
+    terminal = terminal_reason(adapter, state, now, policy=policy)
     if terminal is not None or adapter is None or state is None:
         return _unavailable(due, adapter, terminal or Reason.ADAPTER_MISSING)
     if due.step.quiet_hours is not None:
@@ -118,7 +118,7 @@ def decide_dispatch(
         opens = next_window_start(due.step.quiet_hours, tz, now)
         if opens > now:
             return Defer(until=opens, reason=Reason.QUIET_HOURS, facts=Facts(timezone=tz))
-    return _pace(adapter, roll_day(state, adapter, now), now, policy)
+    return _pace(adapter, roll_day(state, adapter, now), now, policy=policy)
 
 
 def _unavailable(due: DueStep, adapter: Adapter | None, reason: Reason) -> DispatchDecision:
@@ -135,10 +135,10 @@ def _unavailable(due: DueStep, adapter: Adapter | None, reason: Reason) -> Dispa
 
 
 def _pace(
-    adapter: Adapter, state: AdapterState, now: datetime, policy: OutboundPolicy
+    adapter: Adapter, state: AdapterState, now: datetime, *, policy: OutboundPolicy
 ) -> DispatchDecision:
     """Resting, cap and gap gates, in that order, on a state rolled to today."""
-    cap = effective_cap(adapter, state, now, policy.health)
+    cap = effective_cap(adapter, state, now, policy=policy.health)
     facts = Facts(
         adapter_id=adapter.id,
         cap=cap,

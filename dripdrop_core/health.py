@@ -74,7 +74,7 @@ def next_health_timer(state: AdapterState) -> datetime | None:
     return None
 
 
-def fire_health_timer(state: AdapterState, now: datetime, policy: HealthPolicy) -> HealthOutcome:
+def fire_health_timer(state: AdapterState, now: datetime, *, policy: HealthPolicy) -> HealthOutcome:
     """Move a resting adapter whose rest has elapsed to probing (timer, not lazily).
 
     Returns:
@@ -87,7 +87,7 @@ def fire_health_timer(state: AdapterState, now: datetime, policy: HealthPolicy) 
 
 
 def apply_external(
-    state: AdapterState, signal: ExternalHealth, now: datetime, policy: HealthPolicy
+    state: AdapterState, signal: ExternalHealth, now: datetime, *, policy: HealthPolicy
 ) -> HealthOutcome:
     """Set the state an operator or provider asked for, from any state.
 
@@ -116,7 +116,7 @@ def apply_external(
 
 
 def count_send(
-    adapter: Adapter, state: AdapterState, at: datetime, policy: HealthPolicy
+    adapter: Adapter, state: AdapterState, at: datetime, *, policy: HealthPolicy
 ) -> HealthOutcome:
     """Count one send in the window (and the probe) and re-evaluate health."""
     day = local_day(adapter.timezone, at)
@@ -127,7 +127,7 @@ def count_send(
             "probe_sends": state.probe_sends + (1 if probing else 0),
         }
     )
-    return evaluate_health(adapter, new, at, policy)
+    return evaluate_health(adapter, new, at, policy=policy)
 
 
 def count_outcome(
@@ -145,7 +145,7 @@ def count_outcome(
     the send's local day and, while probing, against the probe.
     """
     if kind == "delivery":
-        return evaluate_health(adapter, state, now, policy)
+        return evaluate_health(adapter, state, now, policy=policy)
     bounce, complaint = (1, 0) if kind == "bounce" else (0, 1)
     probing = state.health_state is HealthState.PROBING
     new = state.model_copy(
@@ -157,11 +157,11 @@ def count_outcome(
             "probe_complaints": state.probe_complaints + (complaint if probing else 0),
         }
     )
-    return evaluate_health(adapter, new, now, policy)
+    return evaluate_health(adapter, new, now, policy=policy)
 
 
 def window_counts(
-    adapter: Adapter, state: AdapterState, now: datetime, policy: HealthPolicy
+    adapter: Adapter, state: AdapterState, now: datetime, *, policy: HealthPolicy
 ) -> tuple[int, int, int]:
     """Return (sends, bounces, complaints) over the sliding window ending today."""
     kept = prune_buckets(state.buckets, local_day(adapter.timezone, now), policy.window_days)
@@ -172,7 +172,9 @@ def window_counts(
     )
 
 
-def breach_reason(sends: int, bounces: int, complaints: int, policy: HealthPolicy) -> Reason | None:
+def breach_reason(
+    sends: int, bounces: int, complaints: int, *, policy: HealthPolicy
+) -> Reason | None:
     """Return the threshold a sample breaches (complaints first), or ``None``.
 
     Comparisons are inclusive (2 % of 20 sends is 0.4, so one bounce breaches);
@@ -188,7 +190,7 @@ def breach_reason(sends: int, bounces: int, complaints: int, policy: HealthPolic
 
 
 def evaluate_health(
-    adapter: Adapter, state: AdapterState, now: datetime, policy: HealthPolicy
+    adapter: Adapter, state: AdapterState, now: datetime, *, policy: HealthPolicy
 ) -> HealthOutcome:
     """Apply the rules that counts can trigger: thresholds, probe breach, clean probe.
 
@@ -209,7 +211,7 @@ def evaluate_health(
         if state.probe_sends >= policy.probe_budget:
             return _apply(state, HealthSignal.PROBE_CLEAN, now, policy, reason=Reason.PROBE_CLEAN)
         return HealthOutcome(state=state)
-    found = breach_reason(*window_counts(adapter, state, now, policy), policy)
+    found = breach_reason(*window_counts(adapter, state, now, policy=policy), policy=policy)
     if found is None:
         return HealthOutcome(state=state)
     return _apply(state, HealthSignal.THRESHOLD_BREACH, now, policy, reason=found)
@@ -231,7 +233,7 @@ def _apply(
         return HealthOutcome(state=state)
     update: dict[str, object] = {"health_state": target, "resting_until": None}
     if target is HealthState.RESTING:
-        cooldown = _next_cooldown(state.cooldown, signal, policy)
+        cooldown = _next_cooldown(state.cooldown, signal, policy=policy)
         update.update(cooldown=cooldown, resting_until=now + cooldown)
     elif target is HealthState.PROBING:
         update.update(probe_sends=0, probe_bounces=0, probe_complaints=0)
@@ -244,7 +246,7 @@ def _apply(
 
 
 def _next_cooldown(
-    previous: timedelta | None, signal: HealthSignal, policy: HealthPolicy
+    previous: timedelta | None, signal: HealthSignal, *, policy: HealthPolicy
 ) -> timedelta:
     """A threshold breach starts at the base cooldown; a probe breach doubles it, capped."""
     if signal is HealthSignal.PROBE_BREACH and previous is not None:

@@ -57,4 +57,4 @@ def record_send(
             "last_sent_at": last,
         }
     )
-    return count_send(adapter, counted, at, policy)
+    return count_send(adapter, counted, at, policy=policy)

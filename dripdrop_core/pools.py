@@ -50,7 +50,7 @@ def decide_pin(
         ``Pin(pinned)`` with the new counters, or ``Reject(pool_exhausted)`` with
         the counters unchanged.
     """
-    eligible, evicted = split_eligible(candidates, now, policy)
+    eligible, evicted = split_eligible(candidates, now, policy=policy)
     if not eligible:
         return PinOutcome(
             selection=selection,

@@ -47,7 +47,7 @@ def ramp_days_elapsed(started_at: datetime, now: datetime) -> int:
 
 
 def effective_cap(
-    adapter: Adapter, state: AdapterState, now: datetime, policy: HealthPolicy
+    adapter: Adapter, state: AdapterState, now: datetime, *, policy: HealthPolicy
 ) -> int | None:
     """Return today's cap for ``adapter`` (SPEC §5.4), ``None`` meaning no cap.
 
@@ -75,7 +75,7 @@ def effective_cap(
 
 
 def headroom(
-    adapter: Adapter, state: AdapterState, now: datetime, policy: HealthPolicy
+    adapter: Adapter, state: AdapterState, now: datetime, *, policy: HealthPolicy
 ) -> int | None:
     """Sends still available for new pins today: cap - sent - pins waiting (SPEC §5.2).
 
@@ -84,7 +84,7 @@ def headroom(
     Returns:
         Remaining capacity (never negative), or ``None`` when there is no cap.
     """
-    cap = effective_cap(adapter, state, now, policy)
+    cap = effective_cap(adapter, state, now, policy=policy)
     if cap is None:
         return None
     return max(0, cap - state.sent_today - state.pinned_waiting_today)

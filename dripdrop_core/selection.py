@@ -69,7 +69,7 @@ def pool_warnings(members: Iterable[PoolMember]) -> tuple[Reason, ...]:
     return (Reason.MIXED_CLASSES,) if len(classes) > 1 else ()
 
 
-def eligibility(candidate: Candidate, now: datetime, policy: HealthPolicy) -> Reason:
+def eligibility(candidate: Candidate, now: datetime, *, policy: HealthPolicy) -> Reason:
     """Return ``eligible`` or the first reason the member cannot take a new pin.
 
     Reasons: ``adapter_missing``, ``member_inactive``, ``adapter_inactive``,
@@ -91,7 +91,7 @@ def eligibility(candidate: Candidate, now: datetime, policy: HealthPolicy) -> Re
         return Reason.HEALTH_UNMANAGED
     if state.health_state not in PINNABLE:
         return Reason.RESTING
-    room = headroom(adapter, state, now, policy)
+    room = headroom(adapter, state, now, policy=policy)
     if room is not None and room <= 0:
         return Reason.NO_HEADROOM
     return Reason.ELIGIBLE
@@ -115,7 +115,7 @@ def split_eligible(
     eligible: list[PoolMember] = []
     evicted: list[Eviction] = []
     for candidate in candidates:
-        reason = eligibility(candidate, now, policy)
+        reason = eligibility(candidate, now, policy=policy)
         if candidate.member.adapter_id == exclude:
             reason = Reason.PIN_UNAVAILABLE
         if reason is Reason.ELIGIBLE:

@@ -220,7 +220,7 @@ def test_terminal_reason_resting_within_horizon_not_terminal(
     state = AdapterState(
         adapter_id="a1", health_state=HealthState.RESTING, resting_until=T0 + timedelta(days=7)
     )
-    assert terminal_reason(adapter_factory(), state, T0, POLICY) is None
+    assert terminal_reason(adapter_factory(), state, T0, policy=POLICY) is None
 
 
 def test_dispatch_enrollment_states_hold_or_skip(
@@ -349,17 +349,17 @@ def test_dispatch_random_interleavings_never_exceed_cap_or_gap(
                 adapter, state, "bounce", at=now, now=now, policy=POLICY.health
             ).state
         elif op == "timer":
-            state = fire_health_timer(state, now, POLICY.health).state
+            state = fire_health_timer(state, now, policy=POLICY.health).state
         elif op in ("health", "rest"):
             target = HEALTH[arg] if op == "health" else HealthState.RESTING
             until = now + timedelta(seconds=arg) if op == "rest" else None
             signal = ExternalHealth(health_state=target, resting_until=until)
-            state = apply_external(state, signal, now, POLICY.health).state
+            state = apply_external(state, signal, now, policy=POLICY.health).state
         if op in ("due", "follow"):
             last = decide_dispatch(due, adapter, state, now, policy=POLICY)
             event(f"{last.kind}:{getattr(last, 'reason', '')}")
             if isinstance(last, Send):
-                sends.append((now, effective_cap(adapter, state, now, POLICY.health)))
+                sends.append((now, effective_cap(adapter, state, now, policy=POLICY.health)))
                 state = record_send(
                     adapter, state, now, policy=POLICY.health, first_send_of_pin=True
                 ).state

@@ -91,9 +91,9 @@ def test_threshold_min_sample_reached_by_send_rests(
 
 
 def test_breach_reason_complaint_checked_first() -> None:
-    assert breach_reason(1000, 30, 3, POLICY) is Reason.COMPLAINT_THRESHOLD
-    assert breach_reason(1000, 19, 2, POLICY) is None
-    assert breach_reason(1000, 20, 0, POLICY) is Reason.BOUNCE_THRESHOLD
+    assert breach_reason(1000, 30, 3, policy=POLICY) is Reason.COMPLAINT_THRESHOLD
+    assert breach_reason(1000, 19, 2, policy=POLICY) is None
+    assert breach_reason(1000, 20, 0, policy=POLICY) is Reason.BOUNCE_THRESHOLD
 
 
 def test_complaint_event_ramping_rests_with_complaint_reason(
@@ -116,7 +116,7 @@ def test_window_old_bounces_pruned_no_rest(adapter_factory: Callable[..., Adapte
     adapter = adapter_factory()
     old = DayBucket(day=(T0 - timedelta(days=30)).date(), sends=0, bounces=50)
     state = _state(buckets=(old, DayBucket(day=T0.date(), sends=100)))
-    outcome = evaluate_health(adapter, state, T0, POLICY)
+    outcome = evaluate_health(adapter, state, T0, policy=POLICY)
     assert outcome.transitions == ()
     assert outcome.state.buckets == (DayBucket(day=T0.date(), sends=100),)
 
@@ -137,13 +137,13 @@ def test_resting_further_bounces_do_not_slide_rest(adapter_factory: Callable[...
 
 def test_timer_early_then_due_moves_to_probing() -> None:
     state = _state(HealthState.RESTING, resting_until=T0 + DAY, cooldown=DAY, probe_sends=3)
-    assert fire_health_timer(state, T0, POLICY).transitions == ()
-    outcome = fire_health_timer(state, T0 + DAY, POLICY)
+    assert fire_health_timer(state, T0, policy=POLICY).transitions == ()
+    outcome = fire_health_timer(state, T0 + DAY, policy=POLICY)
     (change,) = outcome.transitions
     assert change.reason is Reason.RESTING_ELAPSED and change.to_state is HealthState.PROBING
     assert outcome.state.probe_sends == 0 and outcome.state.resting_until is None
     assert next_health_timer(outcome.state) is None
-    assert fire_health_timer(outcome.state, T0 + 2 * DAY, POLICY).transitions == ()
+    assert fire_health_timer(outcome.state, T0 + 2 * DAY, policy=POLICY).transitions == ()
 
 
 def test_probe_clean_budget_promotes_to_ramping_from_floor(
@@ -171,7 +171,9 @@ def test_cooldowns_double_1d_2d_4d_7d_capped(adapter_factory: Callable[..., Adap
     outcome = _bounces(adapter, _sends(adapter, _state(), 20).state, 1)
     cooldowns = [outcome.state.cooldown]
     for _ in range(4):
-        probing = fire_health_timer(outcome.state, outcome.state.resting_until or T0, POLICY).state
+        probing = fire_health_timer(
+            outcome.state, outcome.state.resting_until or T0, policy=POLICY
+        ).state
         assert probing.health_state is HealthState.PROBING
         probed = record_send(adapter, probing, T0, policy=POLICY)
         outcome = count_outcome(adapter, probed.state, "bounce", at=T0, now=T0, policy=POLICY)
@@ -193,7 +195,7 @@ def test_probe_breach_without_previous_cooldown_starts_at_double(
 
 def test_external_resting_without_end_gets_cooldown() -> None:
     outcome = apply_external(
-        _state(), ExternalHealth(health_state=HealthState.RESTING, score=0.2), T0, POLICY
+        _state(), ExternalHealth(health_state=HealthState.RESTING, score=0.2), T0, policy=POLICY
     )
     (change,) = outcome.transitions
     assert change.reason is Reason.EXTERNAL_SIGNAL and change.source == "external"
@@ -207,7 +209,7 @@ def test_external_any_state_to_any_state_applied(
     origin: HealthState | None, target: HealthState | None
 ) -> None:
     signal = ExternalHealth(health_state=target, resting_until=T0 + 3 * DAY, source="postmaster")
-    outcome = apply_external(_state(origin, probe_sends=2), signal, T0, POLICY)
+    outcome = apply_external(_state(origin, probe_sends=2), signal, T0, policy=POLICY)
     assert outcome.state.health_state is target
     assert (
         outcome.transitions[0].from_state is origin
@@ -224,7 +226,7 @@ def test_transition_table_every_row_walked(adapter_factory: Callable[..., Adapte
     adapter = adapter_factory()
     triggers = {
         HealthSignal.THRESHOLD_BREACH: lambda s: _bounces(adapter, _sends(adapter, s, 20).state, 1),
-        HealthSignal.RESTING_ELAPSED: lambda s: fire_health_timer(s, T0 + DAY, POLICY),
+        HealthSignal.RESTING_ELAPSED: lambda s: fire_health_timer(s, T0 + DAY, policy=POLICY),
         HealthSignal.PROBE_CLEAN: lambda s: _sends(adapter, s, 5),
         HealthSignal.PROBE_BREACH: lambda s: _bounces(adapter, s, 1),
     }

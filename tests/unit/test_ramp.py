@@ -29,7 +29,7 @@ def test_effective_cap_seed_ramp_day_matches_table(
     adapter = adapter_factory(daily_cap=40, ramp_floor=5, ramp_increment=3, ramp_started_at=T0)
     state = AdapterState(adapter_id="a1", health_state=HealthState.RAMPING)
     now = T0 + timedelta(days=day - 1, hours=23, minutes=59)
-    assert effective_cap(adapter, state, now, POLICY) == cap
+    assert effective_cap(adapter, state, now, policy=POLICY) == cap
 
 
 def test_effective_cap_before_ramp_start_uses_floor(
@@ -37,7 +37,8 @@ def test_effective_cap_before_ramp_start_uses_floor(
 ) -> None:
     adapter = adapter_factory(daily_cap=40, ramp_floor=5, ramp_increment=3, ramp_started_at=T0)
     assert (
-        effective_cap(adapter, AdapterState(adapter_id="a1"), T0 - timedelta(days=3), POLICY) == 5
+        effective_cap(adapter, AdapterState(adapter_id="a1"), T0 - timedelta(days=3), policy=POLICY)
+        == 5
     )
 
 
@@ -46,18 +47,20 @@ def test_effective_cap_probing_returns_probe_budget(
 ) -> None:
     adapter = adapter_factory(daily_cap=None)
     state = AdapterState(adapter_id="a1", health_state=HealthState.PROBING)
-    assert effective_cap(adapter, state, T0, HealthPolicy(probe_budget=7)) == 7
+    assert effective_cap(adapter, state, T0, policy=HealthPolicy(probe_budget=7)) == 7
 
 
 def test_effective_cap_no_daily_cap_returns_none(adapter_factory: Callable[..., Adapter]) -> None:
-    assert effective_cap(adapter_factory(), AdapterState(adapter_id="a1"), T0, POLICY) is None
+    assert (
+        effective_cap(adapter_factory(), AdapterState(adapter_id="a1"), T0, policy=POLICY) is None
+    )
 
 
 def test_effective_cap_partial_ramp_fields_returns_daily_cap(
     adapter_factory: Callable[..., Adapter],
 ) -> None:
     adapter = adapter_factory(daily_cap=50, ramp_floor=5)
-    assert effective_cap(adapter, AdapterState(adapter_id="a1"), T0, POLICY) == 50
+    assert effective_cap(adapter, AdapterState(adapter_id="a1"), T0, policy=POLICY) == 50
 
 
 def test_effective_cap_state_anchor_overrides_adapter(
@@ -65,16 +68,16 @@ def test_effective_cap_state_anchor_overrides_adapter(
 ) -> None:
     adapter = adapter_factory(daily_cap=40, ramp_floor=5, ramp_increment=3, ramp_started_at=T0)
     state = AdapterState(adapter_id="a1", ramp_started_at=T0 + timedelta(days=10))
-    assert effective_cap(adapter, state, T0 + timedelta(days=10, hours=1), POLICY) == 5
+    assert effective_cap(adapter, state, T0 + timedelta(days=10, hours=1), policy=POLICY) == 5
 
 
 def test_headroom_counts_sent_and_waiting_pins(adapter_factory: Callable[..., Adapter]) -> None:
     adapter = adapter_factory(daily_cap=10)
     state = AdapterState(adapter_id="a1", sent_today=4, pinned_waiting_today=5)
-    assert headroom(adapter, state, T0, POLICY) == 1
+    assert headroom(adapter, state, T0, policy=POLICY) == 1
     full = state.model_copy(update={"pinned_waiting_today": 9})
-    assert headroom(adapter, full, T0, POLICY) == 0
-    assert headroom(adapter_factory(), state, T0, POLICY) is None
+    assert headroom(adapter, full, T0, policy=POLICY) == 0
+    assert headroom(adapter_factory(), state, T0, policy=POLICY) is None
 
 
 def test_local_day_timezone_differs_from_utc() -> None:

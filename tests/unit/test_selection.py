@@ -187,7 +187,7 @@ def test_eligibility_each_condition_returns_reason(
         (Candidate(member=m, adapter=capped), Reason.ELIGIBLE),
     ]
     for candidate, reason in cases:
-        assert eligibility(candidate, T0, POLICY) is reason
+        assert eligibility(candidate, T0, policy=POLICY) is reason
 
 
 def test_eligibility_new_local_day_restores_headroom(
@@ -199,8 +199,8 @@ def test_eligibility_new_local_day_restores_headroom(
     candidate = Candidate(
         member=member_factory(), adapter=adapter_factory(daily_cap=2), state=state
     )
-    assert eligibility(candidate, T0, POLICY) is Reason.NO_HEADROOM
-    assert eligibility(candidate, T0 + timedelta(days=1), POLICY) is Reason.ELIGIBLE
+    assert eligibility(candidate, T0, policy=POLICY) is Reason.NO_HEADROOM
+    assert eligibility(candidate, T0 + timedelta(days=1), policy=POLICY) is Reason.ELIGIBLE
 
 
 def test_split_eligible_excluded_adapter_evicted(

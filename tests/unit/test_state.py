@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from dripdrop_core.models import Adapter, HealthState
 from dripdrop_core.policy import OutboundPolicy
@@ -85,3 +88,15 @@ def test_outbound_policy_json_round_trip_defaults() -> None:
         days=7
     ) and policy.terminal_resting_horizon == timedelta(days=7)
     assert OutboundPolicy.model_validate_json(policy.model_dump_json()) == policy
+
+
+def test_adapter_naive_datetime_rejected() -> None:
+    with pytest.raises(ValidationError):
+        Adapter(id="a1", tenant_key="t1", name="m", ramp_started_at=datetime(2026, 1, 1))
+
+
+def test_utc_datetime_other_offset_normalised_to_utc() -> None:
+    berlin = datetime(2026, 7, 1, 9, tzinfo=ZoneInfo("Europe/Berlin"))
+    state = AdapterState(adapter_id="a1", last_sent_at=berlin)
+    assert state.last_sent_at == berlin and state.last_sent_at is not None
+    assert state.last_sent_at.tzinfo is UTC
