@@ -65,7 +65,7 @@ from streams.codecs import Codecs, partition_for
 from streams.db import authoring as repo
 from streams.db.tables import adapter_pools, outbox
 from streams.kafka import Delivery, KafkaPublisher, Publisher, PublishError
-from streams.outbox import EntityType, enqueue_config_change, relay_all, relay_outbox
+from streams.outbox import EntityType, enqueue_config_change, pending_count, relay_all
 from streams.settings import Settings
 
 __all__ = [
@@ -304,13 +304,17 @@ class DripDrop:
 
     def relay_outbox(self) -> int:
         """Publish every pending outbox row; return how many were published."""
-        return relay_all(self.engine, self.publisher)
+        return relay_all(self.engine, self.publisher, topic_prefix=self.settings.topic_prefix)
+
+    def pending_outbox(self) -> int:
+        """Unpublished outbox rows of this deployment (topic prefix)."""
+        return pending_count(self.engine, topic_prefix=self.settings.topic_prefix)
 
     def _after_commit(self) -> None:
         if not self.relay_after_commit:
             return
         try:
-            relay_outbox(self.engine, self.publisher)
+            relay_all(self.engine, self.publisher, topic_prefix=self.settings.topic_prefix)
         except PublishError as exc:
             # The change is committed and stays in the outbox; the next relay publishes it.
             log.warning("config change committed but not yet published: %s", exc)

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, select, text, update
 
 from streams.codecs import Codecs, config_key, partition_for
 from streams.db.tables import outbox
@@ -85,17 +85,28 @@ def enqueue_config_change(
     return outbox_id
 
 
-def relay_outbox(engine: Engine, producer: Publisher, batch: int = 500) -> int:
+def _unpublished(topic_prefix: str | None) -> ColumnElement[bool]:
+    condition: ColumnElement[bool] = outbox.c.published_at.is_(None)
+    if topic_prefix is not None:
+        condition = and_(condition, outbox.c.topic.startswith(topic_prefix, autoescape=True))
+    return condition
+
+
+def relay_outbox(
+    engine: Engine, producer: Publisher, batch: int = 500, *, topic_prefix: str | None = None
+) -> int:
     """Publish one batch of unpublished outbox rows; return how many were published.
 
     Rows are marked published only after the broker acknowledged every one of them
     (``producer.flush`` raises ``PublishError`` otherwise and the transaction rolls
-    back, leaving them for the next run).
+    back, leaving them for the next run). ``topic_prefix`` limits the relay to one
+    deployment's topics (the API passes its own ``Settings.topic_prefix``), so a
+    deployment never publishes, or waits on, another one's rows.
     """
     with engine.begin() as conn:
         rows = conn.execute(
             select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.partition, outbox.c.value)
-            .where(outbox.c.published_at.is_(None))
+            .where(_unpublished(topic_prefix))
             .order_by(outbox.c.id)
             .limit(batch)
             .with_for_update(skip_locked=True)
@@ -115,20 +126,22 @@ def relay_outbox(engine: Engine, producer: Publisher, batch: int = 500) -> int:
         return len(rows)
 
 
-def relay_all(engine: Engine, producer: Publisher, batch: int = 500) -> int:
+def relay_all(
+    engine: Engine, producer: Publisher, batch: int = 500, *, topic_prefix: str | None = None
+) -> int:
     """Relay until no unpublished row is left (rows locked by another relay are skipped)."""
     total = 0
-    while (published := relay_outbox(engine, producer, batch)) > 0:
+    while (published := relay_outbox(engine, producer, batch, topic_prefix=topic_prefix)) > 0:
         total += published
         if published < batch:
             break
     return total
 
 
-def pending_count(engine: Engine) -> int:
-    """Unpublished outbox rows (for ``dripdrop outbox relay --json`` and tests)."""
+def pending_count(engine: Engine, *, topic_prefix: str | None = None) -> int:
+    """Unpublished outbox rows (for ``dripdrop outbox pending`` and tests)."""
     with engine.connect() as conn:
         count = conn.execute(
-            select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+            select(func.count()).select_from(outbox).where(_unpublished(topic_prefix))
         ).scalar_one()
     return int(count)

@@ -10,7 +10,6 @@ from alembic import command
 from alembic.config import Config
 
 from streams.cli.output import JsonOut, client, emit, handled
-from streams.outbox import pending_count
 from streams.settings import Settings
 
 outbox_app = typer.Typer(help="The transactional outbox of config changes.")
@@ -22,10 +21,10 @@ ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 @outbox_app.command("relay")
 @handled
 def relay(json_out: JsonOut = False) -> None:
-    """Publish every unpublished outbox row to Kafka (safe to run any time, concurrently)."""
+    """Publish unpublished outbox rows of this topic prefix (safe any time, concurrently)."""
     with client() as dd:
         published = dd.relay_outbox()
-        pending = pending_count(dd.engine)
+        pending = dd.pending_outbox()
     emit({"published": published, "pending": pending}, as_json=json_out, title="outbox")
 
 
@@ -34,7 +33,7 @@ def relay(json_out: JsonOut = False) -> None:
 def pending(json_out: JsonOut = False) -> None:
     """Count unpublished outbox rows."""
     with client() as dd:
-        count = pending_count(dd.engine)
+        count = dd.pending_outbox()
     emit({"pending": count}, as_json=json_out, title="outbox")
 
 

@@ -66,7 +66,8 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
             _err.print(f"error [kafka]: {exc}", markup=False)
             raise typer.Exit(EXIT_UNEXPECTED) from None
         except SQLAlchemyError as exc:
-            first = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            origin = getattr(exc, "orig", None) or exc
+            first = (str(origin).splitlines() or [type(exc).__name__])[0]
             _err.print(f"error [database]: {first}", markup=False)
             raise typer.Exit(EXIT_UNEXPECTED) from None
 
