@@ -35,6 +35,7 @@ class ReceivedMessage:
     headers: dict[str, str]
     message: EmailMessage
     queue_id: str
+    peer: tuple[str, int]
 
     def header(self, name: str) -> str | None:
         """Header value by case-insensitive name."""
@@ -77,7 +78,7 @@ class RecordingHandler:
         self, server: Any, session: Any, envelope: Any
     ) -> str:
         queue_id = f"Q{next(self._ids):08X}"
-        received = _received(envelope, queue_id)
+        received = _received(envelope, queue_id, session.peer)
         rcpts = set(envelope.rcpt_tos)
         if rcpts & self.behaviour.stall_after_data:
             with self._lock:
@@ -105,7 +106,7 @@ class RecordingHandler:
             return list(self._dropped)
 
 
-def _received(envelope: Any, queue_id: str) -> ReceivedMessage:
+def _received(envelope: Any, queue_id: str, peer: Any) -> ReceivedMessage:
     raw: bytes = envelope.original_content or envelope.content
     message = message_from_bytes(raw, policy=default_policy)
     assert isinstance(message, EmailMessage)
@@ -118,6 +119,7 @@ def _received(envelope: Any, queue_id: str) -> ReceivedMessage:
         headers=headers,
         message=message,
         queue_id=queue_id,
+        peer=(str(peer[0]), int(peer[1])),
     )
 
 
@@ -135,6 +137,7 @@ class SmtpSink:
         refuse: recipients answered with ``550`` at RCPT.
         drop_after_data: recipients whose connection is aborted after the content arrived.
         stall_after_data: recipients whose final reply comes only after ``stall_seconds``.
+        idle_timeout_seconds: the server closes connections idle this long (421).
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class SmtpSink:
         drop_after_data: Iterable[str] = (),
         stall_after_data: Iterable[str] = (),
         stall_seconds: float = 5.0,
+        idle_timeout_seconds: float = 300.0,
     ) -> None:
         self.behaviour = SinkBehaviour(
             refuse=set(refuse),
@@ -154,7 +158,9 @@ class SmtpSink:
         self.handler = RecordingHandler(self.behaviour)
         self.host = "127.0.0.1"
         self.port = free_port()
-        self._controller = Controller(self.handler, hostname=self.host, port=self.port)
+        self._controller = Controller(
+            self.handler, hostname=self.host, port=self.port, timeout=idle_timeout_seconds
+        )
 
     @property
     def messages(self) -> list[ReceivedMessage]:
