@@ -88,3 +88,12 @@ def test_migrations_constraint_names_follow_convention(migtest_url: str) -> None
     prefixes = {"p": "pk_", "u": "uq_", "c": "ck_", "f": "fk_"}
     wrong = [name for name, kind in names if not name.startswith(prefixes[kind])]
     assert names and wrong == []
+
+
+def test_migrations_cli_db_upgrade_creates_schema(services: Settings, migtest_url: str) -> None:
+    from tests.integration._api_fixtures import run_cli
+
+    plain_url = migtest_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    result = run_cli(services.model_copy(update={"database_url": plain_url}), "db", "upgrade")
+    assert result.exit_code == 0, result.stderr
+    assert "outbox" in _tables(migtest_url)
