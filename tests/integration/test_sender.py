@@ -1,0 +1,323 @@
+"""The send ledger on real PostgreSQL and a real SMTP server: at most once per step execution."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from dripdrop_core.models import Adapter
+from streams.providers import ProviderRegistry
+from streams.sender import INTERRUPTED, BatchOutcome, Sender, SenderDatabaseError
+from streams.settings import Settings
+from tests.integration.ledger_rows import LedgerTenant
+from tests.integration.smtp_sink import SmtpSink, free_port
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+Run = Callable[[Callable[[Sender], Awaitable[T]]], T]
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink(refuse={"nobody@example.test"}, drop_after_data={"drop@example.test"}) as s:
+        yield s
+
+
+@pytest.fixture
+def tenant(services: Settings, sink: SmtpSink) -> LedgerTenant:
+    return LedgerTenant(services.database_url, config=sink.adapter_config())
+
+
+def run_with_sender(
+    database_url: str,
+    tenant: LedgerTenant,
+    body: Callable[[Sender], Awaitable[T]],
+    *,
+    config: dict[str, Any] | None = None,
+) -> T:
+    """Run ``body(sender)`` in a fresh loop with its own pool and providers; clean up."""
+
+    async def main() -> T:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database_url, min_size=1, max_size=4, open=False, timeout=5
+        )
+        await pool.open()
+        registry = ProviderRegistry()
+        with tenant.connect() as conn:
+            row = conn.execute(
+                "SELECT config FROM dripdrop.channel_adapters WHERE id = %s", (tenant.adapter_id,)
+            ).fetchone()
+        assert row is not None
+        adapter = Adapter(
+            id=tenant.adapter_id,
+            tenant_key=tenant.tenant_key,
+            name="mailbox-1",
+            provider="smtp",
+            config=config or row[0],
+        )
+
+        def lookup(adapter_id: str) -> Any:
+            if adapter_id != adapter.id:
+                raise KeyError(adapter_id)
+            return registry.provider_for(adapter)
+
+        try:
+            return await body(Sender(pool, lookup, backoff_seconds=0.01))
+        finally:
+            await registry.close()
+            await pool.close()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def run(services: Settings, tenant: LedgerTenant) -> Run[Any]:
+    def runner(body: Callable[[Sender], Awaitable[Any]]) -> Any:
+        return run_with_sender(services.database_url, tenant, body)
+
+    return runner
+
+
+def test_deliver_one_command_stamps_headers_and_marks_sent(
+    tenant: LedgerTenant, sink: SmtpSink, run: Run[list[dict[str, Any]]]
+) -> None:
+    headers = {
+        "Message-ID": "<0192c1a0-3@dripdrop.test>",
+        "In-Reply-To": "<0192c1a0-2@dripdrop.test>",
+        "References": "<0192c1a0-1@dripdrop.test> <0192c1a0-2@dripdrop.test>",
+    }
+    command = tenant.command(headers=headers)
+
+    results = run(lambda sender: sender.deliver_batch([command]))
+
+    [received] = sink.messages
+    assert {name: received.header(name) for name in headers} == headers
+    [result] = results
+    assert result["status"] == "sent"
+    assert result["provider_message_id"] == received.queue_id
+    assert result["event_id"] == command["event_id"]
+    row = tenant.row(command["step_execution_id"])
+    assert row["status"] == "sent"
+    assert row["provider_message_id"] == received.queue_id
+    assert row["sent_at"] is not None and row["error"] is None
+
+
+def test_deliver_same_command_twice_sends_once(
+    tenant: LedgerTenant, sink: SmtpSink, run: Run[tuple[list[Any], BatchOutcome]]
+) -> None:
+    command = tenant.command()
+
+    async def twice(sender: Sender) -> tuple[list[Any], BatchOutcome]:
+        first = await sender.deliver_batch([command, command])  # duplicate within a batch too
+        return first, await sender.deliver([command])
+
+    first, second = run(twice)
+
+    assert [r["status"] for r in first] == ["sent"]
+    assert second.results == () and second.duplicates == (command["step_execution_id"],)
+    assert len(sink.messages) == 1
+
+
+def test_deliver_concurrently_from_two_senders_sends_once(
+    services: Settings, tenant: LedgerTenant, sink: SmtpSink
+) -> None:
+    commands = tenant.commands(20)
+
+    async def body(sender: Sender) -> list[list[dict[str, Any]]]:
+        other = Sender(sender._pool, sender._providers)  # a second worker, own connection
+        return list(
+            await asyncio.gather(sender.deliver_batch(commands), other.deliver_batch(commands))
+        )
+
+    both = run_with_sender(services.database_url, tenant, body)
+
+    reported = [r["step_execution_id"] for results in both for r in results]
+    assert sorted(reported) == sorted(c["step_execution_id"] for c in commands)
+    assert all(r["status"] == "sent" for results in both for r in results)
+    assert len(sink.messages) == 20
+    assert tenant.statuses() == {"sent": 20}
+
+
+def test_deliver_row_left_sending_by_dead_worker_is_ambiguous_and_not_sent(
+    tenant: LedgerTenant, sink: SmtpSink, run: Run[list[dict[str, Any]]]
+) -> None:
+    command = tenant.command()
+    tenant.set_status(command["step_execution_id"], "sending")  # claimed, then the worker died
+
+    results = run(lambda sender: sender.deliver_batch([command]))
+
+    assert [(r["status"], r["error"]) for r in results] == [("ambiguous", INTERRUPTED)]
+    assert tenant.row(command["step_execution_id"])["status"] == "ambiguous"
+    assert sink.messages == []
+
+
+def test_deliver_row_being_sent_by_live_worker_is_left_alone(
+    tenant: LedgerTenant, sink: SmtpSink, run: Run[BatchOutcome]
+) -> None:
+    command = tenant.command()
+    execution_id = command["step_execution_id"]
+    with tenant.connect() as owner:  # a live worker mid-send: row 'sending' + its lock held
+        owner.execute(
+            "SELECT pg_advisory_lock(('x' || right(replace(%s::uuid::text, '-', ''), 16))"
+            "::bit(64)::bigint)",
+            (execution_id,),
+        )
+        tenant.set_status(execution_id, "sending")
+
+        outcome = run(lambda sender: sender.deliver([command]))
+
+    assert outcome.results == () and outcome.duplicates == (execution_id,)
+    assert tenant.row(execution_id)["status"] == "sending"
+    assert sink.messages == []
+
+
+@pytest.mark.parametrize("state", ["replied", "stopped", "paused"])
+def test_deliver_enrollment_no_longer_active_cancels_and_sends_nothing(
+    state: str, tenant: LedgerTenant, sink: SmtpSink, run: Run[BatchOutcome]
+) -> None:
+    command = tenant.command()
+    tenant.set_enrollment_state(command["enrollment_id"], state)  # reply committed first
+
+    outcome = run(lambda sender: sender.deliver([command]))
+
+    assert outcome.results == () and outcome.cancelled == (command["step_execution_id"],)
+    row = tenant.row(command["step_execution_id"])
+    assert (row["status"], row["error"]) == ("cancelled", f"enrollment_{state}")
+    assert sink.messages == []
+
+
+def test_deliver_refused_recipient_marks_failed(
+    tenant: LedgerTenant, sink: SmtpSink, run: Run[list[dict[str, Any]]]
+) -> None:
+    command = tenant.command(recipient="nobody@example.test")
+
+    [result] = run(lambda sender: sender.deliver_batch([command]))
+
+    assert result["status"] == "failed"
+    assert result["error"] == "recipient_refused: 550 5.1.1"
+    row = tenant.row(command["step_execution_id"])
+    assert (row["status"], row["error"], row["sent_at"]) == ("failed", result["error"], None)
+
+
+def test_deliver_connection_dropped_after_data_marks_ambiguous(
+    tenant: LedgerTenant, sink: SmtpSink, run: Run[list[dict[str, Any]]]
+) -> None:
+    command = tenant.command(recipient="drop@example.test")
+
+    [result] = run(lambda sender: sender.deliver_batch([command]))
+
+    assert result["status"] == "ambiguous"
+    assert result["error"].startswith("disconnected_after_data")
+    assert tenant.row(command["step_execution_id"])["status"] == "ambiguous"
+    assert len(sink.dropped) == 1 and sink.messages == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("subject", "Hi\r\nBcc: victim@example.test"), ("recipient", "a@example.test\nBcc: v@x")],
+)
+def test_deliver_header_injection_marks_failed_and_sends_nothing(
+    field: str, value: str, tenant: LedgerTenant, sink: SmtpSink, run: Run[list[dict[str, Any]]]
+) -> None:
+    command = tenant.command(**{field: value})
+
+    [result] = run(lambda sender: sender.deliver_batch([command]))
+
+    assert (result["status"], result["error"]) == ("failed", f"header_injection: {field}")
+    assert tenant.row(command["step_execution_id"])["status"] == "failed"
+    assert sink.messages == [] and sink.dropped == []
+
+
+def test_deliver_unreachable_server_retries_then_fails(
+    services: Settings, tenant: LedgerTenant
+) -> None:
+    command = tenant.command()
+    config = {"host": "127.0.0.1", "port": free_port()}
+
+    [result] = run_with_sender(
+        services.database_url,
+        tenant,
+        lambda sender: sender.deliver_batch([command]),
+        config=config,
+    )
+
+    assert result["status"] == "failed"
+    assert result["error"].startswith("retries_exhausted: connect_failed")
+
+
+def test_deliver_unknown_adapter_and_unknown_row(
+    tenant: LedgerTenant, sink: SmtpSink, run: Run[BatchOutcome]
+) -> None:
+    unknown_adapter = tenant.command(adapter_id="00000000-0000-0000-0000-000000000000")
+    no_row = {**tenant.command(), "step_execution_id": "0192c1a0-0000-7000-8000-000000000000"}
+    bad_id = {**tenant.command(), "step_execution_id": "not-a-uuid"}
+
+    outcome = run(lambda sender: sender.deliver([unknown_adapter, no_row, bad_id]))
+
+    [result] = outcome.results
+    assert (result["status"], result["error"]) == ("failed", "undeliverable: KeyError")
+    assert set(outcome.unknown) == {no_row["step_execution_id"], "not-a-uuid"}
+    assert sink.messages == []
+
+
+def test_deliver_database_unreachable_raises_sender_database_error(tenant: LedgerTenant) -> None:
+    async def main() -> None:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            f"postgresql://dripdrop@127.0.0.1:{free_port()}/dripdrop",
+            min_size=1,
+            open=False,
+            timeout=0.5,
+        )
+        await pool.open(wait=False)
+        try:
+            with pytest.raises(SenderDatabaseError):
+                await Sender(pool, lambda _: pytest.fail("no send")).deliver_batch(
+                    [tenant.command()]
+                )
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+def test_deliver_200_commands_in_batches_sends_200(
+    tenant: LedgerTenant, sink: SmtpSink, run: Run[float]
+) -> None:
+    commands = tenant.commands(200)
+
+    async def batches(sender: Sender) -> float:
+        started = time.perf_counter()
+        for start in range(0, len(commands), 50):
+            results = await sender.deliver_batch(commands[start : start + 50])
+            assert [r["status"] for r in results] == ["sent"] * 50
+        return time.perf_counter() - started
+
+    elapsed = run(batches)
+
+    print(f"\nsender: 200 messages in {elapsed:.2f}s = {200 / elapsed:.0f} messages/s")
+    assert len(sink.messages) == 200
+    assert len({m.header("Message-ID") for m in sink.messages}) == 200
+    assert tenant.statuses() == {"sent": 200}
+
+
+def test_deliver_releases_its_advisory_locks_before_returning_the_connection(
+    tenant: LedgerTenant, run: Run[int]
+) -> None:
+    async def body(sender: Sender) -> int:
+        await sender.deliver_batch(tenant.commands(3))
+        async with sender._pool.connection() as conn:  # min_size=1: the same connection
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    assert run(body) == 0
