@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -87,10 +88,11 @@ def run(services: Settings, tenant: LedgerTenant) -> Run[Any]:
 def test_deliver_one_command_stamps_headers_and_marks_sent(
     tenant: LedgerTenant, sink: SmtpSink, run: Run[list[dict[str, Any]]]
 ) -> None:
+    run_id = uuid.uuid4().hex  # out_message_id is unique across the whole database
     headers = {
-        "Message-ID": "<0192c1a0-3@dripdrop.test>",
-        "In-Reply-To": "<0192c1a0-2@dripdrop.test>",
-        "References": "<0192c1a0-1@dripdrop.test> <0192c1a0-2@dripdrop.test>",
+        "Message-ID": f"<{run_id}-3@dripdrop.test>",
+        "In-Reply-To": f"<{run_id}-2@dripdrop.test>",
+        "References": f"<{run_id}-1@dripdrop.test> <{run_id}-2@dripdrop.test>",
     }
     command = tenant.command(headers=headers)
 
