@@ -15,6 +15,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.settings import TOPIC_NAMES, Settings
 
 COMPACTED = frozenset({"config"})
+INTERNAL_TOPICS = ("ticks", "sink", "sink-feedback", "ping")
+"""Topics only the workers use; created with the public ones so co-partitioning holds."""
 
 
 def admin_client(settings: Settings) -> AdminClient:
@@ -22,7 +24,10 @@ def admin_client(settings: Settings) -> AdminClient:
 
 
 def create_topics(
-    settings: Settings, names: Iterable[str] = TOPIC_NAMES, *, timeout: float = 30.0
+    settings: Settings,
+    names: Iterable[str] = (*TOPIC_NAMES, *INTERNAL_TOPICS),
+    *,
+    timeout: float = 30.0,
 ) -> list[str]:
     """Create the prefixed topics that do not exist yet; return the names created."""
     admin = admin_client(settings)

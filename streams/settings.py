@@ -37,9 +37,12 @@ class Settings(BaseSettings):
     data_dir: str = ".dripdrop/worker-data"
     # Scaled clock (SPEC §11): simulated seconds per real second, from clock_epoch.
     clock_scale: float = Field(default=1.0, gt=0)
-    clock_epoch: float | None = None
+    clock_epoch: float | None = None  # simulated unix time at clock_origin
+    clock_origin: float | None = None  # real unix time the simulation starts from
     tick_interval_seconds: float = Field(default=1.0, gt=0)
     metrics_port: int | None = None
+    sink_batch_size: int = Field(default=500, gt=0)
+    sink_batch_seconds: float = Field(default=0.05, gt=0)
 
     def topic(self, name: str) -> str:
         """Full topic name for one of ``TOPIC_NAMES`` (or an internal topic)."""

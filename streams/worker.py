@@ -1,18 +1,21 @@
 """Worker entry point: ``python -m streams.worker worker -l info`` (Faust's CLI).
 
-The composition root: settings are read once, the app is built and agents are registered
-by name (no autodiscovery).
+The composition root: settings are read once, the app is built and the pipeline and the
+diagnostic ping job are registered by name (no autodiscovery).
 """
 
 from __future__ import annotations
 
 from streams.agents import ping
 from streams.app import create_app
+from streams.clock import clock_from
+from streams.pipeline import Pipeline
 from streams.settings import Settings
 
 settings = Settings()
 app = create_app(settings)
 ping.register(app, settings)
+pipeline = Pipeline(app, settings, clock_from(settings))
 
 
 def main() -> None:

@@ -290,6 +290,9 @@ enrollments = Table(
     _jsonb("metadata"),
     Column("enrolled_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("finished_at", DateTime(timezone=True)),
+    # Monotonic per enrollment: the stream writes upserts that only move forward, so a
+    # late batch can never undo a reply committed out of band (migration 0002).
+    Column("version", BigInteger, nullable=False, server_default=text("0")),
     _inserted_at(),
     _updated_at(),
     _tenant_check(),

@@ -1,0 +1,393 @@
+"""Wires the pipeline into a Faust app: topics, tables, the four agents and the tick timer.
+
+* ``processor`` (stateful, per event): enrollments, inbound-messages, health-signals,
+  config, dispatch-results, ``ticks`` and ``sink-feedback`` → ``Processor`` → outputs.
+* ``sink`` (stateless, batched): row operations → PostgreSQL (``PostgresSink``) → granted
+  send commands on ``dispatch``, refused claims back to the processor, ``message-events``.
+* ``sender`` (stateless, batched): ``dispatch`` → ``Sender`` (ledger + provider) →
+  ``dispatch-results``.
+* a timer on every worker ticks each partition it owns, so due steps fire by themselves.
+
+Every input topic is keyed by ``tenant_key`` (config: partition of the tenant) and has the
+same partition count, so one tenant's state lives on one partition (docs/topics.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from psycopg_pool import AsyncConnectionPool
+
+from dripdrop_core.errors import RecordError
+from dripdrop_core.models import Adapter
+from dripdrop_core.policy import OutboundPolicy
+from streams.clock import Clock
+from streams.codecs import CodecError, Codecs
+from streams.processor import inputs
+from streams.processor.flow import Processor
+from streams.processor.inputs import ConfigNotReadyError
+from streams.processor.runtime import Outputs, stable_id
+from streams.processor.store import TABLES
+from streams.providers import ProviderRegistry
+from streams.sender import Sender
+from streams.settings import Settings
+from streams.sink import PostgresSink, SinkDatabaseError
+
+log = logging.getLogger("dripdrop.pipeline")
+
+PUBLIC_INPUTS = ("enrollments", "inbound-messages", "health-signals", "config", "dispatch-results")
+INTERNAL = ("ticks", "sink", "sink-feedback")
+RETRIES = 5
+PARK_ATTEMPTS = 40
+"""Ticks a record naming unknown config waits for it before it is dead-lettered."""
+
+
+class _Parked:
+    """A parked record, shaped like a Kafka message for ``dead_letter``."""
+
+    def __init__(self, topic: str, partition: int, item: dict[str, Any], value: bytes) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = item["offset"]
+        self.key = base64.b64decode(item["key"]) or None
+        self.value = value
+
+
+class FaustStore:
+    def __init__(self, tables: dict[str, faust.Table]) -> None:
+        self.tables = tables
+
+    def table(self, name: str) -> Any:
+        return self.tables[name]
+
+
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+class Pipeline:
+    """Everything one worker runs; built once by ``streams.worker``."""
+
+    def __init__(self, app: faust.App, settings: Settings, clock: Clock) -> None:
+        self.app = app
+        self.settings = settings
+        self.clock = clock
+        self.codecs = Codecs(settings)
+        self.policy = OutboundPolicy()
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.topics = {
+            name: app.topic(settings.topic(name), **raw)
+            for name in (
+                *PUBLIC_INPUTS,
+                *INTERNAL,
+                "dispatch",
+                "telemetry",
+                "message-events",
+                "dead-letter",
+            )
+        }
+        tables = {
+            name: app.Table(name, default=None, partitions=settings.partitions) for name in TABLES
+        }
+        self.processor = Processor(FaustStore(tables), self.policy)
+        self._pool: AsyncConnectionPool | None = None
+        self.registry = ProviderRegistry()
+        self.adapters: dict[str, Adapter] = {}
+        self._register()
+
+    async def pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            self._pool = AsyncConnectionPool(
+                self.settings.database_url, min_size=1, max_size=4, open=False
+            )
+            await self._pool.open()
+        return self._pool
+
+    # ------------------------------------------------------------ agents
+
+    def _register(self) -> None:
+        app, topics = self.app, self.topics
+        source = app.topic(
+            *(self.settings.topic(n) for n in (*PUBLIC_INPUTS, "ticks", "sink-feedback")),
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+        @app.agent(source, name="processor")
+        async def processor(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                await self.process(event)
+
+        @app.agent(topics["sink"], name="sink")
+        async def sink(stream: faust.StreamT[bytes]) -> None:
+            async for batch in stream.take(
+                self.settings.sink_batch_size, within=self.settings.sink_batch_seconds
+            ):
+                await self.write_sink([orjson.loads(v) for v in batch])
+
+        @app.agent(topics["dispatch"], name="sender")
+        async def sender(stream: faust.StreamT[bytes]) -> None:
+            async for batch in stream.take(64, within=0.05):
+                await self.deliver([self.codecs.for_topic("dispatch").decode(v) for v in batch])
+
+        @app.timer(self.settings.tick_interval_seconds)
+        async def tick() -> None:
+            now = self.clock.now()
+            ticks = self.settings.topic("ticks")
+            for tp in app.assignor.assigned_actives():
+                if tp.topic == ticks:
+                    await topics["ticks"].send(
+                        key=b"tick", value=_json({"now": now}), partition=tp.partition
+                    )
+
+    # ------------------------------------------------------------ processor
+
+    async def process(self, event: faust.EventT[bytes]) -> None:
+        """Decode, decide, publish. Nothing escapes: bad input goes to the dead letters."""
+        message = event.message
+        name = message.topic.removeprefix(self.settings.topic_prefix)
+        partition = message.partition
+        try:
+            if name == "ticks":
+                await self.retry_parked(partition)
+            out = self._dispatch_input(name, message.value, partition)
+        except ConfigNotReadyError as exc:
+            self.park(name, message, partition, str(exc))
+            return
+        except (RecordError, CodecError) as exc:
+            reason = getattr(exc, "reason", None) or exc.code
+            await self.dead_letter(message, str(reason), str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - the one catch-all: a bug, never a lost record
+            log.error(
+                "bug processing %s[%s]@%s: %s",
+                message.topic,
+                partition,
+                message.offset,
+                traceback.format_exc(),
+            )
+            await self.dead_letter(message, "bug", f"{type(exc).__name__}: {exc}")
+            return
+        await self.publish(out, partition)
+
+    def park(self, name: str, message: Any, partition: int, error: str) -> None:
+        key = f"parked:{partition}"
+        parked = list(self.processor.index.get(key) or [])
+        parked.append(
+            {
+                "name": name,
+                "value": base64.b64encode(message.value).decode(),
+                "key": base64.b64encode(message.key or b"").decode(),
+                "offset": message.offset,
+                "attempts": 0,
+                "error": error,
+            }
+        )
+        self.processor.index[key] = parked
+
+    async def retry_parked(self, partition: int) -> None:
+        """Retry records that named config not seen yet; dead-letter them after a while."""
+        key = f"parked:{partition}"
+        parked = list(self.processor.index.get(key) or [])
+        if not parked:
+            return
+        still: list[dict[str, Any]] = []
+        for item in parked:
+            value = base64.b64decode(item["value"])
+            try:
+                out = self._dispatch_input(item["name"], value, partition)
+            except ConfigNotReadyError as exc:
+                item = {**item, "attempts": item["attempts"] + 1, "error": str(exc)}
+                if item["attempts"] < PARK_ATTEMPTS:
+                    still.append(item)
+                    continue
+                out = Outputs()
+                await self.dead_letter(
+                    _Parked(self.settings.topic(item["name"]), partition, item, value),
+                    exc.code,
+                    str(exc),
+                )
+            except (RecordError, CodecError) as exc:
+                out = Outputs()
+                reason = getattr(exc, "reason", None) or exc.code
+                await self.dead_letter(
+                    _Parked(self.settings.topic(item["name"]), partition, item, value),
+                    str(reason),
+                    str(exc),
+                )
+            await self.publish(out, partition)
+        self.processor.index[key] = still
+
+    def _dispatch_input(self, name: str, value: bytes, partition: int) -> Outputs:
+        p = self.processor
+        if name == "ticks":
+            tick = orjson.loads(value)
+            return p.on_tick(partition, datetime.fromisoformat(tick["now"]))
+        now = self.clock.now()
+        if name == "sink-feedback":
+            return p.on_feedback(orjson.loads(value), now, partition)
+        record = self.codecs.for_topic(name).decode(value)
+        handler = {
+            "enrollments": inputs.on_enrollment_command,
+            "inbound-messages": inputs.on_inbound,
+            "health-signals": inputs.on_health_signal,
+            "config": inputs.on_config,
+            "dispatch-results": lambda proc, rec, n, part: proc.on_result(rec, n, part),
+        }[name]
+        return handler(p, record, now, partition)
+
+    async def publish(self, out: Outputs, partition: int) -> None:
+        if out.urgent:
+            result = await self._write_with_retry(out.urgent)
+            await self._publish_events(result.events if result else [])
+        for op in out.sink:
+            key = op.get("row", op.get("command", op)).get("tenant_key", "").encode()
+            await self.topics["sink"].send(key=key, value=_json(op), partition=partition)
+        telemetry = self.codecs.for_topic("telemetry")
+        for t in out.telemetry:
+            value = {
+                "event_id": stable_id(
+                    "telemetry",
+                    t["name"],
+                    orjson.dumps(t["attributes"], default=str).decode(),
+                    t["at"].isoformat(),
+                ),
+                "name": t["name"],
+                "tenant_key": t["tenant_key"],
+                "at": t["at"],
+                "attributes": orjson.dumps(t["attributes"], default=str).decode(),
+            }
+            await self.topics["telemetry"].send(
+                key=t["tenant_key"].encode(), value=telemetry.encode(value)
+            )
+
+    async def dead_letter(self, message: Any, reason: str, detail: str) -> None:
+        value = self.codecs.for_topic("dead-letter").encode(
+            {
+                "source_topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "key": message.key,
+                "value": message.value,
+                "reason": reason[:200],
+                "detail": detail[:2000],
+                "failed_at": datetime.now(UTC),
+            }
+        )
+        await (await self.topics["dead-letter"].send(key=message.key, value=value))
+
+    # ------------------------------------------------------------ sink
+
+    async def _write_with_retry(self, ops: list[dict[str, Any]]) -> Any:
+        sink = PostgresSink(await self.pool())
+        for attempt in range(RETRIES):
+            try:
+                return await sink.write(ops)
+            except SinkDatabaseError as exc:
+                log.warning("sink write failed (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.2 * 2**attempt)
+        for op in ops:
+            await (
+                await self.topics["dead-letter"].send(
+                    key=None,
+                    value=self.codecs.for_topic("dead-letter").encode(
+                        {
+                            "source_topic": self.settings.topic("sink"),
+                            "partition": 0,
+                            "offset": 0,
+                            "key": None,
+                            "value": _json(op),
+                            "reason": "retries_exhausted",
+                            "detail": "PostgreSQL write failed",
+                            "failed_at": datetime.now(UTC),
+                        }
+                    ),
+                )
+            )
+        return None
+
+    async def write_sink(self, ops: list[dict[str, Any]]) -> None:
+        result = await self._write_with_retry(ops)
+        if result is None:
+            return
+        dispatch = self.codecs.for_topic("dispatch")
+        for command in result.commands:
+            command = {
+                **command,
+                "decided_at": datetime.fromisoformat(command["decided_at"])
+                if isinstance(command["decided_at"], str)
+                else command["decided_at"],
+            }
+            await self.topics["dispatch"].send(
+                key=command["tenant_key"].encode(), value=dispatch.encode(command)
+            )
+        for refused in result.refused:
+            await self.topics["sink-feedback"].send(
+                key=refused["tenant_key"].encode(), value=_json(refused)
+            )
+        await self._publish_events(result.events)
+
+    async def _publish_events(self, rows: list[dict[str, Any]]) -> None:
+        codec = self.codecs.for_topic("message-events")
+        for row in rows:
+            value = {
+                "id": row["id"],
+                "tenant_key": row["tenant_key"],
+                "enrollment_id": row.get("enrollment_id"),
+                "step_execution_id": row.get("step_execution_id"),
+                "adapter_id": row.get("adapter_id"),
+                "event_type": row["event_type"],
+                "provider_message_id": None,
+                "in_reply_to": row.get("in_reply_to"),
+                "references": [],
+                "data": orjson.dumps(row.get("data") or {}).decode(),
+                "occurred_at": datetime.fromisoformat(row["occurred_at"]),
+            }
+            await self.topics["message-events"].send(
+                key=row["tenant_key"].encode(), value=codec.encode(value)
+            )
+
+    # ------------------------------------------------------------ sender
+
+    async def deliver(self, commands: list[dict[str, Any]]) -> None:
+        pool = await self.pool()
+        await self._load_adapters(pool, {c["adapter_id"] for c in commands})
+        sender = Sender(
+            pool, lambda aid: self.registry.provider_for(self.adapters[aid]), clock=self.clock.now
+        )
+        results: list[Any] = []
+        for attempt in range(RETRIES):
+            try:
+                results = await sender.deliver_batch(commands)
+                break
+            except Exception as exc:  # noqa: BLE001 - SenderDatabaseError and friends
+                log.warning("sender batch failed (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.2 * 2**attempt)
+        codec = self.codecs.for_topic("dispatch-results")
+        for r in results:
+            value = dict(r) if isinstance(r, dict) else r.as_record()
+            await self.topics["dispatch-results"].send(
+                key=value["tenant_key"].encode(), value=codec.encode(value)
+            )
+
+    async def _load_adapters(self, pool: AsyncConnectionPool, ids: set[str]) -> None:
+        missing = [i for i in ids if i not in self.adapters]
+        if not missing:
+            return
+        from streams.db.authoring import adapter_from_row
+
+        async with pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT * FROM dripdrop.channel_adapters WHERE id = ANY(%s)", (missing,)
+            )
+            names = [d.name for d in cur.description or []]
+            for row in await cur.fetchall():
+                adapter = adapter_from_row(dict(zip(names, row, strict=True)))
+                self.adapters[adapter.id] = adapter

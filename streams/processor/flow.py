@@ -1,0 +1,700 @@
+"""The enrollment flow: pin, schedule, decide, hand send commands to the sink, advance.
+
+One ``Processor`` serves one worker; every call handles one input event of one partition
+and returns ``Outputs``. All decisions come from ``dripdrop_core``; this module only loads
+state, calls the core, stores state and describes the side effects.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from dripdrop_core.correlation import index_key, normalize_message_id
+from dripdrop_core.decisions import Defer, Hold, Pause, Reassign, Send, Skip
+from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
+from dripdrop_core.errors import DripDropError, RecordError
+from dripdrop_core.explain import explain
+from dripdrop_core.health import HealthOutcome, fire_health_timer, next_health_timer
+from dripdrop_core.lifecycle import RotationState, choose_lifecycle_adapter
+from dripdrop_core.mail_threads import (
+    advance_thread,
+    break_thread,
+    new_message_id,
+    thread_headers,
+    validate_headers,
+)
+from dripdrop_core.models import Adapter, EnrollmentState, Mode, Step
+from dripdrop_core.pacing import record_send
+from dripdrop_core.policy import OutboundPolicy
+from dripdrop_core.pools import decide_pin_unavailable
+from dripdrop_core.ramp import effective_cap, local_day
+from dripdrop_core.scheduling import step_due_at, tick_bucket
+from dripdrop_core.selection import Candidate
+from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state
+from streams.processor.render import render_step
+from streams.processor.runtime import (
+    EnrollmentRuntime,
+    LastDecision,
+    Outputs,
+    PendingSend,
+    stable_id,
+)
+from streams.processor.store import Config, ModelCache, Store
+
+TERMINAL = frozenset(
+    {
+        EnrollmentState.COMPLETED,
+        EnrollmentState.REPLIED,
+        EnrollmentState.STOPPED,
+        EnrollmentState.UNENROLLED,
+        EnrollmentState.REJECTED,
+    }
+)
+MAX_BUCKETS_PER_TICK = 20_000
+
+
+class Processor:
+    """Stateful logic of one worker, over tables reached through ``Store``."""
+
+    def __init__(self, store: Store, policy: OutboundPolicy, *, bucket_seconds: int = 60) -> None:
+        self.policy = policy
+        self.bucket_seconds = bucket_seconds
+        self.cache = ModelCache()
+        self.config = Config(store, self.cache)
+        self.adapter_states = store.table("adapters")
+        self.selections = store.table("selection")
+        self.enrollments = store.table("enrollments")
+        self.schedule = store.table("schedule")
+        self.index = store.table("index")
+
+    # ------------------------------------------------------------ state access
+
+    def adapter_state(self, adapter: Adapter) -> AdapterState:
+        state = self.cache.load(self.adapter_states, adapter.id, AdapterState)
+        return state if state is not None else initial_adapter_state(adapter)
+
+    def save_adapter_state(self, state: AdapterState) -> None:
+        self.cache.save(self.adapter_states, state.adapter_id, state)
+
+    def enrollment(self, enrollment_id: str) -> EnrollmentRuntime | None:
+        return self.cache.load(self.enrollments, enrollment_id, EnrollmentRuntime)
+
+    def save_enrollment(
+        self, e: EnrollmentRuntime, out: Outputs, *, urgent: bool = False
+    ) -> EnrollmentRuntime:
+        """Store the runtime and describe its PostgreSQL row (versioned upsert)."""
+        e = e.model_copy(update={"version": e.version + 1})
+        self.cache.save(self.enrollments, e.id, e)
+        row = {"op": "enrollment", "row": enrollment_row(e)}
+        (out.urgent if urgent else out.sink).append(row)
+        return e
+
+    # ------------------------------------------------------------ scheduling
+
+    def schedule_at(
+        self, e: EnrollmentRuntime, due: datetime, now: datetime, partition: int, out: Outputs
+    ) -> EnrollmentRuntime:
+        """Index the enrollment at ``due``; fire at once when it is already due."""
+        e = e.model_copy(update={"status": "scheduled", "due_at": due, "pending": None})
+        if due <= now:
+            return self.fire(e, now, partition, out)
+        self._index_due(f"e:{e.id}:{int(due.timestamp() * 1000)}", due, partition)
+        return self.save_enrollment(e, out)
+
+    def _index_due(self, item: str, due: datetime, partition: int) -> None:
+        bucket = tick_bucket(due, self.bucket_seconds)
+        cursor_key = f"cursor:{partition}"
+        cursor = self.index.get(cursor_key)
+        if cursor is None:
+            self.index[cursor_key] = bucket - 1
+        elif bucket <= cursor:
+            bucket = cursor + 1
+        key = f"{partition}:{bucket}"
+        items = list(self.schedule.get(key) or [])
+        items.append(item)
+        self.schedule[key] = items
+
+    def on_tick(self, partition: int, now: datetime) -> Outputs:
+        """Fire every item due by ``now`` in this partition; idempotent by item token."""
+        out = Outputs()
+        cursor_key = f"cursor:{partition}"
+        cursor = self.index.get(cursor_key)
+        if cursor is None:
+            return out
+        current = tick_bucket(now, self.bucket_seconds)
+        last = min(current, cursor + MAX_BUCKETS_PER_TICK)
+        for bucket in range(cursor + 1, last + 1):
+            key = f"{partition}:{bucket}"
+            items = list(self.schedule.get(key) or [])
+            waiting = [i for i in items if int(i.rsplit(":", 1)[1]) > now.timestamp() * 1000]
+            for item in items:
+                if item not in waiting:
+                    self._fire_item(item, now, partition, out)
+            if bucket < current:
+                self.schedule.pop(key, None)
+                self.index[cursor_key] = bucket
+            elif waiting != items:
+                self.schedule[key] = waiting
+        return out
+
+    def _fire_item(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
+        kind, ident, token = item.split(":", 2)
+        if kind == "a":
+            adapter = self.config.adapter(ident)
+            if adapter is not None:
+                state = self.adapter_state(adapter)
+                self.apply_health(
+                    adapter, fire_health_timer(state, now, self.policy.health), now, partition, out
+                )
+            return
+        e = self.enrollment(ident)
+        if e is None or e.status != "scheduled" or e.due_at is None:
+            return
+        if int(e.due_at.timestamp() * 1000) != int(token):
+            return  # rescheduled since: a stale index entry
+        self.fire(e, now, partition, out)
+
+    # ------------------------------------------------------------ dispatch
+
+    def fire(
+        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
+    ) -> EnrollmentRuntime:
+        """Decide the due step of ``e`` and act on the decision."""
+        if e.state in TERMINAL:
+            return e
+        steps = self.config.steps(e.version_id)
+        if e.step_index >= len(steps):
+            return self.complete(e, now, out)
+        step = steps[e.step_index]
+        adapter = self._adapter_for(e, step, out)
+        state = self.adapter_state(adapter) if adapter is not None else None
+        pool = self.config.pool(e.pool_id)
+        due = DueStep(
+            enrollment_id=e.id,
+            step_execution_id=self.execution_id(e, step),
+            tenant_key=e.tenant_key,
+            step=step,
+            mode=e.mode,
+            enrollment_state=e.state,
+            pin_policy=pool.on_pin_unavailable if pool is not None else None,
+            recipient_timezone=e.recipient_timezone,
+            suppressed=self.is_suppressed(e.tenant_key, e.recipient),
+        )
+        decision = decide_dispatch(due, adapter, state, now, policy=self.policy)
+        match decision:
+            case Send():
+                assert adapter is not None and state is not None
+                return self._send(e, step, adapter, state, now, partition, out)
+            case Defer():
+                e = self._note(e, decision, now)
+                out.emit(
+                    "dispatch.deferred",
+                    e.tenant_key,
+                    now,
+                    enrollment_id=e.id,
+                    step_id=step.id,
+                    reason=str(decision.reason),
+                    until=decision.until.isoformat(),
+                    adapter_id=decision.facts.adapter_id,
+                    cap=decision.facts.cap,
+                    sent_today=decision.facts.sent_today,
+                )
+                e = self.schedule_at(e, decision.until, now, partition, out)
+                out.sink.append(
+                    {
+                        "op": "event",
+                        "row": event_row(
+                            e,
+                            "deferred",
+                            now,
+                            key=f"{due.step_execution_id}:{decision.until}",
+                            adapter_id=decision.facts.adapter_id,
+                            step_id=step.id,
+                            data={
+                                "reason": str(decision.reason),
+                                "until": decision.until.isoformat(),
+                                "explain": explain(decision),
+                            },
+                        ),
+                    }
+                )
+                return e
+            case Skip():
+                e = self._note(e, decision, now)
+                out.emit(
+                    "dispatch.skipped",
+                    e.tenant_key,
+                    now,
+                    enrollment_id=e.id,
+                    step_id=step.id,
+                    reason=str(decision.reason),
+                )
+                return self.advance(e, now, partition, out)
+            case Hold():
+                e = self._note(e, decision, now).model_copy(update={"status": "held"})
+                return self.save_enrollment(e, out)
+            case Pause() | Reassign():
+                return self.pin_unavailable(e, now, partition, out, cause=str(decision.reason))
+        raise AssertionError(f"unhandled decision {decision!r}")  # pragma: no cover
+
+    def execution_id(self, e: EnrollmentRuntime, step: Step) -> str:
+        return stable_id("exec", e.id, step.id, str(e.attempt))
+
+    def _adapter_for(self, e: EnrollmentRuntime, step: Step, out: Outputs) -> Adapter | None:
+        if e.mode is Mode.OUTBOUND:
+            return self.config.adapter(step.adapter_override_id or e.adapter_id)
+        rotation_key = f"rot:{e.tenant_key}"
+        rotation = RotationState.model_validate(self.index.get(rotation_key) or {})
+        new_rotation, choice = choose_lifecycle_adapter(
+            step, self.config.tenant_adapters(e.tenant_key), rotation
+        )
+        if new_rotation != rotation:
+            self.index[rotation_key] = new_rotation.model_dump(mode="json")
+        return self.config.adapter(choice.adapter_id)
+
+    def _send(
+        self,
+        e: EnrollmentRuntime,
+        step: Step,
+        adapter: Adapter,
+        state: AdapterState,
+        now: datetime,
+        partition: int,
+        out: Outputs,
+    ) -> EnrollmentRuntime:
+        exec_id = self.execution_id(e, step)
+        cap = effective_cap(adapter, state, now, policy=self.policy.health)
+        is_override = e.mode is Mode.OUTBOUND and step.adapter_override_id is not None
+        threaded = e.mode is Mode.OUTBOUND or step.thread_continuity
+        first_of_pin = e.mode is Mode.OUTBOUND and not is_override and e.last_sent_at is None
+        message_id = new_message_id(uuid.UUID(exec_id), now, adapter.from_address)
+        try:
+            headers = thread_headers(
+                e.thread, is_override=is_override or not threaded, message_id=message_id
+            )
+            subject, body = render_step(step, e.data)
+            validate_headers(
+                {"Subject": subject, "To": e.recipient, "From": adapter.from_address or ""}
+            )
+        except DripDropError as exc:
+            out.emit(
+                "dispatch.rejected",
+                e.tenant_key,
+                now,
+                enrollment_id=e.id,
+                step_id=step.id,
+                reason=exc.code,
+                detail=str(exc),
+            )
+            out.sink.append(
+                {
+                    "op": "event",
+                    "row": event_row(
+                        e,
+                        "failed",
+                        now,
+                        key=exec_id,
+                        adapter_id=adapter.id,
+                        step_id=step.id,
+                        data={"reason": exc.code, "detail": str(exc)},
+                    ),
+                }
+            )
+            return self.advance(e, now, partition, out)
+        outcome = record_send(
+            adapter, state, now, policy=self.policy.health, first_send_of_pin=first_of_pin
+        )
+        self.apply_health(adapter, outcome, now, partition, out)
+        command = {
+            "event_id": f"{exec_id}:{e.attempt + 1}",
+            "tenant_key": e.tenant_key,
+            "step_execution_id": exec_id,
+            "enrollment_id": e.id,
+            "step_id": step.id,
+            "adapter_id": adapter.id,
+            "channel": step.channel,
+            "recipient": e.recipient,
+            "from_address": adapter.from_address or "",
+            "subject": subject,
+            "body_text": body,
+            "body_html": None,
+            "headers": headers,
+            "idempotency_key": exec_id,
+            "attempt": e.attempt + 1,
+            "decided_at": now,
+        }
+        guard = {
+            "adapter_id": adapter.id,
+            "tenant_key": e.tenant_key,
+            "day": local_day(adapter.timezone, now).isoformat(),
+            "cap": cap,
+            "gap_seconds": adapter.min_gap_seconds,
+            "at": now.isoformat(),
+        }
+        pending = PendingSend(
+            step_execution_id=exec_id,
+            step_id=step.id,
+            adapter_id=adapter.id,
+            message_id=message_id,
+            is_override=is_override or not threaded,
+            decided_at=now,
+            first_of_pin=first_of_pin,
+        )
+        e = e.model_copy(
+            update={
+                "status": "dispatching",
+                "pending": pending,
+                "last_decision": LastDecision(
+                    kind="send", reason="ready", text="send command issued", at=now
+                ),
+            }
+        )
+        # The enrollment row first: the claim's execution row references it.
+        e = self.save_enrollment(e, out)
+        out.sink.append({"op": "claim", "command": command, "guard": guard})
+        return e
+
+    def _note(self, e: EnrollmentRuntime, decision: Any, now: datetime) -> EnrollmentRuntime:
+        until = getattr(decision, "until", None)
+        note = LastDecision(
+            kind=decision.kind,
+            reason=str(decision.reason),
+            until=until,
+            text=explain(decision),
+            at=now,
+        )
+        return e.model_copy(update={"last_decision": note})
+
+    def advance(
+        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
+    ) -> EnrollmentRuntime:
+        """Move to the next step (scheduled from the last send) or complete."""
+        e = e.model_copy(update={"step_index": e.step_index + 1, "pending": None, "attempt": 0})
+        steps = self.config.steps(e.version_id)
+        if e.step_index >= len(steps):
+            return self.complete(e, now, out)
+        due = step_due_at(
+            steps[e.step_index], enrolled_at=e.enrolled_at, previous_sent_at=e.last_sent_at
+        )
+        return self.schedule_at(e, due, now, partition, out)
+
+    def complete(self, e: EnrollmentRuntime, now: datetime, out: Outputs) -> EnrollmentRuntime:
+        e = e.model_copy(
+            update={
+                "state": EnrollmentState.COMPLETED,
+                "status": "done",
+                "finished_at": now,
+                "pending": None,
+            }
+        )
+        out.emit("enrollment.completed", e.tenant_key, now, enrollment_id=e.id)
+        return self.save_enrollment(e, out)
+
+    def is_suppressed(self, tenant_key: str, recipient: str) -> bool:
+        return self.index.get(suppression_key(tenant_key, recipient)) is not None
+
+    # ------------------------------------------------------------ results and feedback
+
+    def on_result(self, result: dict[str, Any], now: datetime, partition: int) -> Outputs:
+        """A delivery outcome: thread the send, index its ids, schedule the next step."""
+        out = Outputs()
+        e = self.enrollment(result.get("enrollment_id") or "")
+        if e is None or e.pending is None:
+            return out
+        pending = e.pending
+        if pending.step_execution_id != result["step_execution_id"]:
+            return out  # a duplicate or an old attempt
+        status = result["status"]
+        attrs = {
+            "enrollment_id": e.id,
+            "step_id": pending.step_id,
+            "adapter_id": pending.adapter_id,
+            "step_execution_id": pending.step_execution_id,
+        }
+        if status == "sent":
+            rfc = normalize_message_id(pending.message_id) or pending.message_id
+            self.index[index_key(e.tenant_key, rfc, "rfc")] = pending.step_execution_id
+            if result.get("provider_message_id"):
+                pid = normalize_message_id(result["provider_message_id"]) or ""
+                self.index[index_key(e.tenant_key, pid, "provider")] = pending.step_execution_id
+            self.index[f"exec:{pending.step_execution_id}"] = {
+                "enrollment_id": e.id,
+                "step_id": pending.step_id,
+                "adapter_id": pending.adapter_id,
+                "recipient": e.recipient,
+            }
+            thread = advance_thread(
+                e.thread, is_override=pending.is_override, message_id=pending.message_id
+            )
+            e = e.model_copy(update={"thread": thread, "last_sent_at": pending.decided_at})
+            out.emit(
+                "dispatch.sent",
+                e.tenant_key,
+                now,
+                out_message_id=pending.message_id,
+                provider_message_id=result.get("provider_message_id"),
+                **attrs,
+            )
+        else:
+            out.emit(f"dispatch.{status}", e.tenant_key, now, error=result.get("error"), **attrs)
+        if e.state in TERMINAL:
+            return self._stored(e, out)
+        return self._finish_step(e, now, partition, out)
+
+    def _stored(self, e: EnrollmentRuntime, out: Outputs) -> Outputs:
+        self.save_enrollment(e.model_copy(update={"pending": None}), out)
+        return out
+
+    def _finish_step(
+        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
+    ) -> Outputs:
+        if e.state is EnrollmentState.PAUSED:
+            e = e.model_copy(
+                update={"step_index": e.step_index + 1, "pending": None, "status": "held"}
+            )
+            self.save_enrollment(e, out)
+        else:
+            self.advance(e, now, partition, out)
+        return out
+
+    def on_feedback(self, feedback: dict[str, Any], now: datetime, partition: int) -> Outputs:
+        """PostgreSQL refused a claim (cap or gap, e.g. two owners in a rebalance)."""
+        out = Outputs()
+        e = self.enrollment(feedback["enrollment_id"])
+        if feedback["reason"] == "duplicate" or e is None or e.pending is None:
+            return out
+        if e.pending.step_execution_id != feedback["step_execution_id"]:
+            return out
+        adapter = self.config.adapter(feedback["adapter_id"])
+        if adapter is not None:
+            state = self.adapter_state(adapter)
+            last = (
+                datetime.fromisoformat(feedback["last_sent_at"])
+                if feedback.get("last_sent_at")
+                else None
+            )
+            update: dict[str, Any] = {}
+            if state.day is not None and state.day.isoformat() == feedback["day"]:
+                update["sent_today"] = max(state.sent_today, int(feedback["sent"]))
+            if last is not None and (state.last_sent_at is None or last > state.last_sent_at):
+                update["last_sent_at"] = last
+            self.save_adapter_state(state.model_copy(update=update))
+        out.emit(
+            "dispatch.claim_refused",
+            e.tenant_key,
+            now,
+            enrollment_id=e.id,
+            reason=feedback["reason"],
+            adapter_id=feedback["adapter_id"],
+        )
+        self.schedule_at(e, now, now, partition, out)
+        return out
+
+    # ------------------------------------------------------------ pins and health
+
+    def candidates(self, pool_id: str) -> list[Candidate]:
+        out: list[Candidate] = []
+        for member in self.config.members(pool_id):
+            adapter = self.config.adapter(member.adapter_id)
+            state = self.adapter_state(adapter) if adapter is not None else None
+            out.append(Candidate(member=member, adapter=adapter, state=state))
+        return out
+
+    def selection_state(self, pool_id: str, version_id: str) -> SelectionState:
+        key = f"{pool_id}:{version_id}"
+        raw = self.selections.get(key)
+        if raw is None:
+            return SelectionState(pool_id=pool_id, sequence_version_id=version_id)
+        return SelectionState.model_validate(raw)
+
+    def pin_unavailable(
+        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs, *, cause: str
+    ) -> EnrollmentRuntime:
+        """The pinned sender is terminally unavailable: pause or reassign (SPEC §5.3)."""
+        pool = self.config.pool(e.pool_id)
+        if pool is None or e.adapter_id is None:
+            return self._pause_unavailable(e, now, out, cause=cause)
+        selection = self.selection_state(pool.id, e.version_id)
+        outcome = decide_pin_unavailable(
+            selection,
+            pool,
+            self.candidates(pool.id),
+            now,
+            pinned_adapter_id=e.adapter_id,
+            policy=self.policy.health,
+        )
+        decision = outcome.decision
+        if isinstance(decision, Reassign) and decision.new_adapter_id is not None:
+            self.selections[f"{pool.id}:{e.version_id}"] = outcome.selection.model_dump(mode="json")
+            e = self.move_pin(e, decision.new_adapter_id, now, out, reason=cause)
+            if e.status == "scheduled" and e.due_at is not None:
+                return self.schedule_at(e, max(e.due_at, now), now, partition, out)
+            return self.save_enrollment(e, out)
+        return self._pause_unavailable(e, now, out, cause=cause)
+
+    def _pause_unavailable(
+        self, e: EnrollmentRuntime, now: datetime, out: Outputs, *, cause: str
+    ) -> EnrollmentRuntime:
+        e = e.model_copy(
+            update={
+                "state": EnrollmentState.PAUSED,
+                "reason": "pin_unavailable",
+                "status": "held" if e.status != "dispatching" else e.status,
+                "last_decision": LastDecision(
+                    kind="pause", reason="pin_unavailable", text=f"paused: {cause}", at=now
+                ),
+            }
+        )
+        out.emit(
+            "enrollment.paused_pin_unavailable",
+            e.tenant_key,
+            now,
+            enrollment_id=e.id,
+            adapter_id=e.adapter_id,
+            reason=cause,
+        )
+        return self.save_enrollment(e, out, urgent=True)
+
+    def move_pin(
+        self,
+        e: EnrollmentRuntime,
+        new_adapter_id: str,
+        now: datetime,
+        out: Outputs,
+        *,
+        reason: str,
+    ) -> EnrollmentRuntime:
+        """Reassign or repin: new sender, broken thread, event and telemetry."""
+        old = e.adapter_id
+        e = e.model_copy(update={"adapter_id": new_adapter_id, "thread": break_thread(e.thread)})
+        out.emit(
+            "enrollment.sender_reassigned",
+            e.tenant_key,
+            now,
+            enrollment_id=e.id,
+            old_adapter_id=old,
+            new_adapter_id=new_adapter_id,
+            reason=reason,
+        )
+        out.sink.append(
+            {
+                "op": "event",
+                "row": event_row(
+                    e,
+                    "sender_reassigned",
+                    now,
+                    key=f"{old}->{new_adapter_id}:{e.version}",
+                    adapter_id=new_adapter_id,
+                    data={
+                        "old_adapter_id": old,
+                        "new_adapter_id": new_adapter_id,
+                        "reason": reason,
+                    },
+                ),
+            }
+        )
+        return e
+
+    def apply_health(
+        self,
+        adapter: Adapter,
+        outcome: HealthOutcome,
+        now: datetime,
+        partition: int,
+        out: Outputs,
+    ) -> None:
+        """Store the new health, publish transitions, arm the timer, act on terminal senders."""
+        self.save_adapter_state(outcome.state)
+        for t in outcome.transitions:
+            attrs = {
+                "adapter_id": adapter.id,
+                "from": t.from_state,
+                "to": t.to_state,
+                "reason": str(t.reason),
+                "source": t.source,
+                "resting_until": t.resting_until.isoformat() if t.resting_until else None,
+            }
+            out.emit("health.state_changed", adapter.tenant_key, now, **attrs)
+            if str(t.reason) in ("bounce_threshold", "complaint_threshold"):
+                out.emit(f"policy.{t.reason}", adapter.tenant_key, now, adapter_id=adapter.id)
+            out.sink.append(
+                {
+                    "op": "health",
+                    "adapter_id": adapter.id,
+                    "tenant_key": adapter.tenant_key,
+                    "state": outcome.state.model_dump(mode="json"),
+                    "transition": t.model_dump(mode="json"),
+                }
+            )
+        if outcome.transitions:
+            timer = next_health_timer(outcome.state)
+            if timer is not None:
+                self._index_due(f"a:{adapter.id}:{int(timer.timestamp() * 1000)}", timer, partition)
+            if terminal_reason(adapter, outcome.state, now, self.policy) is not None:
+                self.pinned_sender_unavailable(adapter.id, now, partition, out)
+
+    def pinned_sender_unavailable(
+        self, adapter_id: str, now: datetime, partition: int, out: Outputs
+    ) -> None:
+        """Pause or reassign, eagerly, every live enrollment pinned to ``adapter_id``."""
+        for key in list(self.enrollments.keys()):
+            e = self.enrollment(key)
+            if e is None or e.adapter_id != adapter_id or e.state in TERMINAL:
+                continue
+            if e.state is EnrollmentState.PAUSED:
+                continue
+            self.pin_unavailable(e, now, partition, out, cause="sender_unavailable")
+
+
+def suppression_key(tenant_key: str, recipient: str) -> str:
+    return f"supp:{tenant_key}:{recipient.strip().lower()}"
+
+
+def enrollment_row(e: EnrollmentRuntime) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "tenant_key": e.tenant_key,
+        "sequence_id": e.sequence_id,
+        "sequence_version_id": e.version_id,
+        "subscriber_id": e.subscriber_id,
+        "mode": str(e.mode),
+        "adapter_id": e.adapter_id,
+        "state": str(e.state),
+        "reason": e.reason,
+        "recipient": e.recipient,
+        "timezone": e.recipient_timezone,
+        "data": e.data,
+        "enrolled_at": e.enrolled_at.isoformat(),
+        "finished_at": e.finished_at.isoformat() if e.finished_at else None,
+        "version": e.version,
+    }
+
+
+def event_row(
+    e: EnrollmentRuntime,
+    event_type: str,
+    at: datetime,
+    *,
+    key: str,
+    adapter_id: str | None = None,
+    step_id: str | None = None,
+    step_execution_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``message_events`` row with a deterministic id (replays upsert, never duplicate)."""
+    return {
+        "id": stable_id("event", event_type, e.id, key),
+        "tenant_key": e.tenant_key,
+        "event_type": event_type,
+        "adapter_id": adapter_id,
+        "enrollment_id": e.id,
+        "step_execution_id": step_execution_id,
+        "data": {**(data or {}), **({"step_id": step_id} if step_id else {})},
+        "occurred_at": at.isoformat(),
+    }
+
+
+def record_error(exc: RecordError) -> tuple[str, str]:
+    return exc.code, str(exc)

@@ -1,0 +1,533 @@
+"""Handlers of the input topics: enrollment commands, inbound mail, health signals, config.
+
+Each takes the ``Processor`` and a decoded record, validates it against the tenant's config
+(bad input raises ``RecordError`` → dead-letter), calls the core and returns ``Outputs``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any
+
+from dripdrop_core.correlation import (
+    correlate,
+    correlation_candidates,
+    dedupe_key,
+    index_key,
+    intent_effect,
+    normalize_message_id,
+    parse_intent,
+)
+from dripdrop_core.decisions import Pin
+from dripdrop_core.errors import RecordError
+from dripdrop_core.health import ExternalHealth, apply_external, count_outcome
+from dripdrop_core.models import EnrollmentState, HealthState, Mode, ReplyBehavior
+from dripdrop_core.pools import decide_pin, decide_repin, reserve_pin
+from dripdrop_core.scheduling import step_due_at
+from dripdrop_core.state import AdapterState, initial_adapter_state
+from streams.processor.flow import TERMINAL, Processor, event_row, suppression_key
+from streams.processor.runtime import EnrollmentRuntime, Outputs
+from streams.processor.store import ENTITY_MODELS
+
+
+class ConfigNotReadyError(RecordError):
+    """The record names config this partition has not seen yet (it may be on its way:
+    config and commands travel on different topics). The shell parks and retries it,
+    and dead-letters it with this error only when the config never arrives."""
+
+
+def _tenant_owned(kind: str, entity: Any, tenant_key: str, ident: str | None) -> Any:
+    if entity is None:
+        raise ConfigNotReadyError(f"unknown {kind} {ident}", code="not_found")
+    if entity.tenant_key != tenant_key:
+        raise RecordError(f"{kind} {ident} is not in tenant {tenant_key}", code="tenant_mismatch")
+    return entity
+
+
+# ---------------------------------------------------------------- enrollments
+
+
+def on_enrollment_command(
+    p: Processor, cmd: dict[str, Any], now: datetime, partition: int
+) -> Outputs:
+    command = cmd["command"]
+    if command == "enroll":
+        return enroll(p, cmd, now, partition)
+    out = Outputs()
+    e = p.enrollment(cmd["enrollment_id"])
+    e = _tenant_owned("enrollment", e, cmd["tenant_key"], cmd["enrollment_id"])
+    if command == "pause" and e.state is EnrollmentState.ACTIVE:
+        held = "held" if e.status == "scheduled" else e.status
+        p.save_enrollment(
+            e.model_copy(
+                update={
+                    "state": EnrollmentState.PAUSED,
+                    "reason": cmd.get("reason") or "operator",
+                    "status": held,
+                }
+            ),
+            out,
+            urgent=True,
+        )
+    elif command == "resume" and e.state is EnrollmentState.PAUSED:
+        _resume(p, e, now, partition, out)
+    elif command == "unenroll" and e.state not in TERMINAL:
+        p.save_enrollment(
+            e.model_copy(
+                update={"state": EnrollmentState.UNENROLLED, "status": "done", "finished_at": now}
+            ),
+            out,
+            urgent=True,
+        )
+    elif command == "repin":
+        _repin(p, e, cmd, now, partition, out)
+    else:
+        out.emit(
+            "enrollment.command_ignored",
+            e.tenant_key,
+            now,
+            enrollment_id=e.id,
+            command=command,
+            state=str(e.state),
+        )
+    return out
+
+
+def _resume(
+    p: Processor, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
+) -> None:
+    e = e.model_copy(update={"state": EnrollmentState.ACTIVE, "reason": None})
+    if e.status == "dispatching":
+        p.save_enrollment(e, out, urgent=True)
+        return
+    due = max(e.due_at or now, now)
+    p.save_enrollment(e, out, urgent=True)
+    p.schedule_at(e.model_copy(update={"version": e.version + 1}), due, now, partition, out)
+
+
+def _repin(
+    p: Processor,
+    e: EnrollmentRuntime,
+    cmd: dict[str, Any],
+    now: datetime,
+    partition: int,
+    out: Outputs,
+) -> None:
+    adapter = p.config.adapter(cmd.get("new_adapter_id"))
+    adapter = _tenant_owned("adapter", adapter, e.tenant_key, cmd.get("new_adapter_id"))
+    if e.mode is not Mode.OUTBOUND:
+        raise RecordError(f"enrollment {e.id} is not outbound", code="not_outbound")
+    decide_repin(e.tenant_key, e.adapter_id, adapter, p.adapter_state(adapter))
+    e = p.move_pin(e, adapter.id, now, out, reason=cmd.get("reason") or "operator")
+    if e.state is EnrollmentState.PAUSED and e.reason == "pin_unavailable":
+        _resume(p, e, now, partition, out)
+    else:
+        p.save_enrollment(e, out, urgent=True)
+
+
+def enroll(p: Processor, cmd: dict[str, Any], now: datetime, partition: int) -> Outputs:
+    """Start an enrollment: pin (outbound), schedule the first step (SPEC §5.2, §7)."""
+    out = Outputs()
+    tenant = cmd["tenant_key"]
+    existing = p.enrollment(cmd["enrollment_id"])
+    if existing is not None:
+        # Already active or paused: the same enrollment (no second pin, no second first
+        # step). Finished: re-enrolling under the same id is not supported yet.
+        out.emit(
+            "enrollment.duplicate",
+            tenant,
+            now,
+            enrollment_id=existing.id,
+            state=str(existing.state),
+        )
+        return out
+    sequence = _tenant_owned(
+        "sequence", p.config.sequence(cmd.get("sequence_id") or ""), tenant, cmd.get("sequence_id")
+    )
+    version = (
+        p.config.version(cmd["sequence_version_id"])
+        if cmd.get("sequence_version_id")
+        else p.config.active_version(sequence.id)
+    )
+    version = _tenant_owned("sequence_version", version, tenant, cmd.get("sequence_version_id"))
+    steps = p.config.steps(version.id)
+    if not steps:
+        raise RecordError(f"sequence version {version.id} has no steps", code="no_steps")
+    recipient = (cmd.get("recipient") or "").strip()
+    if not recipient or "@" not in recipient or any(c in recipient for c in "\r\n"):
+        raise RecordError("recipient is not an email address", code="invalid_recipient")
+    data = json.loads(cmd["data"]) if isinstance(cmd.get("data"), str) else cmd.get("data") or {}
+    e = EnrollmentRuntime(
+        id=cmd["enrollment_id"],
+        tenant_key=tenant,
+        sequence_id=sequence.id,
+        version_id=version.id,
+        mode=version.mode,
+        pool_id=version.pool_id,
+        subscriber_id=cmd.get("subscriber_id") or recipient,
+        recipient=recipient,
+        recipient_timezone=cmd.get("recipient_timezone"),
+        data=data,
+        enrolled_at=now,
+    )
+    if version.mode is Mode.OUTBOUND:
+        pinned = _pin(p, e, now, out)
+        if pinned is None:
+            return out
+        e = pinned
+    due = step_due_at(steps[0], enrolled_at=e.enrolled_at, previous_sent_at=None)
+    p.schedule_at(e, due, now, partition, out)
+    return out
+
+
+def _pin(
+    p: Processor, e: EnrollmentRuntime, now: datetime, out: Outputs
+) -> EnrollmentRuntime | None:
+    pool = _tenant_owned("pool", p.config.pool(e.pool_id), e.tenant_key, e.pool_id)
+    selection = p.selection_state(pool.id, e.version_id)
+    outcome = decide_pin(selection, pool, p.candidates(pool.id), now, policy=p.policy.health)
+    decision = outcome.decision
+    evicted = [{"adapter_id": ev.adapter_id, "reason": str(ev.reason)} for ev in decision.evicted]
+    if not isinstance(decision, Pin):
+        rejected = e.model_copy(
+            update={
+                "state": EnrollmentState.REJECTED,
+                "reason": "pool_exhausted",
+                "status": "done",
+                "finished_at": now,
+            }
+        )
+        p.save_enrollment(rejected, out)
+        out.emit(
+            "dispatch.pool_exhausted",
+            e.tenant_key,
+            now,
+            pool_id=pool.id,
+            sequence_version_id=e.version_id,
+            enrollment_id=e.id,
+            evicted_adapter_ids=evicted,
+        )
+        return None
+    p.selections[f"{pool.id}:{e.version_id}"] = outcome.selection.model_dump(mode="json")
+    adapter = p.config.adapter(decision.adapter_id)
+    assert adapter is not None
+    p.save_adapter_state(reserve_pin(adapter, p.adapter_state(adapter), now))
+    out.emit(
+        "dispatch.adapter_pinned",
+        e.tenant_key,
+        now,
+        enrollment_id=e.id,
+        sequence_version_id=e.version_id,
+        adapter_id=adapter.id,
+        pool_id=pool.id,
+    )
+    return e.model_copy(update={"adapter_id": adapter.id})
+
+
+# ---------------------------------------------------------------- inbound
+
+
+def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int) -> Outputs:
+    """Correlate an inbound message and apply its intent (SPEC §8)."""
+    out = Outputs()
+    tenant = msg["tenant_key"]
+    adapter = _tenant_owned(
+        "adapter", p.config.adapter(msg.get("adapter_id")), tenant, msg.get("adapter_id")
+    )
+    message_id = normalize_message_id(msg.get("message_id"))
+    if not message_id:
+        raise RecordError("inbound message has no message_id", code="no_message_id")
+    intent = parse_intent(msg.get("intent") or "reply")
+    seen = dedupe_key(tenant, message_id)
+    if p.index.get(seen) is not None:
+        out.emit("ingest.duplicate", tenant, now, message_id=message_id)
+        return out
+    p.index[seen] = 1
+    candidates = correlation_candidates(
+        msg.get("in_reply_to"), msg.get("references"), msg.get("headers")
+    )
+    hit = correlate(tenant, candidates, _IndexView(p))
+    if hit is None:
+        out.emit("ingest.unmatched", tenant, now, message_id=message_id, adapter_id=adapter.id)
+        return out
+    execution = p.index.get(f"exec:{hit[1]}") or {}
+    e = p.enrollment(execution.get("enrollment_id") or "")
+    if e is None:
+        out.emit("ingest.unmatched", tenant, now, message_id=message_id, adapter_id=adapter.id)
+        return out
+    step = p.config.entity("step", execution["step_id"])
+    return_at = (msg.get("intent_data") or {}).get("return_at")
+    effect = intent_effect(
+        intent,
+        reply_behavior=getattr(step, "reply_behavior", None) or ReplyBehavior.STOP,
+        ooo_return=date.fromisoformat(return_at) if return_at else None,
+        recipient_timezone=e.recipient_timezone,
+        now=now,
+        morning_hour=p.policy.ooo_morning_hour,
+    )
+    out.emit(
+        "ingest.inbound_message",
+        tenant,
+        now,
+        message_id=message_id,
+        enrollment_id=e.id,
+        step_execution_id=hit[1],
+        intent=str(intent),
+        matched_by=hit[0].kind,
+    )
+    out.urgent.append(
+        {
+            "op": "event",
+            "row": event_row(
+                e,
+                _event_type(str(intent)),
+                now,
+                key=message_id,
+                adapter_id=execution["adapter_id"],
+                step_execution_id=hit[1],
+                data={
+                    "message_id": message_id,
+                    "intent": str(intent),
+                    "from": msg.get("from"),
+                    "subject": msg.get("subject"),
+                    "in_reply_to": normalize_message_id(msg.get("in_reply_to")),
+                },
+            ),
+        }
+    )
+    _apply_effect(p, e, effect, execution, now, partition, out)
+    return out
+
+
+def _event_type(intent: str) -> str:
+    return {
+        "reply": "replied",
+        "ooo": "out_of_office",
+        "auto_reply": "auto_replied",
+        "bounce": "bounced",
+        "complaint": "complained",
+        "unsubscribe": "unsubscribed",
+    }.get(intent, "replied")
+
+
+class _IndexView:
+    def __init__(self, p: Processor) -> None:
+        self.index = p.index
+
+    def get(self, key: str) -> str | None:
+        value = self.index.get(key)
+        return value if isinstance(value, str) else None
+
+    def __getitem__(self, key: str) -> str:  # pragma: no cover - Mapping protocol only
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Any:  # pragma: no cover
+        return iter(())
+
+    def __len__(self) -> int:  # pragma: no cover
+        return 0
+
+
+def _apply_effect(
+    p: Processor,
+    e: EnrollmentRuntime,
+    effect: Any,
+    execution: dict[str, Any],
+    now: datetime,
+    partition: int,
+    out: Outputs,
+) -> None:
+    if effect.suppress:
+        _suppress(p, e.tenant_key, e.recipient, str(effect.reason), now, out)
+    adapter = p.config.adapter(execution.get("adapter_id"))
+    if effect.health_signal is not None and adapter is not None:
+        outcome = count_outcome(
+            adapter,
+            p.adapter_state(adapter),
+            effect.health_signal,
+            at=now,
+            now=now,
+            policy=p.policy.health,
+        )
+        p.apply_health(adapter, outcome, now, partition, out)
+    if effect.enrollment_state is not None and e.state not in TERMINAL:
+        state = EnrollmentState(effect.enrollment_state)
+        update: dict[str, Any] = {"state": state, "reason": str(effect.reason)}
+        if state in TERMINAL:
+            update.update(status="done", finished_at=now)
+        elif e.status == "scheduled":
+            update["status"] = "held"
+        p.save_enrollment(e.model_copy(update=update), out, urgent=True)
+        out.emit(
+            f"enrollment.{state}", e.tenant_key, now, enrollment_id=e.id, reason=str(effect.reason)
+        )
+        return
+    if effect.resume_at is not None and e.status == "scheduled" and e.state not in TERMINAL:
+        due = max(e.due_at or now, effect.resume_at)
+        p.schedule_at(e, due, now, partition, out)
+
+
+def _suppress(
+    p: Processor, tenant: str, recipient: str, reason: str, now: datetime, out: Outputs
+) -> None:
+    key = suppression_key(tenant, recipient)
+    if p.index.get(key) is not None:
+        return
+    p.index[key] = reason
+    out.urgent.append(
+        {
+            "op": "suppression",
+            "row": {
+                "tenant_key": tenant,
+                "recipient": recipient,
+                "reason": reason,
+                "at": now.isoformat(),
+            },
+        }
+    )
+    out.emit("policy.suppressed", tenant, now, reason=reason)
+
+
+# ---------------------------------------------------------------- health signals
+
+
+def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition: int) -> Outputs:
+    out = Outputs()
+    tenant = sig["tenant_key"]
+    kind = sig["kind"]
+    execution: dict[str, Any] = {}
+    for candidate, k in (
+        (sig.get("provider_message_id"), "provider"),
+        (sig.get("message_id"), "rfc"),
+    ):
+        ident = normalize_message_id(candidate)
+        if ident and not execution:
+            exec_id = p.index.get(index_key(tenant, ident, k))  # type: ignore[arg-type]
+            execution = dict(p.index.get(f"exec:{exec_id}") or {}) if exec_id else {}
+    adapter_id = sig.get("adapter_id") or execution.get("adapter_id")
+    adapter = _tenant_owned("adapter", p.config.adapter(adapter_id), tenant, adapter_id)
+    if kind in ("set_health", "postmaster_score"):
+        state = p.adapter_state(adapter)
+        target = (
+            HealthState(sig["health_state"])
+            if sig.get("health_state")
+            else (state.health_state if kind == "postmaster_score" else None)
+        )
+        outcome = apply_external(
+            state,
+            ExternalHealth(
+                health_state=target,
+                resting_until=sig.get("resting_until"),
+                score=sig.get("score"),
+                source=sig.get("source") or "external",
+            ),
+            now,
+            p.policy.health,
+        )
+        if kind == "postmaster_score":
+            outcome = outcome.model_copy(update={"transitions": ()})
+        p.apply_health(adapter, outcome, now, partition, out)
+        out.emit(
+            "health.external_signal",
+            tenant,
+            now,
+            adapter_id=adapter.id,
+            health_state=str(target) if target else None,
+            score=sig.get("score"),
+            source=sig.get("source"),
+        )
+        return out
+    hard = (
+        kind == "complaint"
+        or kind == "unsubscribe"
+        or (kind == "bounce" and (sig.get("bounce_type") or "hard") == "hard")
+    )
+    if kind in ("delivery", "bounce", "complaint") and (kind != "bounce" or hard):
+        outcome = count_outcome(
+            adapter,
+            p.adapter_state(adapter),
+            kind,  # type: ignore[arg-type]
+            at=sig.get("occurred_at") or now,
+            now=now,
+            policy=p.policy.health,
+        )
+        p.apply_health(adapter, outcome, now, partition, out)
+    if hard:
+        recipient = sig.get("recipient") or execution.get("recipient")
+        if recipient:
+            _suppress(p, tenant, recipient, kind, now, out)
+        e = p.enrollment(execution.get("enrollment_id") or "")
+        if e is not None and e.state not in TERMINAL:
+            p.save_enrollment(
+                e.model_copy(
+                    update={
+                        "state": EnrollmentState.STOPPED,
+                        "reason": kind,
+                        "status": "done",
+                        "finished_at": now,
+                    }
+                ),
+                out,
+                urgent=True,
+            )
+            out.emit("enrollment.stopped", tenant, now, enrollment_id=e.id, reason=kind)
+    return out
+
+
+# ---------------------------------------------------------------- config
+
+
+def on_config(p: Processor, change: dict[str, Any], now: datetime, partition: int) -> Outputs:
+    """Apply an authored change; a sender that became unavailable is handled at once."""
+    out = Outputs()
+    entity_type = change["entity_type"]
+    if entity_type not in ENTITY_MODELS:
+        raise RecordError(f"unknown entity type {entity_type}", code="unknown_entity")
+    payload = None if change.get("deleted") else json.loads(change["payload"])
+    previous = p.config.entity(entity_type, change["entity_id"])
+    p.config.apply(entity_type, change["entity_id"], payload)
+    if entity_type == "adapter" and payload is not None:
+        adapter = p.config.adapter(change["entity_id"])
+        assert adapter is not None
+        existing = p.cache.load(p.adapter_states, adapter.id, AdapterState)
+        if existing is None:
+            p.save_adapter_state(initial_adapter_state(adapter))
+        elif previous is not None and _authored_health_changed(previous, adapter):
+            outcome = apply_external(
+                existing,
+                ExternalHealth(
+                    health_state=adapter.health_state,
+                    resting_until=adapter.resting_until,
+                    score=adapter.health_score,
+                    source="config",
+                ),
+                now,
+                p.policy.health,
+            )
+            if adapter.ramp_started_at is not None:
+                outcome = outcome.model_copy(
+                    update={
+                        "state": outcome.state.model_copy(
+                            update={"ramp_started_at": adapter.ramp_started_at}
+                        )
+                    }
+                )
+            p.apply_health(adapter, outcome, now, partition, out)
+            return out
+        if not adapter.active:
+            p.pinned_sender_unavailable(adapter.id, now, partition, out)
+    elif entity_type == "adapter" and previous is not None:
+        p.pinned_sender_unavailable(change["entity_id"], now, partition, out)
+    elif entity_type == "pool_member" and (payload is None or not payload.get("active", True)):
+        adapter_id = (payload or previous.model_dump())["adapter_id"]  # type: ignore[union-attr]
+        p.pinned_sender_unavailable(adapter_id, now, partition, out)
+    return out
+
+
+def _authored_health_changed(previous: Any, adapter: Any) -> bool:
+    fields = ("health_state", "resting_until", "health_score", "ramp_started_at")
+    return any(getattr(previous, f, None) != getattr(adapter, f) for f in fields)

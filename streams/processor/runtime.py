@@ -1,0 +1,94 @@
+"""Runtime records of the processor (table values) and the outputs one event produces.
+
+``EnrollmentRuntime`` is the live state of one enrollment in the ``enrollments`` table;
+``Outputs`` collects what the agent must publish after the event: rows for the PostgreSQL
+sink, telemetry, dead letters, and rows that must be committed before the event is acked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, Field
+
+from dripdrop_core.mail_threads import ThreadState
+from dripdrop_core.models import EnrollmentState, Frozen, Mode
+
+NAMESPACE = uuid.UUID("6f1c2b1e-4a8d-5e0b-9c33-d41f0a7e2b58")
+
+Status = Literal["scheduled", "dispatching", "held", "done"]
+
+
+def stable_id(*parts: str) -> str:
+    """Deterministic id of a side effect, so replays upsert instead of duplicating."""
+    return str(uuid.uuid5(NAMESPACE, ":".join(parts)))
+
+
+class PendingSend(Frozen):
+    """The step execution whose send command is out, waiting for its result."""
+
+    step_execution_id: str
+    step_id: str
+    adapter_id: str
+    message_id: str
+    is_override: bool
+    decided_at: AwareDatetime
+    first_of_pin: bool = False
+
+
+class LastDecision(Frozen):
+    """Why the next step has not gone out yet (for ``enrollment explain``)."""
+
+    kind: str
+    reason: str
+    until: AwareDatetime | None = None
+    text: str = ""
+    at: AwareDatetime
+
+
+class EnrollmentRuntime(Frozen):
+    id: str
+    tenant_key: str
+    sequence_id: str
+    version_id: str
+    mode: Mode
+    pool_id: str | None = None
+    subscriber_id: str
+    recipient: str
+    recipient_timezone: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    state: EnrollmentState = EnrollmentState.ACTIVE
+    reason: str | None = None
+    adapter_id: str | None = None
+    enrolled_at: AwareDatetime
+    finished_at: AwareDatetime | None = None
+    step_index: int = 0
+    status: Status = "scheduled"
+    due_at: AwareDatetime | None = None
+    attempt: int = 0
+    thread: ThreadState = ThreadState()
+    last_sent_at: AwareDatetime | None = None
+    pending: PendingSend | None = None
+    last_decision: LastDecision | None = None
+    version: int = 0
+
+
+@dataclass
+class Outputs:
+    """Everything one input event produces, in order."""
+
+    sink: list[dict[str, Any]] = field(default_factory=list)
+    urgent: list[dict[str, Any]] = field(default_factory=list)
+    telemetry: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[tuple[str, str]] = field(default_factory=list)
+
+    def emit(self, name: str, tenant_key: str, at: datetime, **attributes: Any) -> None:
+        self.telemetry.append(
+            {"name": name, "tenant_key": tenant_key, "at": at, "attributes": attributes}
+        )
+
+    def reject(self, reason: str, detail: str) -> None:
+        self.dead_letters.append((reason, detail))
