@@ -57,7 +57,7 @@ BEGIN
     END IF;
     UPDATE dripdrop.adapter_day_counters c
     SET sent = c.sent + 1, last_sent_at = GREATEST(coalesce(c.last_sent_at, p_at), p_at),
-        updated_at = now()
+        cap = p_cap, updated_at = now()
     WHERE c.adapter_id = p_adapter AND c.local_day = p_day;
     INSERT INTO dripdrop.step_executions (id, tenant_key, enrollment_id, step_id, attempt,
         adapter_id, status, recipient, out_message_id, payload, scheduled_for)
@@ -77,6 +77,9 @@ def upgrade() -> None:
         sa.Column("version", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         schema="dripdrop",
     )
+    op.add_column(
+        "adapter_day_counters", sa.Column("cap", sa.Integer(), nullable=True), schema="dripdrop"
+    )
     op.execute(CLAIM_SEND)
 
 
@@ -85,4 +88,5 @@ def downgrade() -> None:
         "DROP FUNCTION IF EXISTS dripdrop.claim_send(uuid, text, uuid, uuid, integer, uuid,"
         " text, text, jsonb, date, integer, integer, timestamptz)"
     )
+    op.drop_column("adapter_day_counters", "cap", schema="dripdrop")
     op.drop_column("enrollments", "version", schema="dripdrop")

@@ -459,6 +459,9 @@ adapter_day_counters = Table(
     Column("adapter_id", Uuid(as_uuid=False), nullable=False),
     Column("local_day", Date, nullable=False),
     Column("sent", Integer, nullable=False, server_default=text("0")),
+    # The effective cap the last granted claim was checked against (migration 0002), so
+    # operators and the demo can show "sent vs cap" per local day from one row.
+    Column("cap", Integer),
     Column("last_sent_at", DateTime(timezone=True)),
     _updated_at(),
     PrimaryKeyConstraint("adapter_id", "local_day"),
