@@ -33,7 +33,7 @@ CONNECTIONS = 8
 def start_sink() -> tuple[subprocess.Popen[str], int]:
     """The aiosmtpd sink in a subprocess; returns it and its port."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.smtp_sink"],
+        [sys.executable, "-m", "streams.mailsink"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
