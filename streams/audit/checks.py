@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from dripdrop_core.models import Adapter, HealthState
@@ -110,8 +110,14 @@ def check_caps(
     telemetry: Sequence[Mapping[str, Any]],
     *,
     policy: HealthPolicy,
+    recorded_caps: Mapping[tuple[str, date], int] | None = None,
 ) -> list[Violation]:
-    """The n-th send of an adapter-local day must satisfy n <= the cap at that send."""
+    """The n-th send of an adapter-local day must satisfy n <= the cap at that send.
+
+    The cap is the one PostgreSQL recorded for that adapter and day when the claim was
+    granted (``adapter_day_counters.cap``), else the ramp formula over the adapter as
+    authored now and its health at the send (from ``health.state_changed``).
+    """
     changes = health_changes(telemetry)
     counted: dict[tuple[str, Any], int] = defaultdict(int)
     flagged: set[tuple[str, Any]] = set()
@@ -123,7 +129,12 @@ def check_caps(
         day = local_day(adapter.timezone, s.decided_at)
         counted[(adapter.id, day)] += 1
         state = state_at(adapter, changes.get(adapter.id, []), s.decided_at)
-        cap = effective_cap(adapter, state, s.decided_at, policy=policy)
+        recorded = (recorded_caps or {}).get((adapter.id, day))
+        cap = (
+            recorded
+            if recorded is not None
+            else effective_cap(adapter, state, s.decided_at, policy=policy)
+        )
         n = counted[(adapter.id, day)]
         if cap is not None and n > cap and (adapter.id, day) not in flagged:
             flagged.add((adapter.id, day))
@@ -398,7 +409,13 @@ def run_checks(data: AuditInput) -> AuditReport:
     """Run every check over ``data`` and return the report (violations in check order)."""
     sends = sent_sends(data.commands, data.results)
     violations = [
-        *check_caps(sends, data.adapters, data.telemetry, policy=data.policy),
+        *check_caps(
+            sends,
+            data.adapters,
+            data.telemetry,
+            policy=data.policy,
+            recorded_caps=data.recorded_caps,
+        ),
         *check_gaps(sends, data.adapters),
         *check_sent_twice(sends, data.results),
         *check_send_after_reply(sends, data.telemetry),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from dripdrop_core.models import Adapter
@@ -73,6 +73,7 @@ class AuditInput:
         override_steps: step ids whose sends start a thread of their own (an
             ``adapter_override_id``, or a lifecycle step without thread continuity).
         executions: PostgreSQL rows of the audited tenants (and time range), by id.
+        recorded_caps: the cap each (adapter, local day) was claimed against, when known.
         policy: health policy (the probe budget is the cap while probing).
     """
 
@@ -83,6 +84,7 @@ class AuditInput:
     adapters: Mapping[str, Adapter] = field(default_factory=dict)
     override_steps: frozenset[str] = frozenset()
     executions: Mapping[str, ExecutionRow] | None = None
+    recorded_caps: Mapping[tuple[str, date], int] = field(default_factory=dict)
     policy: HealthPolicy = field(default_factory=HealthPolicy)
 
 

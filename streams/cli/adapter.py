@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from dripdrop_core.models import HealthState
+from streams.cli import inspect
 from streams.cli.output import JsonOut, Tenant, client, emit, handled, parse_json_object, parse_time
 
 app = typer.Typer(help="Sending identities (mailboxes, ESP accounts) and their ramp fields.")
@@ -146,7 +147,5 @@ def show(
     tenant: Tenant,
     json_out: JsonOut = False,
 ) -> None:
-    """Show one adapter."""
-    with client() as dd:
-        adapter = dd.get_adapter(adapter_id, tenant_key=tenant)
-    emit(adapter, as_json=json_out, title="adapter")
+    """Show one adapter: health, resting_until, cap and sends today, pins, recent events."""
+    inspect.show_adapter(adapter_id, tenant, as_json=json_out)

@@ -1,4 +1,4 @@
-"""``dripdrop enroll`` and ``dripdrop enrollment pause|resume|unenroll|repin|show``."""
+"""``dripdrop enroll`` and ``dripdrop enrollment pause|resume|unenroll|repin|show|explain``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from streams.cli import inspect
 from streams.cli.output import JsonOut, Tenant, client, emit, handled, parse_json_object
 
 app = typer.Typer(help="Commands on one enrollment (applied by the stream processor).")
@@ -95,3 +96,10 @@ def show(enrollment_id: EnrollmentId, tenant: Tenant, json_out: JsonOut = False)
     with client() as dd:
         enrollment = dd.get_enrollment(enrollment_id, tenant_key=tenant)
     emit(enrollment, as_json=json_out, title="enrollment")
+
+
+@app.command("explain")
+@handled
+def explain(enrollment_id: EnrollmentId, tenant: Tenant, json_out: JsonOut = False) -> None:
+    """Its pin, its thread chain, and why its next step has not gone out yet."""
+    inspect.explain_enrollment(enrollment_id, tenant, as_json=json_out)

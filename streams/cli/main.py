@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import adapter, enrollment, ingest, ops, pool, sequence
+from streams.cli import adapter, audit, enrollment, ingest, ops, pool, sequence
 
 app = typer.Typer(
     name="dripdrop",
@@ -27,6 +27,7 @@ app.add_typer(enrollment.app, name="enrollment")
 app.command("ingest")(ingest.ingest)
 app.add_typer(ops.outbox_app, name="outbox")
 app.add_typer(ops.db_app, name="db")
+app.add_typer(audit.app, name="audit")
 
 if __name__ == "__main__":
     app()

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from dripdrop_core.models import MemberClass, PinPolicy
+from streams.cli import inspect
 from streams.cli.output import JsonOut, Tenant, client, emit, handled
 
 app = typer.Typer(help="Tenant-scoped sender pools and their members.")
@@ -77,33 +78,9 @@ def show(
     tenant: Tenant,
     json_out: JsonOut = False,
 ) -> None:
-    """Show a pool, its members, their adapters' health and ramp fields, and warnings."""
-    with client() as dd:
-        view = dd.inspect_pool(pool_id, tenant_key=tenant)
-    if json_out:
-        emit(view, as_json=True)
-        return
-    emit(view.pool, as_json=False, title="pool")
-    adapters = {a.id: a for a in view.adapters}
-    emit(
-        [
-            {
-                "adapter_id": m.adapter_id,
-                "name": adapters[m.adapter_id].name,
-                "class": str(m.member_class),
-                "weight": m.weight,
-                "active": m.active,
-                "health": adapters[m.adapter_id].health_state,
-                "resting_until": adapters[m.adapter_id].resting_until,
-                "daily_cap": adapters[m.adapter_id].daily_cap,
-            }
-            for m in view.members
-        ],
-        as_json=False,
-        title="members",
-    )
-    for warning in view.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+    """Show a pool and, per member: health, resting_until, cap and sends today, last send,
+    pinned enrollments, recent message events; and validation warnings."""
+    inspect.show_pool(pool_id, tenant, as_json=json_out)
 
 
 @app.command("delete")
