@@ -64,7 +64,7 @@ from dripdrop_core.mail_threads import (
     thread_headers,
     validate_headers,
 )
-from dripdrop_core.pacing import earliest_send_at, record_send
+from dripdrop_core.pacing import earliest_send_at, record_send, reserve_gap_slot
 from dripdrop_core.policy import HealthPolicy, OutboundPolicy
 from dripdrop_core.pools import (
     PinOutcome,
@@ -158,6 +158,7 @@ __all__ = [
     "pick",
     "pool_warnings",
     "record_send",
+    "reserve_gap_slot",
     "reserve_pin",
     "roll_day",
     "split_references",

@@ -23,6 +23,25 @@ def earliest_send_at(adapter: Adapter, state: AdapterState) -> datetime | None:
     return state.last_sent_at + timedelta(seconds=adapter.min_gap_seconds)
 
 
+def reserve_gap_slot(
+    adapter: Adapter, state: AdapterState, earliest: datetime
+) -> tuple[datetime, AdapterState]:
+    """Give a step deferred by the minimum gap its own slot, one gap after the last one.
+
+    Without slots every step waiting on an adapter wakes at ``last_send + gap``, one
+    sends and all the others defer again: work grows with the queue on every slot. With
+    them, the k-th waiting step wakes at ``earliest + (k - 1) * gap``.
+
+    Returns:
+        The slot (never before ``earliest``) and the state that remembers it.
+    """
+    gap = timedelta(seconds=adapter.min_gap_seconds)
+    slot = earliest
+    if state.gap_slot_at is not None and state.gap_slot_at + gap > slot:
+        slot = state.gap_slot_at + gap
+    return slot, state.model_copy(update={"gap_slot_at": slot})
+
+
 def record_send(
     adapter: Adapter,
     state: AdapterState,

@@ -39,6 +39,8 @@ class AdapterState(Frozen):
         cooldown: Length of the last rest; probe breaches double it up to the cap.
         probe_sends / probe_bounces / probe_complaints: Since probing started.
         buckets: Per local day counts, oldest first, pruned to the window.
+        gap_slot_at: The latest send slot handed to a step deferred by the gap, so that
+            steps waiting on one adapter queue one gap apart instead of all waking at once.
     """
 
     adapter_id: str
@@ -55,6 +57,7 @@ class AdapterState(Frozen):
     probe_bounces: int = Field(default=0, ge=0)
     probe_complaints: int = Field(default=0, ge=0)
     buckets: tuple[DayBucket, ...] = ()
+    gap_slot_at: UtcDatetime | None = None
 
 
 class SelectionState(Frozen):

@@ -1,0 +1,36 @@
+"""Gap slots: steps waiting on one adapter queue one gap apart (SPEC §5.5)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from dripdrop_core.models import Adapter
+from dripdrop_core.pacing import reserve_gap_slot
+from dripdrop_core.state import AdapterState
+
+from .conftest import T0
+
+
+def test_reserve_gap_slot_queued_steps_wake_one_gap_apart(
+    adapter_factory: Callable[..., Adapter],
+) -> None:
+    adapter = adapter_factory(min_gap_seconds=90)
+    state = AdapterState(adapter_id="a1", last_sent_at=T0)
+    earliest = T0 + timedelta(seconds=90)
+    slots = []
+    for _ in range(3):
+        slot, state = reserve_gap_slot(adapter, state, earliest)
+        slots.append(slot)
+    assert slots == [earliest, earliest + timedelta(seconds=90), earliest + timedelta(seconds=180)]
+
+
+def test_reserve_gap_slot_stale_slot_never_delays_past_earliest(
+    adapter_factory: Callable[..., Adapter],
+) -> None:
+    adapter = adapter_factory(min_gap_seconds=90)
+    state = AdapterState(adapter_id="a1", gap_slot_at=T0)
+    later = T0 + timedelta(hours=5)
+    slot, new = reserve_gap_slot(adapter, state, later)
+    assert slot == later
+    assert new.gap_slot_at == later
