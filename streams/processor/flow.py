@@ -26,10 +26,11 @@ from dripdrop_core.mail_threads import (
     validate_headers,
 )
 from dripdrop_core.models import Adapter, EnrollmentState, Mode, Step
-from dripdrop_core.pacing import record_send
+from dripdrop_core.pacing import record_send, reserve_gap_slot
 from dripdrop_core.policy import OutboundPolicy
 from dripdrop_core.pools import decide_pin_unavailable
 from dripdrop_core.ramp import effective_cap, local_day
+from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import step_due_at, tick_bucket
 from dripdrop_core.selection import Candidate
 from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state
@@ -125,6 +126,7 @@ class Processor:
             return out
         current = tick_bucket(now, self.bucket_seconds)
         last = min(current, cursor + MAX_BUCKETS_PER_TICK)
+        passed = cursor
         for bucket in range(cursor + 1, last + 1):
             key = f"{partition}:{bucket}"
             items = list(self.schedule.get(key) or [])
@@ -133,10 +135,15 @@ class Processor:
                 if item not in waiting:
                     self._fire_item(item, now, partition, out)
             if bucket < current:
-                self.schedule.pop(key, None)
-                self.index[cursor_key] = bucket
+                if items:
+                    self.schedule.pop(key, None)
+                passed = bucket
             elif waiting != items:
                 self.schedule[key] = waiting
+        # One cursor write per tick, not one per bucket: on a scaled clock a tick spans
+        # dozens of buckets, and every table write is a changelog record.
+        if passed != cursor:
+            self.index[cursor_key] = passed
         return out
 
     def _fire_item(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
@@ -188,6 +195,10 @@ class Processor:
                 assert adapter is not None and state is not None
                 return self._send(e, step, adapter, state, now, partition, out)
             case Defer():
+                if decision.reason is Reason.GAP and adapter is not None and state is not None:
+                    slot, queued = reserve_gap_slot(adapter, state, decision.until)
+                    self.save_adapter_state(queued)
+                    decision = decision.model_copy(update={"until": slot})
                 e = self._note(e, decision, now)
                 out.emit(
                     "dispatch.deferred",
@@ -209,7 +220,8 @@ class Processor:
                             e,
                             "deferred",
                             now,
-                            key=f"{due.step_execution_id}:{decision.until}",
+                            # One row per reason and day: the latest is what explain shows.
+                            key=f"{due.step_execution_id}:{decision.reason}:{decision.until.date()}",
                             adapter_id=decision.facts.adapter_id,
                             step_id=step.id,
                             data={
