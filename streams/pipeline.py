@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from dripdrop_core.errors import RecordError
 from dripdrop_core.models import Adapter
 from dripdrop_core.policy import OutboundPolicy
+from streams import metrics
 from streams.clock import Clock
 from streams.codecs import CodecError, Codecs
 from streams.processor import inputs
@@ -244,6 +245,7 @@ class Pipeline:
         return handler(p, record, now, partition)
 
     async def publish(self, out: Outputs, partition: int) -> None:
+        metrics.observe(out)  # Prometheus counters from telemetry (streams/metrics.py)
         if out.urgent:
             result = await self._write_with_retry(out.urgent)
             await self._publish_events(result.events if result else [])

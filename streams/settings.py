@@ -5,6 +5,8 @@ Everything else receives a ``Settings`` instance explicitly.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -41,6 +43,7 @@ class Settings(BaseSettings):
     clock_origin: float | None = None  # real unix time the simulation starts from
     tick_interval_seconds: float = Field(default=1.0, gt=0)
     metrics_port: int | None = None
+    log_format: Literal["text", "json"] = "text"  # json: JSON-lines logs (streams/jsonlog.py)
     sink_batch_size: int = Field(default=500, gt=0)
     sink_batch_seconds: float = Field(default=0.05, gt=0)
 

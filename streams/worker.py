@@ -1,11 +1,13 @@
 """Worker entry point: ``python -m streams.worker worker -l info`` (Faust's CLI).
 
 The composition root: settings are read once, the app is built and the pipeline and the
-diagnostic ping job are registered by name (no autodiscovery).
+diagnostic ping job are registered by name (no autodiscovery). ``main`` turns on JSON logs
+(``DRIPDROP_LOG_FORMAT=json``) and the metrics endpoint (``DRIPDROP_METRICS_PORT``).
 """
 
 from __future__ import annotations
 
+from streams import jsonlog, metrics
 from streams.agents import ping
 from streams.app import create_app
 from streams.clock import clock_from
@@ -19,6 +21,9 @@ pipeline = Pipeline(app, settings, clock_from(settings))
 
 
 def main() -> None:
+    if settings.log_format == "json":
+        app.conf.logging_config = jsonlog.logging_config()
+    metrics.start(settings, app, pipeline)  # only when DRIPDROP_METRICS_PORT is set
     app.main()
 
 

@@ -110,20 +110,16 @@ def explain_enrollment(enrollment_id: str, tenant: str, *, as_json: bool) -> Non
         else None
     )
     emit(summary, as_json=False, title="enrollment")
-    emit(
-        [
-            {
-                "pos": c["position"],
-                "step": c["step_key"],
-                "status": c["status"],
-                "override": c["override"],
-                "Message-ID": c["out_message_id"],
-                "In-Reply-To": c["in_reply_to"],
-                "References": c["references"],
-            }
-            for c in view["chain"]
-        ],
-        as_json=False,
-        title="thread chain (step executions, oldest first)",
-    )
+    _out.print("thread chain (step executions, oldest first):", markup=False)
+    for c in view["chain"] or []:
+        kind = "override" if c["override"] else "main"
+        _out.print(
+            f"  {c['position']} {c['step_key']} {c['status']} ({kind}) via {c['adapter_id']}\n"
+            f"      Message-ID: {c['out_message_id']}\n"
+            f"      In-Reply-To: {c['in_reply_to'] or '-'}\n"
+            f"      References: {c['references'] or '-'}",
+            markup=False,
+        )
+    if not view["chain"]:
+        _out.print("  (no step execution yet)", markup=False)
     _out.print(f"why: {view['why']}", markup=False)
