@@ -245,6 +245,18 @@ class Pipeline:
         return handler(p, record, now, partition)
 
     async def publish(self, out: Outputs, partition: int) -> None:
+        for reason, detail in out.dead_letters:
+            log.error("dead letter from processing (%s): %s", reason, detail)
+            await self.dead_letter(
+                _Parked(
+                    self.settings.topic("ticks"),
+                    partition,
+                    {"offset": -1, "key": ""},
+                    detail.encode(),
+                ),
+                reason,
+                detail,
+            )
         metrics.observe(out)  # Prometheus counters from telemetry (streams/metrics.py)
         if out.urgent:
             result = await self._write_with_retry(out.urgent)
@@ -319,6 +331,10 @@ class Pipeline:
         result = await self._write_with_retry(ops)
         if result is None:
             return
+        for refused in result.refused:  # before the commands: a replayed claim's Message-ID
+            await self.topics["sink-feedback"].send(
+                key=refused["tenant_key"].encode(), value=_json(refused)
+            )
         dispatch = self.codecs.for_topic("dispatch")
         for command in result.commands:
             command = {
@@ -329,10 +345,6 @@ class Pipeline:
             }
             await self.topics["dispatch"].send(
                 key=command["tenant_key"].encode(), value=dispatch.encode(command)
-            )
-        for refused in result.refused:
-            await self.topics["sink-feedback"].send(
-                key=refused["tenant_key"].encode(), value=_json(refused)
             )
         await self._publish_events(result.events)
 
@@ -367,7 +379,12 @@ class Pipeline:
         results: list[Any] = []
         for attempt in range(RETRIES):
             try:
-                results = await sender.deliver_batch(commands)
+                outcome = await sender.deliver(commands)
+                # Finished before (a replay after a crash that lost the result): say it again.
+                results = [
+                    *outcome.results,
+                    *await sender.finished_results(commands, outcome.duplicates),
+                ]
                 break
             except Exception as exc:  # noqa: BLE001 - SenderDatabaseError and friends
                 log.warning("sender batch failed (attempt %d): %s", attempt + 1, exc)

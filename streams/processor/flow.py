@@ -133,7 +133,7 @@ class Processor:
             waiting = [i for i in items if int(i.rsplit(":", 1)[1]) > now.timestamp() * 1000]
             for item in items:
                 if item not in waiting:
-                    self._fire_item(item, now, partition, out)
+                    self._fire_item_safely(item, now, partition, out)
             if bucket < current:
                 if items:
                     self.schedule.pop(key, None)
@@ -146,6 +146,13 @@ class Processor:
             self.index[cursor_key] = passed
         return out
 
+    def _fire_item_safely(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
+        """One failing item (a bug) must not block every later item of the partition."""
+        try:
+            self._fire_item(item, now, partition, out)
+        except Exception as exc:  # noqa: BLE001 - reported as a dead letter, then skipped
+            out.reject("bug", f"schedule item {item}: {type(exc).__name__}: {exc}")
+
     def _fire_item(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
         kind, ident, token = item.split(":", 2)
         if kind == "a":
@@ -153,7 +160,11 @@ class Processor:
             if adapter is not None:
                 state = self.adapter_state(adapter)
                 self.apply_health(
-                    adapter, fire_health_timer(state, now, self.policy.health), now, partition, out
+                    adapter,
+                    fire_health_timer(state, now, policy=self.policy.health),
+                    now,
+                    partition,
+                    out,
                 )
             return
         e = self.enrollment(ident)
@@ -479,6 +490,14 @@ class Processor:
             return out
         if e.pending.step_execution_id != feedback["step_execution_id"]:
             return out
+        if feedback["reason"] == "replayed":
+            # The execution existed already (a replay after a crash): its stored command is
+            # what goes out, so thread with the stored Message-ID, not a re-decided one.
+            stored = feedback.get("message_id") or e.pending.message_id
+            if stored != e.pending.message_id:
+                pending = e.pending.model_copy(update={"message_id": stored})
+                self.save_enrollment(e.model_copy(update={"pending": pending}), out)
+            return out
         adapter = self.config.adapter(feedback["adapter_id"])
         if adapter is not None:
             state = self.adapter_state(adapter)
@@ -644,7 +663,7 @@ class Processor:
             timer = next_health_timer(outcome.state)
             if timer is not None:
                 self._index_due(f"a:{adapter.id}:{int(timer.timestamp() * 1000)}", timer, partition)
-            if terminal_reason(adapter, outcome.state, now, self.policy) is not None:
+            if terminal_reason(adapter, outcome.state, now, policy=self.policy) is not None:
                 self.pinned_sender_unavailable(adapter.id, now, partition, out)
 
     def pinned_sender_unavailable(

@@ -426,7 +426,7 @@ def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition
                 source=sig.get("source") or "external",
             ),
             now,
-            p.policy.health,
+            policy=p.policy.health,
         )
         if kind == "postmaster_score":
             outcome = outcome.model_copy(update={"transitions": ()})
@@ -506,7 +506,7 @@ def on_config(p: Processor, change: dict[str, Any], now: datetime, partition: in
                     source="config",
                 ),
                 now,
-                p.policy.health,
+                policy=p.policy.health,
             )
             if adapter.ramp_started_at is not None:
                 outcome = outcome.model_copy(
