@@ -114,6 +114,12 @@ FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
 WHERE se.id = v.id AND se.status = 'sending'
 """
 
+_FINISHED = """
+SELECT id::text, tenant_key, status, provider_message_id, error, coalesce(sent_at, updated_at)
+FROM dripdrop.step_executions
+WHERE id = ANY(%s::uuid[]) AND status IN ('sent', 'failed', 'ambiguous')
+"""
+
 INTERRUPTED = "interrupted_while_sending"
 """``error`` of a row found in ``sending`` with no live owner (its worker crashed)."""
 
@@ -242,6 +248,32 @@ class Sender:
         if malformed:
             return replace(outcome, unknown=outcome.unknown + tuple(malformed))
         return outcome
+
+    async def finished_results(
+        self, commands: Sequence[Command], ids: Sequence[str]
+    ) -> list[DispatchResult]:
+        """Results of ``ids`` whose ledger row is already ``sent`` / ``failed`` / ``ambiguous``.
+
+        A command replayed after a crash between recording its outcome and publishing the
+        result finds its row finished (a duplicate): nothing is sent again, but the result
+        is published again so the processor can advance (it ignores results it has seen).
+
+        Raises:
+            SenderDatabaseError: PostgreSQL failed; retry.
+        """
+        if not ids:
+            return []
+        by_id = {str(c.get("step_execution_id")): c for c in commands}
+        try:
+            async with self._pool.connection() as conn:
+                found = await _fetch(conn, _FINISHED, list(ids))
+        except psycopg.Error as exc:
+            raise SenderDatabaseError(f"ledger: {type(exc).__name__}") from exc
+        return [
+            _result(by_id[id_], _Delivery(status, provider_id, error, at))
+            for id_, tenant_key, status, provider_id, error, at in found
+            if id_ in by_id and by_id[id_]["tenant_key"] == tenant_key
+        ]
 
     async def _deliver_on(
         self, conn: AsyncConnection[Any], by_id: Mapping[str, Command]

@@ -127,11 +127,14 @@ class PostgresSink:
             return
         params = [claim_params(op) for op in ops]
         await cur.executemany(CLAIM, params, returning=True)
+        replayed: list[dict[str, Any]] = []
         for op in ops:
             status, sent, last = await cur.fetchone()  # type: ignore[misc]
             command = op["command"]
-            if status in ("granted", "pending"):
+            if status == "granted":
                 result.commands.append(command)
+            elif status in ("pending", "duplicate"):
+                replayed.append(op)
             else:
                 result.refused.append(
                     {
@@ -146,6 +149,41 @@ class PostgresSink:
                     }
                 )
             cur.nextset()
+        if replayed:
+            await self._replayed(cur, replayed, result)
+
+    async def _replayed(
+        self, cur: psycopg.AsyncCursor[Any], ops: list[dict[str, Any]], result: SinkResult
+    ) -> None:
+        """Claims whose step execution exists already (a replay after a crash).
+
+        The stored command is the truth: its ``Message-ID`` may already be on the wire, and a
+        re-decided command carries a new one. It is published again (the sender sends it only
+        if it is still ``intent``, else re-reports the finished outcome, so the processor can
+        advance), and the processor is told the stored ``Message-ID`` to thread with.
+        """
+        await cur.execute(
+            "SELECT id::text, payload FROM dripdrop.step_executions WHERE id = ANY(%s::uuid[])",
+            ([op["command"]["step_execution_id"] for op in ops],),
+        )
+        stored = {row[0]: row[1] for row in await cur.fetchall()}
+        for op in ops:
+            command = op["command"]
+            original = stored.get(command["step_execution_id"]) or command
+            result.commands.append(original)
+            result.refused.append(
+                {
+                    "enrollment_id": command["enrollment_id"],
+                    "step_execution_id": command["step_execution_id"],
+                    "adapter_id": original["adapter_id"],
+                    "tenant_key": command["tenant_key"],
+                    "reason": "replayed",
+                    "message_id": original["headers"]["Message-ID"],
+                    "sent": 0,
+                    "day": op["guard"]["day"],
+                    "last_sent_at": None,
+                }
+            )
 
     async def _events(
         self, cur: psycopg.AsyncCursor[Any], rows: list[dict[str, Any]], result: SinkResult
