@@ -34,6 +34,12 @@ ErrorCode = Literal[
     "unknown_intent",
     "header_injection",
     "invalid_message_id",
+    "no_message_id",
+    "invalid_recipient",
+    "not_outbound",
+    "no_steps",
+    "unknown_entity",
+    "template_error",
     "invariant",
 ]
 

@@ -7,6 +7,7 @@ Each takes the ``Processor`` and a decoded record, validates it against the tena
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -311,21 +312,19 @@ def _event_type(intent: str) -> str:
     }.get(intent, "replied")
 
 
-class _IndexView:
+class _IndexView(Mapping[str, str]):
+    """The ``index`` table seen as the str → str mapping ``correlate`` reads (gets only)."""
+
     def __init__(self, p: Processor) -> None:
         self.index = p.index
 
-    def get(self, key: str) -> str | None:
+    def __getitem__(self, key: str) -> str:
         value = self.index.get(key)
-        return value if isinstance(value, str) else None
-
-    def __getitem__(self, key: str) -> str:  # pragma: no cover - Mapping protocol only
-        value = self.get(key)
-        if value is None:
+        if not isinstance(value, str):
             raise KeyError(key)
         return value
 
-    def __iter__(self) -> Any:  # pragma: no cover
+    def __iter__(self) -> Iterator[str]:  # pragma: no cover - correlate only calls get()
         return iter(())
 
     def __len__(self) -> int:  # pragma: no cover
@@ -450,7 +449,7 @@ def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition
         outcome = count_outcome(
             adapter,
             p.adapter_state(adapter),
-            kind,  # type: ignore[arg-type]
+            kind,
             at=sig.get("occurred_at") or now,
             now=now,
             policy=p.policy.health,
