@@ -173,7 +173,6 @@ def start(settings: Settings, app: faust.App, pipeline: Any) -> Metrics | None:
         except Exception as exc:  # noqa: BLE001 - a metric must never stop the worker
             log.debug("consumer lag unavailable: %s", exc)
 
-    log.info("metrics on :%d/metrics", settings.metrics_port)
     return metrics
 
 
