@@ -66,9 +66,10 @@ def plan(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
+    topics: Sequence[str] = TOPICS,
 ) -> list[Span]:
-    """The offset range of every partition of the four topics, for ``[start, end)``."""
-    names = [settings.topic(t) for t in TOPICS]
+    """The offset range of every partition of ``topics``, for ``[start, end)``."""
+    names = [settings.topic(t) for t in topics]
     metadata = consumer.list_topics(timeout=TIMEOUT_SECONDS)
     spans: list[Span] = []
     for name in names:
@@ -103,8 +104,9 @@ def read_topics(
     start: datetime | None = None,
     end: datetime | None = None,
     progress: Progress | None = None,
+    topics: Sequence[str] = TOPICS,
 ) -> Replayed:
-    """Decode every record of the four topics in ``[start, end)`` (record timestamps).
+    """Decode every record of ``topics`` (short names) in ``[start, end)`` (record timestamps).
 
     Raises:
         ReplayError: the broker is unreachable or a partition stops delivering.
@@ -119,7 +121,7 @@ def read_topics(
         }
     )
     try:
-        spans = plan(consumer, settings, start=start, end=end)
+        spans = plan(consumer, settings, start=start, end=end, topics=topics)
         return _consume(consumer, settings, spans, progress)
     except KafkaException as exc:
         raise ReplayError(f"cannot read the topics: {exc.args[0]}") from exc

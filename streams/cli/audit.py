@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.audit.checks import AuditReport
-from streams.audit.replay import ReplayError, run_replay
+from streams.audit.checks import AuditReport, attributes
+from streams.audit.replay import ReplayError, read_topics, run_replay
 from streams.cli.output import EXIT_UNEXPECTED, JsonOut, client, handled, parse_time
 
 EXIT_VIOLATIONS = 6
@@ -73,6 +73,42 @@ def replay(
         print_report(report)
     if not report.ok:
         raise typer.Exit(EXIT_VIOLATIONS)
+
+
+@app.command("telemetry")
+@handled
+def telemetry(
+    name: Annotated[
+        str | None, typer.Option(help="Only this event name, e.g. dispatch.pool_exhausted.")
+    ] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Only records at or after (ISO 8601).")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Only records before (ISO 8601).")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", "-t", help="Only this tenant's events.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Print at most the newest N.")] = 20,
+) -> None:
+    """Print telemetry events (one JSON object per line, oldest first) from the topic."""
+    start, end = parse_time(from_, "--from"), parse_time(to, "--to")
+    with client() as dd:
+        try:
+            replayed = read_topics(dd.settings, start=start, end=end, topics=("telemetry",))
+        except ReplayError as exc:
+            _err.print(f"error [{exc.code}]: {exc}", markup=False)
+            raise typer.Exit(EXIT_UNEXPECTED) from None
+    events = sorted(
+        (
+            t
+            for t in replayed.records["telemetry"]
+            if (name is None or t["name"] == name) and (tenant is None or t["tenant_key"] == tenant)
+        ),
+        key=lambda t: t["at"],
+    )
+    for t in events[-limit:] if limit > 0 else events:
+        line = {"at": t["at"].isoformat(), "name": t["name"], "tenant_key": t["tenant_key"]}
+        typer.echo(json.dumps({**line, "attributes": attributes(t)}, sort_keys=True, default=str))
 
 
 def print_report(report: AuditReport) -> None:

@@ -1,47 +1,37 @@
 """Operator views for the runbook (SPEC §10): ``adapter show``, ``pool show``, ``enrollment
 explain``. Queries live in ``streams.db.queries``; this module only renders them.
 
-``now`` comes from the configured clock (``DRIPDROP_CLOCK_*``), so a scaled demo shows the
-same local day and cap as its workers.
+Human output is plain lines (ids are never truncated, so they can be pasted into the next
+command); ``--json`` prints the full view. ``now`` comes from the configured clock
+(``DRIPDROP_CLOCK_*``), so a scaled demo shows the same local day and cap as its workers.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from dripdrop_core.policy import OutboundPolicy
 from streams.cli.output import client, emit
 from streams.clock import clock_from
 from streams.db import queries
 
-_out = Console(highlight=False, soft_wrap=True)
 
-STATUS_COLUMNS = (
-    "adapter_id",
-    "name",
-    "health_state",
-    "resting_until",
-    "cap_today",
-    "sent_today",
-    "last_send_at",
-    "pinned_live_enrollments",
-)
+def _say(line: str = "") -> None:
+    typer.echo(line)
 
 
-def _events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {
-            "occurred_at": r["occurred_at"],
-            "event_type": r["event_type"],
-            "enrollment_id": r.get("enrollment_id"),
-            "detail": _detail(r.get("data") or {}),
-        }
-        for r in rows
-    ]
+def _t(value: Any) -> str:
+    """An ISO time to the second (``-`` for none)."""
+    if value is None:
+        return "-"
+    try:
+        return datetime.fromisoformat(str(value)).isoformat(timespec="seconds")
+    except ValueError:
+        return str(value)
 
 
 def _detail(data: dict[str, Any]) -> str:
@@ -49,6 +39,28 @@ def _detail(data: dict[str, Any]) -> str:
         return str(data["explain"])
     keep = {k: v for k, v in data.items() if k not in ("from", "subject", "step_id")}
     return json.dumps(keep, sort_keys=True, default=str)
+
+
+def _status_lines(s: dict[str, Any], indent: str = "  ") -> None:
+    cap = "none" if s["cap_today"] is None else s["cap_today"]
+    _say(
+        f"{indent}health {s['health_state'] or 'unmanaged'}, resting_until"
+        f" {_t(s['resting_until'])}, active {s['active']}"
+    )
+    _say(
+        f"{indent}today {s['local_day']} ({s['timezone']}): sent {s['sent_today']} of cap {cap}"
+        f" (daily_cap {s['daily_cap']}), min gap {s['min_gap_seconds']}s,"
+        f" last send {_t(s['last_send_at'])}"
+    )
+    _say(f"{indent}pinned live enrollments: {s['pinned_live_enrollments']}")
+
+
+def _event_lines(rows: list[dict[str, Any]], indent: str = "    ") -> None:
+    if not rows:
+        _say(f"{indent}(none)")
+    for r in rows:
+        who = f" enrollment {r['enrollment_id']}" if r.get("enrollment_id") else ""
+        _say(f"{indent}{_t(r['occurred_at'])} {r['event_type']}{who}: {_detail(r['data'] or {})}")
 
 
 def show_adapter(adapter_id: str, tenant: str, *, as_json: bool) -> None:
@@ -62,10 +74,21 @@ def show_adapter(adapter_id: str, tenant: str, *, as_json: bool) -> None:
     if as_json:
         emit({**adapter.model_dump(mode="json"), **view}, as_json=True)
         return
-    emit(view["adapter"], as_json=False, title="adapter")
-    emit(view["pools"], as_json=False, title="pools")
-    emit(view["health_transitions"], as_json=False, title="health transitions")
-    emit(_events(view["recent_events"]), as_json=False, title="recent message events")
+    status = view["adapter"]
+    _say(f"adapter {status['name']} ({status['adapter_id']}), provider {status['provider']}")
+    _status_lines(status)
+    pools = ", ".join(f"{p['name']} ({p['pool_id']}, weight {p['weight']})" for p in view["pools"])
+    _say(f"  pools: {pools or '-'}")
+    _say("  health transitions (newest first):")
+    for h in view["health_transitions"] or []:
+        _say(
+            f"    {_t(h['at'])} {h['from_state']} -> {h['to_state']}: {h['reason']}"
+            f" (source {h['source']}, resting_until {_t(h['resting_until'])})"
+        )
+    if not view["health_transitions"]:
+        _say("    (none)")
+    _say("  recent message events (newest first):")
+    _event_lines(view["recent_events"])
 
 
 def show_pool(pool_id: str, tenant: str, *, as_json: bool) -> None:
@@ -77,19 +100,22 @@ def show_pool(pool_id: str, tenant: str, *, as_json: bool) -> None:
     if as_json:
         emit({**pool_view.model_dump(mode="json"), "status": view["members"]}, as_json=True)
         return
-    emit(pool_view.pool, as_json=False, title="pool")
-    emit(
-        [
-            {"class": m["class"], "weight": m["weight"], **{c: m[c] for c in STATUS_COLUMNS}}
-            for m in view["members"]
-        ],
-        as_json=False,
-        title="members",
+    pool = pool_view.pool
+    _say(
+        f"pool {pool.name} ({pool.id}), tenant {pool.tenant_key},"
+        f" on_pin_unavailable {pool.on_pin_unavailable}, active {pool.active}"
     )
-    events = [
-        {"adapter": m["name"], **e} for m in view["members"] for e in _events(m["recent_events"])
-    ]
-    emit(events, as_json=False, title="recent message events")
+    for m in view["members"]:
+        _say()
+        _say(
+            f"member {m['name']} ({m['adapter_id']}): class {m['class']}, weight {m['weight']},"
+            f" member active {m['member_active']}"
+        )
+        _status_lines(m)
+        _say("  recent message events (newest first):")
+        _event_lines(m["recent_events"])
+    if not view["members"]:
+        _say("(no members)")
     for warning in pool_view.warnings:
         typer.echo(f"warning: {warning}", err=True)
 
@@ -101,25 +127,23 @@ def explain_enrollment(enrollment_id: str, tenant: str, *, as_json: bool) -> Non
     if as_json:
         emit(view, as_json=True)
         return
-    summary = {
-        k: view[k] for k in ("enrollment_id", "state", "reason", "mode", "pinned_adapter_id")
-    }
-    summary["next_step"] = (
-        f"{view['next_step']['position']} ({view['next_step']['key']})"
-        if view["next_step"]
-        else None
+    nxt = view["next_step"]
+    _say(
+        f"enrollment {view['enrollment_id']}: {view['mode']}, state {view['state']}"
+        + (f" ({view['reason']})" if view["reason"] else "")
     )
-    emit(summary, as_json=False, title="enrollment")
-    _out.print("thread chain (step executions, oldest first):", markup=False)
+    _say(f"  pinned adapter: {view['pinned_adapter_id'] or '-'}")
+    _say(f"  next step: {nxt['position']} ({nxt['key']})" if nxt else "  next step: -")
+    _say("thread chain (step executions, oldest first):")
     for c in view["chain"] or []:
         kind = "override" if c["override"] else "main"
-        _out.print(
-            f"  {c['position']} {c['step_key']} {c['status']} ({kind}) via {c['adapter_id']}\n"
-            f"      Message-ID: {c['out_message_id']}\n"
-            f"      In-Reply-To: {c['in_reply_to'] or '-'}\n"
-            f"      References: {c['references'] or '-'}",
-            markup=False,
-        )
+        _say(f"  {c['position']} {c['step_key']} {c['status']} ({kind}) via {c['adapter_id']}")
+        _say(f"      Message-ID:  {c['out_message_id']}")
+        _say(f"      In-Reply-To: {c['in_reply_to'] or '-'}")
+        _say(f"      References:  {c['references'] or '-'}")
     if not view["chain"]:
-        _out.print("  (no step execution yet)", markup=False)
-    _out.print(f"why: {view['why']}", markup=False)
+        _say("  (no step execution yet)")
+    if view["latest_event"]:
+        e = view["latest_event"]
+        _say(f"latest event: {_t(e['occurred_at'])} {e['event_type']}: {_detail(e['data'] or {})}")
+    _say(f"why: {view['why']}")
