@@ -392,3 +392,13 @@ def test_run_checks_names_every_kind() -> None:
         "threading",
         "db_mismatch",
     }
+
+
+def test_check_caps_recorded_claim_cap_wins_over_formula() -> None:
+    # Authored today with cap 40, but the day's claims were checked against 2.
+    sends = sends_of(chained(3))
+    day = T0.date()
+    found = check_caps(
+        sends, {"a1": adapter(daily_cap=40)}, [], policy=POLICY, recorded_caps={("a1", day): 2}
+    )
+    assert [v.step_execution_id for v in found] == ["se2"]
