@@ -154,7 +154,8 @@ def enroll(p: Processor, cmd: dict[str, Any], now: datetime, partition: int) -> 
     version = _tenant_owned("sequence_version", version, tenant, cmd.get("sequence_version_id"))
     steps = p.config.steps(version.id)
     if not steps:
-        raise RecordError(f"sequence version {version.id} has no steps", code="no_steps")
+        # Steps travel as their own config records: they may still be on their way.
+        raise ConfigNotReadyError(f"sequence version {version.id} has no steps", code="no_steps")
     recipient = (cmd.get("recipient") or "").strip()
     if not recipient or "@" not in recipient or any(c in recipient for c in "\r\n"):
         raise RecordError("recipient is not an email address", code="invalid_recipient")
@@ -186,6 +187,9 @@ def _pin(
     p: Processor, e: EnrollmentRuntime, now: datetime, out: Outputs
 ) -> EnrollmentRuntime | None:
     pool = _tenant_owned("pool", p.config.pool(e.pool_id), e.tenant_key, e.pool_id)
+    if not p.config.members(pool.id):
+        # A pool without any member yet is config still arriving, not an exhausted pool.
+        raise ConfigNotReadyError(f"pool {pool.id} has no members", code="not_found")
     selection = p.selection_state(pool.id, e.version_id)
     outcome = decide_pin(selection, pool, p.candidates(pool.id), now, policy=p.policy.health)
     decision = outcome.decision

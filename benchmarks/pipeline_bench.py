@@ -1,0 +1,231 @@
+"""Pipeline throughput and reply-to-stop latency through one real worker (issue 5).
+
+Run: ``.venv/bin/python -m benchmarks.pipeline_bench [--enrollments 20000] [--runs 3]``.
+
+* Throughput: N enroll commands are produced onto ``enrollments`` (8 tenants, so every
+  partition works) before the worker starts; the rate is N over the span between the first
+  and the last send command on ``dispatch`` (Kafka timestamps), i.e. enrollment → pin →
+  decision → PostgreSQL claim committed → send command published. Adapters use the
+  in-process ``memory`` provider so the SMTP server is not part of this figure (the sender
+  is measured on its own by ``benchmarks.sender_bench``); the sender agent still claims and
+  records every row in PostgreSQL in the same worker.
+* Reply-to-stop: replies to already-sent first steps are produced one at a time onto
+  ``inbound-messages``; the latency is produce → the enrollment row is ``replied`` in
+  PostgreSQL (the commit after which no later send can be claimed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, Producer
+
+from streams.admin import create_topics, delete_topics_with_prefix
+from streams.api import DripDrop
+from streams.codecs import Codecs
+from streams.localrun import WorkerProcess
+from streams.settings import Settings
+
+TENANTS = 8
+
+
+def author(dd: DripDrop, run: str) -> list[dict[str, str]]:
+    """Per tenant: two memory-provider mailboxes in a pool, a two-step outbound sequence."""
+    worlds = []
+    for t in range(TENANTS):
+        tenant = f"bench-{run}-{t}"
+        pool = dd.create_adapter_pool(tenant_key=tenant, name="pool")
+        for i in range(2):
+            adapter = dd.create_channel_adapter(
+                tenant_key=tenant,
+                name=f"m{i}",
+                provider="memory",
+                from_address=f"m{i}@bench.example",
+                health_state="active",
+            )
+            dd.add_pool_member(pool.id, tenant_key=tenant, adapter_id=adapter.id)
+        sequence = dd.create_sequence(tenant_key=tenant, key="bench")
+        version = dd.create_sequence_version(
+            sequence.id, tenant_key=tenant, version=1, mode="outbound", config={"pool_id": pool.id}
+        )
+        for position, delay in enumerate((0, 30 * 86400)):
+            dd.create_step(
+                version.id,
+                tenant_key=tenant,
+                key=f"s{position}",
+                position=position,
+                delay_seconds=delay,
+                subject_template="Hello {{ name }}",
+                body_template="Hi {{ name }}",
+            )
+        worlds.append({"tenant": tenant, "sequence_id": sequence.id, "adapter": adapter.id})
+    return worlds
+
+
+def produce_enrollments(settings: Settings, worlds: list[dict[str, str]], n: int) -> None:
+    codec = Codecs(settings).for_topic("enrollments")
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 20,
+        }
+    )
+    now = datetime.now(UTC)
+    for i in range(n):
+        world = worlds[i % len(worlds)]
+        value = codec.encode(
+            {
+                "event_id": str(uuid.uuid4()),
+                "tenant_key": world["tenant"],
+                "occurred_at": now,
+                "command": "enroll",
+                "enrollment_id": str(uuid.uuid4()),
+                "sequence_id": world["sequence_id"],
+                "subscriber_id": f"s{i}",
+                "recipient": f"p{i}@example.org",
+                "data": json.dumps({"name": f"P{i}"}),
+            }
+        )
+        producer.produce(settings.topic("enrollments"), key=world["tenant"].encode(), value=value)
+        if i % 10000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+
+
+def dispatch_span(settings: Settings, n: int, timeout: float) -> tuple[float, list[dict[str, Any]]]:
+    """Consume ``dispatch`` until n commands; return their timestamp span and the commands."""
+    codec = Codecs(settings).for_topic("dispatch")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"bench-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.topic("dispatch")])
+    stamps: list[int] = []
+    commands: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(stamps) < n and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is None:
+                    stamps.append(msg.timestamp()[1])
+                    if len(commands) < 200:
+                        commands.append(codec.decode(msg.value()))
+    finally:
+        consumer.close()
+    if len(stamps) < n:
+        raise RuntimeError(f"only {len(stamps)} of {n} send commands within {timeout:.0f}s")
+    return (max(stamps) - min(stamps)) / 1000, commands
+
+
+def reply_latencies(
+    settings: Settings, commands: list[dict[str, Any]], worlds: list[dict[str, str]], replies: int
+) -> list[float]:
+    codec = Codecs(settings).for_topic("inbound-messages")
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 0,
+        }
+    )
+    latencies = []
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for command in commands[:replies]:
+            value = codec.encode(
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "tenant_key": command["tenant_key"],
+                    "occurred_at": datetime.now(UTC),
+                    "adapter_id": command["adapter_id"],
+                    "message_id": f"<r-{uuid.uuid4()}@example.org>",
+                    "in_reply_to": command["headers"]["Message-ID"],
+                    "references": [],
+                    "from": command["recipient"],
+                    "to": "m@bench.example",
+                    "subject": "Re",
+                    "headers": {},
+                    "received_at": datetime.now(UTC),
+                    "intent": "reply",
+                }
+            )
+            started = time.perf_counter()
+            producer.produce(
+                settings.topic("inbound-messages"), key=command["tenant_key"].encode(), value=value
+            )
+            producer.flush(10)
+            while True:
+                row = conn.execute(
+                    "SELECT state FROM dripdrop.enrollments WHERE id = %s",
+                    (command["enrollment_id"],),
+                ).fetchone()
+                if row and row[0] == "replied":
+                    break
+                if time.perf_counter() - started > 30:
+                    raise RuntimeError("reply not applied within 30 s")
+                time.sleep(0.002)
+            latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def one_run(base: Settings, n: int, replies: int) -> tuple[float, list[float]]:
+    run = uuid.uuid4().hex[:8]
+    tmp = Path(tempfile.mkdtemp(prefix="dripdrop-bench-"))
+    settings = base.model_copy(
+        update={
+            "topic_prefix": f"bench{run}.",
+            "app_id": f"bench-{run}",
+            "data_dir": str(tmp / "data"),
+        }
+    )
+    create_topics(settings)
+    try:
+        with DripDrop(settings) as dd:
+            worlds = author(dd, run)
+        produce_enrollments(settings, worlds, n)
+        worker = WorkerProcess(settings, tmp / "worker.log")
+        try:
+            span, commands = dispatch_span(settings, n, timeout=max(120.0, n / 100))
+            latencies = reply_latencies(settings, commands, worlds, replies) if replies else []
+        finally:
+            worker.stop()
+        return (n - 1) / span, latencies
+    finally:
+        delete_topics_with_prefix(settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="pipeline throughput and reply latency")
+    parser.add_argument("--enrollments", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--replies", type=int, default=100)
+    args = parser.parse_args()
+    rates, latencies = [], []
+    for i in range(args.runs):
+        rate, lat = one_run(Settings(), args.enrollments, args.replies if i == 0 else 0)
+        rates.append(rate)
+        latencies.extend(lat)
+        print(f"run {i + 1}: {rate:,.0f} enrollments/s to committed send commands", flush=True)
+    print(f"median over {args.runs} runs: {statistics.median(rates):,.0f} enrollments/s")
+    if latencies:
+        q = statistics.quantiles(latencies, n=100)
+        print(
+            f"reply-to-stop over {len(latencies)} replies: p50 {q[49] * 1000:.0f} ms, "
+            f"p99 {q[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
