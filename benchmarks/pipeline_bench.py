@@ -220,7 +220,7 @@ def main() -> None:
         print(f"run {i + 1}: {rate:,.0f} enrollments/s to committed send commands", flush=True)
     print(f"median over {args.runs} runs: {statistics.median(rates):,.0f} enrollments/s")
     if latencies:
-        q = statistics.quantiles(latencies, n=100)
+        q = statistics.quantiles(latencies, n=100, method="inclusive")
         print(
             f"reply-to-stop over {len(latencies)} replies: p50 {q[49] * 1000:.0f} ms, "
             f"p99 {q[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
