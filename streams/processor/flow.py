@@ -8,7 +8,7 @@ state, calls the core, stores state and describes the side effects.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dripdrop_core.correlation import index_key, normalize_message_id
@@ -59,9 +59,20 @@ MAX_BUCKETS_PER_TICK = 20_000
 class Processor:
     """Stateful logic of one worker, over tables reached through ``Store``."""
 
-    def __init__(self, store: Store, policy: OutboundPolicy, *, bucket_seconds: int = 60) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: OutboundPolicy,
+        *,
+        bucket_seconds: int = 60,
+        redrive_seconds: float | None = None,
+    ) -> None:
         self.policy = policy
         self.bucket_seconds = bucket_seconds
+        # A send command still unanswered after this long (simulated seconds) is re-issued:
+        # a crash or a stop can lose the claim, the command or the result in flight, and
+        # every step of the path is idempotent (claim_send, the ledger, on_result).
+        self.redrive = timedelta(seconds=redrive_seconds) if redrive_seconds else None
         self.cache = ModelCache()
         self.config = Config(store, self.cache)
         self.adapter_states = store.table("adapters")
@@ -85,11 +96,17 @@ class Processor:
     def save_enrollment(
         self, e: EnrollmentRuntime, out: Outputs, *, urgent: bool = False
     ) -> EnrollmentRuntime:
-        """Store the runtime and describe its PostgreSQL row (versioned upsert)."""
+        """Store the runtime and describe its PostgreSQL row (versioned upsert).
+
+        The row is written only when a column PostgreSQL holds changed (state, pin, reason,
+        end): scheduling bookkeeping alone is table state, not an authoritative row.
+        """
+        previous = self.enrollment(e.id)
         e = e.model_copy(update={"version": e.version + 1})
         self.cache.save(self.enrollments, e.id, e)
-        row = {"op": "enrollment", "row": enrollment_row(e)}
-        (out.urgent if urgent else out.sink).append(row)
+        if urgent or previous is None or _row_fields(previous) != _row_fields(e):
+            row = {"op": "enrollment", "row": enrollment_row(e)}
+            (out.urgent if urgent else out.sink).append(row)
         return e
 
     # ------------------------------------------------------------ scheduling
@@ -155,6 +172,9 @@ class Processor:
 
     def _fire_item(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
         kind, ident, token = item.split(":", 2)
+        if kind == "r":
+            self._redrive(ident, now, partition, out)
+            return
         if kind == "a":
             adapter = self.config.adapter(ident)
             if adapter is not None:
@@ -330,6 +350,43 @@ class Processor:
             adapter, state, now, policy=self.policy.health, first_send_of_pin=first_of_pin
         )
         self.apply_health(adapter, outcome, now, partition, out)
+        claim = self._claim_op(e, step, adapter, exec_id, headers, subject, body, cap, now)
+        pending = PendingSend(
+            step_execution_id=exec_id,
+            step_id=step.id,
+            adapter_id=adapter.id,
+            message_id=message_id,
+            is_override=is_override or not threaded,
+            decided_at=now,
+            first_of_pin=first_of_pin,
+        )
+        e = e.model_copy(
+            update={
+                "status": "dispatching",
+                "pending": pending,
+                "last_decision": LastDecision(
+                    kind="send", reason="ready", text="send command issued", at=now
+                ),
+            }
+        )
+        # The enrollment row first: the claim's execution row references it.
+        e = self.save_enrollment(e, out)
+        out.sink.append(claim)
+        self._arm_redrive(e, now, partition)
+        return e
+
+    def _claim_op(
+        self,
+        e: EnrollmentRuntime,
+        step: Step,
+        adapter: Adapter,
+        exec_id: str,
+        headers: dict[str, str],
+        subject: str,
+        body: str,
+        cap: int | None,
+        now: datetime,
+    ) -> dict[str, Any]:
         command = {
             "event_id": f"{exec_id}:{e.attempt + 1}",
             "tenant_key": e.tenant_key,
@@ -356,28 +413,39 @@ class Processor:
             "gap_seconds": adapter.min_gap_seconds,
             "at": now.isoformat(),
         }
-        pending = PendingSend(
-            step_execution_id=exec_id,
-            step_id=step.id,
-            adapter_id=adapter.id,
-            message_id=message_id,
-            is_override=is_override or not threaded,
-            decided_at=now,
-            first_of_pin=first_of_pin,
+        return {"op": "claim", "command": command, "guard": guard}
+
+    def _arm_redrive(self, e: EnrollmentRuntime, now: datetime, partition: int) -> None:
+        if self.redrive is not None and e.pending is not None:
+            due = now + self.redrive
+            token = f"{e.id}/{e.pending.step_execution_id}"
+            self._index_due(f"r:{token}:{int(due.timestamp() * 1000)}", due, partition)
+
+    def _redrive(self, ident: str, now: datetime, partition: int, out: Outputs) -> None:
+        """Re-issue the claim of a send still unanswered (same id, Message-ID and day)."""
+        enrollment_id, _, exec_id = ident.partition("/")
+        e = self.enrollment(enrollment_id)
+        if e is None or e.status != "dispatching" or e.pending is None:
+            return
+        pending = e.pending
+        if pending.step_execution_id != exec_id:
+            return  # answered since; a later send has its own redrive
+        step = self.config.entity("step", pending.step_id)
+        adapter = self.config.adapter(pending.adapter_id)
+        if not isinstance(step, Step) or adapter is None:
+            return
+        state = self.adapter_state(adapter)
+        at = pending.decided_at
+        headers = thread_headers(
+            e.thread, is_override=pending.is_override, message_id=pending.message_id
         )
-        e = e.model_copy(
-            update={
-                "status": "dispatching",
-                "pending": pending,
-                "last_decision": LastDecision(
-                    kind="send", reason="ready", text="send command issued", at=now
-                ),
-            }
-        )
-        # The enrollment row first: the claim's execution row references it.
-        e = self.save_enrollment(e, out)
-        out.sink.append({"op": "claim", "command": command, "guard": guard})
-        return e
+        subject, body = render_step(step, e.data)
+        cap = effective_cap(adapter, state, at, policy=self.policy.health)
+        out.emit("dispatch.redriven", e.tenant_key, now, enrollment_id=e.id, step_id=step.id)
+        # The row may have been lost with the claim: the execution row references it.
+        out.sink.append({"op": "enrollment", "row": enrollment_row(e)})
+        out.sink.append(self._claim_op(e, step, adapter, exec_id, headers, subject, body, cap, at))
+        self._arm_redrive(e, now, partition)
 
     def _note(self, e: EnrollmentRuntime, decision: Any, now: datetime) -> EnrollmentRuntime:
         until = getattr(decision, "until", None)
@@ -681,6 +749,10 @@ class Processor:
 
 def suppression_key(tenant_key: str, recipient: str) -> str:
     return f"supp:{tenant_key}:{recipient.strip().lower()}"
+
+
+def _row_fields(e: EnrollmentRuntime) -> tuple[Any, ...]:
+    return (e.state, e.adapter_id, e.reason, e.finished_at)
 
 
 def enrollment_row(e: EnrollmentRuntime) -> dict[str, Any]:
