@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -46,8 +47,15 @@ log = logging.getLogger("dripdrop.pipeline")
 PUBLIC_INPUTS = ("enrollments", "inbound-messages", "health-signals", "config", "dispatch-results")
 INTERNAL = ("ticks", "sink", "sink-feedback")
 RETRIES = 5
+REDRIVE_REAL_SECONDS = 15.0
+"""A send command unanswered this long (real time) is re-issued (``Processor._redrive``)."""
 PARK_ATTEMPTS = 40
 """Ticks a record naming unknown config waits for it before it is dead-lettered."""
+TICK_IN_FLIGHT_SECONDS = 2.0
+"""A partition gets no new tick while its last one (sent less than this ago) is unprocessed:
+a busy processor must not fall further behind on a queue of ticks. Ticks carry ``now`` and
+``on_tick`` fires everything due by then, so a skipped tick loses nothing. The bound lets a
+tick lost to a rebalance (processed by another worker, or never) stop blocking."""
 
 
 class _Parked:
@@ -97,10 +105,15 @@ class Pipeline:
         tables = {
             name: app.Table(name, default=None, partitions=settings.partitions) for name in TABLES
         }
-        self.processor = Processor(FaustStore(tables), self.policy)
+        self.processor = Processor(
+            FaustStore(tables),
+            self.policy,
+            redrive_seconds=REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
+        )
         self._pool: AsyncConnectionPool | None = None
         self.registry = ProviderRegistry()
         self.adapters: dict[str, Adapter] = {}
+        self._ticks_in_flight: dict[int, float] = {}
         self._register()
 
     async def pool(self) -> AsyncConnectionPool:
@@ -142,8 +155,13 @@ class Pipeline:
         async def tick() -> None:
             now = self.clock.now()
             ticks = self.settings.topic("ticks")
+            sent_at = time.monotonic()
             for tp in app.assignor.assigned_actives():
                 if tp.topic == ticks:
+                    last = self._ticks_in_flight.get(tp.partition)
+                    if last is not None and sent_at - last < TICK_IN_FLIGHT_SECONDS:
+                        continue
+                    self._ticks_in_flight[tp.partition] = sent_at
                     await topics["ticks"].send(
                         key=b"tick", value=_json({"now": now}), partition=tp.partition
                     )
@@ -157,6 +175,7 @@ class Pipeline:
         partition = message.partition
         try:
             if name == "ticks":
+                self._ticks_in_flight.pop(partition, None)
                 await self.retry_parked(partition)
             out = self._dispatch_input(name, message.value, partition)
         except ConfigNotReadyError as exc:

@@ -160,7 +160,7 @@ def scaled(
     """Worker settings on a scaled clock: one simulated day lasts ``day_seconds`` real.
 
     The simulation reaches ``epoch`` ``startup_seconds`` real seconds from now; ticks come
-    every ~30 simulated minutes so timers and day starts fire on time.
+    every simulated hour (at least 50 ms real) so timers and day starts fire on time.
     """
     scale = DAY.total_seconds() / day_seconds
     origin = time.time() + startup_seconds
@@ -169,7 +169,7 @@ def scaled(
             "clock_scale": scale,
             "clock_epoch": epoch.timestamp(),
             "clock_origin": origin,
-            "tick_interval_seconds": max(0.02, day_seconds / 48),
+            "tick_interval_seconds": max(0.05, day_seconds / 24),
         }
     )
     return worker_settings, ScaledClock(scale=scale, epoch=epoch.timestamp(), origin=origin)

@@ -18,6 +18,7 @@ from tests.integration.pipeline_support import (
     TopicReader,
     build_outbound,
     enroll_many,
+    next_midnight,
     rows,
     scaled,
     start_worker,
@@ -27,11 +28,17 @@ from tests.integration.pipeline_support import (
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
 
-RAMP_START = datetime(2031, 3, 3, tzinfo=UTC)
+EPOCH = datetime(2031, 3, 1, tzinfo=UTC)
 SEED_CAPS = [5, 8, 11, 14, 17, 20, 23, 26, 29, 32, 35, 38, 40, 40]
 """SPEC §5.4: floor 5, increment 3, cap 40, days 1..14."""
-DAY_SECONDS = 2.0
-"""Real seconds per simulated day: 14 days in 28 s (day 14 needs 8 round trips per pin)."""
+DAY_SECONDS = 1.6
+"""Real seconds per simulated day: 14 days in 22 s."""
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Two partitions: a quarter of the ticks and table stores of the default eight."""
+    return settings.model_copy(update={"partitions": 2})
 
 
 @pytest.fixture
@@ -54,8 +61,13 @@ def test_ramp_fourteen_days_sends_equal_each_day_cap_exactly(
     worker_factory: Callable[..., WorkerProcess],
 ) -> None:
     key = tenant()
-    # 5 prospects (all day 1 may pin: headroom = cap 5) x 70 steps = 350 sends of demand,
-    # more than the 338 the 14 days allow; every step is due at once after the previous.
+    worker_settings, clock = scaled(settings, day_seconds=DAY_SECONDS, epoch=EPOCH)
+    worker = start_worker(worker_factory, worker_settings)
+    # The ramp starts at the first simulated midnight the world can be ready for, however
+    # long the worker took to start.
+    ramp_start = next_midnight(clock.now() + DAY / 2)
+    # Day 1 may pin 5 prospects (headroom = cap 5); 5 x 70 steps = 350 sends of demand is
+    # already more than the 338 the 14 days allow; every step is due at once after the last.
     world = build_outbound(
         client,
         smtp,
@@ -65,19 +77,19 @@ def test_ramp_fourteen_days_sends_equal_each_day_cap_exactly(
             "daily_cap": 40,
             "ramp_floor": 5,
             "ramp_increment": 3,
-            "ramp_started_at": RAMP_START,
+            "ramp_started_at": ramp_start,
         },
     )
     mailbox = world.adapters[0].id
-    worker_settings, clock = scaled(
-        settings, day_seconds=DAY_SECONDS, epoch=RAMP_START - DAY / 5, startup_seconds=4.0
-    )
-    worker = start_worker(worker_factory, worker_settings)
-    assert clock.now() < RAMP_START, "worker ready after the ramp started: raise startup_seconds"
-    wait_until(clock, RAMP_START)
-    enrollments = enroll_many(client, world, key, 5)
-    refused = TopicReader(settings, "telemetry")
-    last_day = RAMP_START.date() + timedelta(days=len(SEED_CAPS) - 1)
+    wait_until(clock, ramp_start)
+    telemetry = TopicReader(settings, "telemetry")
+    enroll_many(client, world, key, 5)
+    # Each new day adds the ramp's increment of prospects: they pin when they find headroom
+    # (or are rejected, pool_exhausted), so later days need fewer round trips per pin.
+    for day in range(1, len(SEED_CAPS) - 1):
+        wait_until(clock, ramp_start + day * DAY)
+        enroll_many(client, world, key, 3, start=5 + 3 * (day - 1))
+    last_day = ramp_start.date() + timedelta(days=len(SEED_CAPS) - 1)
 
     def per_day() -> dict[date, int]:
         found = rows(
@@ -90,14 +102,14 @@ def test_ramp_fourteen_days_sends_equal_each_day_cap_exactly(
     def all_days_done() -> dict[date, int] | None:
         assert worker.alive(), worker.log_tail()
         counts = per_day()
-        if clock.now() < RAMP_START + len(SEED_CAPS) * DAY or counts.get(last_day, 0) < 40:
+        if clock.now() < ramp_start + len(SEED_CAPS) * DAY or counts.get(last_day, 0) < 40:
             return None
         return counts
 
     counts = wait_for(all_days_done, timeout=len(SEED_CAPS) * DAY_SECONDS + 20, what="14 days")
-    expected = {RAMP_START.date() + timedelta(days=n): cap for n, cap in enumerate(SEED_CAPS)}
+    expected = {ramp_start.date() + timedelta(days=n): cap for n, cap in enumerate(SEED_CAPS)}
     assert {d: counts.get(d, 0) for d in expected} == expected
-    assert all(d >= RAMP_START.date() for d in counts), counts
+    assert all(d >= ramp_start.date() for d in counts), counts
 
     def delivered() -> dict[date, int] | None:
         found = rows(
@@ -113,8 +125,8 @@ def test_ramp_fourteen_days_sends_equal_each_day_cap_exactly(
     by_day = wait_for(delivered, timeout=20, what="every claimed send delivered")
     assert {d: by_day[d] for d in expected} == expected
     # The processor itself kept to the cap: PostgreSQL never had to refuse a claim.
-    names = [r["name"] for r in refused.poll(1.0)]
-    refused.close()
+    names = [r["name"] for r in telemetry.poll(1.0)]
+    telemetry.close()
     assert "dispatch.claim_refused" not in names
-    assert names.count("dispatch.adapter_pinned") == len(enrollments)
+    assert names.count("dispatch.adapter_pinned") >= 5
     assert worker.stop() == 0, worker.log_tail()
