@@ -90,7 +90,7 @@ def build_world(
                 tenant_key=tenant,
                 name=f"mbox-{i}",
                 provider="smtp",
-                from_address=f"sender{i}@mbox{i}.example",
+                from_address=f"sender{i}@{tenant}.example",
                 health_state="active",
                 daily_cap=cap,
                 config=smtp.adapter_config(),
@@ -134,7 +134,7 @@ def enroll_many(dd: DripDrop, world: World, count: int, *, start: int = 0) -> li
             tenant_key=world.tenant,
             sequence_id=world.sequence.id,
             subscriber_id=f"p-{i}",
-            recipient=f"p{i}@prospects.example",
+            recipient=f"p{i}@{world.tenant}.example",
             data={"first_name": f"P{i}"},
         ).enrollment_id
         or ""
