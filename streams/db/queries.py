@@ -22,6 +22,7 @@ from streams.audit.records import ExecutionRow
 from streams.db.authoring import adapter_from_row, fields, load_owned, pool_from_row
 
 LIVE_STATES = ("active", "paused")
+FINISHED = ("replied", "completed", "stopped", "unenrolled", "rejected")
 RECENT_EVENTS = 10
 
 
@@ -240,7 +241,11 @@ def explain_enrollment(conn: Connection, enrollment_id: str, tenant_key: str) ->
         v=e["sequence_version_id"],
     )
     done = {c["position"] for c in chain if c["status"] in ("sent", "skipped", "failed")}
-    upcoming = next((s for s in steps if s["position"] not in done), None)
+    upcoming = (
+        None
+        if e["state"] in FINISHED
+        else next((s for s in steps if s["position"] not in done), None)
+    )
     deferral = latest_event(conn, str(e["id"]), ("deferred",))
     last_other = latest_event(
         conn,
@@ -271,7 +276,7 @@ def why_not_sent(
 ) -> str:
     """One line: why the next step of the enrollment has not gone out yet."""
     state, reason = e["state"], e["reason"]
-    if state in ("replied", "completed", "stopped", "unenrolled", "rejected"):
+    if state in FINISHED:
         return f"enrollment is {state}" + (f" ({reason})" if reason else "") + ": nothing to send"
     if upcoming is None:
         return "every step has gone out; completion is pending"
