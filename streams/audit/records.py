@@ -102,7 +102,7 @@ class AuditReport:
         return not self.violations
 
     def counts(self) -> dict[str, int]:
-        counted = {kind: 0 for kind in KINDS}
+        counted: dict[str, int] = {kind: 0 for kind in KINDS}
         for v in self.violations:
             counted[v.kind] += 1
         return counted

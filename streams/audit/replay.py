@@ -150,26 +150,26 @@ def _consume(
         if not batch and time.monotonic() - last_progress > STALL_SECONDS:
             raise ReplayError(f"no records for {STALL_SECONDS:.0f}s; {len(ends)} partition(s) left")
         for msg in batch:
-            key = (msg.topic(), msg.partition())
+            topic, offset = msg.topic() or "", msg.offset() or 0
+            key = (topic, msg.partition() or 0)
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - librdkafka's name
                     ends.pop(key, None)
                     continue
-                raise ReplayError(f"{msg.topic()}[{msg.partition()}]: {error.str()}")
+                raise ReplayError(f"{topic}[{key[1]}]: {error.str()}")
             end = ends.get(key)
-            if end is None or msg.offset() >= end:
+            if end is None or offset >= end:
                 ends.pop(key, None)
                 continue
             last_progress = time.monotonic()
             done += 1
             try:
-                records[short[msg.topic()]].append(
-                    codecs.for_topic(short[msg.topic()]).decode(msg.value())
-                )
+                decoded = codecs.for_topic(short[topic]).decode(msg.value() or b"")
+                records[short[topic]].append(decoded)
             except CodecError:
                 undecodable += 1
-            if msg.offset() + 1 >= end:
+            if offset + 1 >= end:
                 ends.pop(key, None)
         if progress and batch:
             progress(done, total)

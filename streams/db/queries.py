@@ -233,7 +233,7 @@ def latest_event(
 
 def explain_enrollment(conn: Connection, enrollment_id: str, tenant_key: str) -> dict[str, Any]:
     """``enrollment explain``: pin, thread chain, next step and why it has not gone out."""
-    e = fields(load_owned(conn, "enrollment", enrollment_id, tenant_key))
+    e = dict(fields(load_owned(conn, "enrollment", enrollment_id, tenant_key)))
     chain = enrollment_chain(conn, str(e["id"]))
     steps = _rows(
         conn,
@@ -313,7 +313,7 @@ def adapters_by_id(conn: Connection, ids: Collection[str]) -> dict[str, Adapter]
         text("SELECT * FROM dripdrop.channel_adapters WHERE id = ANY(CAST(:ids AS uuid[]))"),
         {"ids": _uuids(ids)},
     ).mappings()
-    return {str(r["id"]): adapter_from_row(r) for r in rows}
+    return {str(r["id"]): adapter_from_row(dict(r)) for r in rows}
 
 
 def recorded_caps(conn: Connection, ids: Collection[str]) -> dict[tuple[str, date], int]:
