@@ -268,6 +268,10 @@ def test_audit_clean_history_exits_zero(settings: Settings, history: History) ->
     human = run_cli(settings, "audit", "replay")
     assert human.exit_code == 0, human.stderr
     assert "OK: no violation" in human.stdout
+    events = run_cli(settings, "audit", "telemetry", "--name", "enrollment.completed")
+    assert events.exit_code == 0, events.stderr
+    (line,) = events.stdout.splitlines()
+    assert json.loads(line)["attributes"] == {"enrollment_id": "x"}
 
 
 def _over_cap(h: History) -> None:
