@@ -365,7 +365,9 @@ class Processor:
             step_id=step.id,
             adapter_id=adapter.id,
             message_id=message_id,
-            is_override=is_override or not threaded,
+            # Only outbound override sends stay out of the chain; an unthreaded lifecycle
+            # send joins it, so a later thread_continuity step replies to it (SPEC §6).
+            is_override=is_override,
             decided_at=now,
             first_of_pin=first_of_pin,
         )
