@@ -420,20 +420,17 @@ def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition
             if sig.get("health_state")
             else (state.health_state if kind == "postmaster_score" else None)
         )
-        outcome = apply_external(
-            state,
-            ExternalHealth(
-                health_state=target,
-                resting_until=sig.get("resting_until"),
-                score=sig.get("score"),
-                source=sig.get("source") or "external",
-            ),
-            now,
-            policy=p.policy.health,
+        external = ExternalHealth(
+            health_state=target,
+            resting_until=sig.get("resting_until"),
+            score=sig.get("score"),
+            source=sig.get("source") or "external",
         )
-        if kind == "postmaster_score":
-            outcome = outcome.model_copy(update={"transitions": ()})
-        p.apply_health(adapter, outcome, now, partition, out)
+        if kind == "postmaster_score" or not _already_applied(state, external):
+            outcome = apply_external(state, external, now, policy=p.policy.health)
+            if kind == "postmaster_score":
+                outcome = outcome.model_copy(update={"transitions": ()})
+            p.apply_health(adapter, outcome, now, partition, out)
         out.emit(
             "health.external_signal",
             tenant,
@@ -500,17 +497,23 @@ def on_config(p: Processor, change: dict[str, Any], now: datetime, partition: in
         if existing is None:
             p.save_adapter_state(initial_adapter_state(adapter))
         elif previous is not None and _authored_health_changed(previous, adapter):
-            outcome = apply_external(
-                existing,
-                ExternalHealth(
-                    health_state=adapter.health_state,
-                    resting_until=adapter.resting_until,
-                    score=adapter.health_score,
-                    source="config",
-                ),
-                now,
-                policy=p.policy.health,
+            external = ExternalHealth(
+                health_state=adapter.health_state,
+                resting_until=adapter.resting_until,
+                score=adapter.health_score,
+                source="config",
             )
+            if _already_applied(existing, external):
+                # Only the ramp anchor changed, or the set_health record of the same
+                # set_adapter_health call came first: no second transition.
+                if adapter.ramp_started_at is not None:
+                    p.save_adapter_state(
+                        existing.model_copy(update={"ramp_started_at": adapter.ramp_started_at})
+                    )
+                if not adapter.active:
+                    p.pinned_sender_unavailable(adapter.id, now, partition, out)
+                return out
+            outcome = apply_external(existing, external, now, policy=p.policy.health)
             if adapter.ramp_started_at is not None:
                 outcome = outcome.model_copy(
                     update={
@@ -529,6 +532,27 @@ def on_config(p: Processor, change: dict[str, Any], now: datetime, partition: in
         adapter_id = (payload or previous.model_dump())["adapter_id"]  # type: ignore[union-attr]
         p.pinned_sender_unavailable(adapter_id, now, partition, out)
     return out
+
+
+def _already_applied(state: AdapterState, health: ExternalHealth) -> bool:
+    """The runtime health already is what ``health`` asks for.
+
+    One ``set_adapter_health`` call publishes both a config change and a ``set_health``
+    record; whichever arrives second must not record a second transition. Times compare
+    at millisecond precision (Avro ``timestamp-millis`` on the signal, JSON on config).
+    """
+
+    def millis(at: datetime | None) -> int | None:
+        return None if at is None else int(at.timestamp() * 1000)
+
+    return (
+        state.health_state == health.health_state
+        and (
+            health.resting_until is None
+            or millis(state.resting_until) == millis(health.resting_until)
+        )
+        and (health.score is None or state.health_score == health.score)
+    )
 
 
 def _authored_health_changed(previous: Any, adapter: Any) -> bool:

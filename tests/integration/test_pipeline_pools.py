@@ -223,5 +223,12 @@ def test_pause_pool_pauses_in_flight_at_once_and_rejects_new_enrollments(
     )
     assert len(sent_rows(settings, first)) == 1
     assert sent_rows(settings, second) == []
+    # set_adapter_health publishes a config change and a set_health record: one transition.
+    changes = [
+        attrs_of(r)
+        for r in telemetry.poll(0.5)
+        if telemetry_named("health.state_changed", adapter_id=pinned)(r)
+    ]
+    assert [(c["from"], c["to"]) for c in changes] == [("active", "resting")]
     telemetry.close()
     assert worker.stop() == 0, worker.log_tail()
