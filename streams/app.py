@@ -7,6 +7,7 @@ partitions move quickly.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import faust
@@ -22,8 +23,15 @@ ROCKSDB_OPTIONS = {
 }
 
 
+QUIET_LOGGERS = ("aiokafka", "faust", "mode", "kafka")
+"""Libraries that log every produced batch at DEBUG: building those records (never shown)
+cost ~9 % of a worker's CPU in the pipeline benchmark, so they start at INFO."""
+
+
 def create_app(settings: Settings) -> faust.App:
     """A configured, agent-less Faust app; ``streams.worker`` registers the agents."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     datadir = Path(settings.data_dir).resolve()
     return faust.App(
         settings.app_id,
