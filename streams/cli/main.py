@@ -27,6 +27,7 @@ app.add_typer(enrollment.app, name="enrollment")
 app.command("ingest")(ingest.ingest)
 app.add_typer(ops.outbox_app, name="outbox")
 app.add_typer(ops.db_app, name="db")
+app.add_typer(ops.topics_app, name="topics")
 app.add_typer(audit.app, name="audit")
 
 if __name__ == "__main__":

@@ -51,3 +51,21 @@ def upgrade(
     """Migrate schema dripdrop to a revision (default: head)."""
     command.upgrade(alembic_config(Settings()), revision)
     typer.echo(f"database at {revision}")
+
+
+topics_app = typer.Typer(help="The Kafka topics (created explicitly: auto-creation stays off).")
+
+
+@topics_app.command("create")
+@handled
+def create(json_out: JsonOut = False) -> None:
+    """Create every public and internal topic of the prefix that does not exist yet."""
+    from streams.admin import create_topics
+
+    settings = Settings()
+    created = create_topics(settings)
+    emit(
+        {"created": created, "partitions": settings.partitions, "prefix": settings.topic_prefix},
+        as_json=json_out,
+        title="topics",
+    )
