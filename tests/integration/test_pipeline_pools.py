@@ -26,6 +26,7 @@ from tests.integration.pipeline_support import (
     start_worker,
     telemetry_named,
     tenant,
+    wait_until,
 )
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
@@ -158,15 +159,16 @@ def test_reassign_pool_moves_the_enrollment_and_breaks_the_thread(
     assert worker.stop() == 0, worker.log_tail()
 
 
-def test_pause_pool_pauses_in_flight_at_once_and_rejects_new_enrollments(
+def test_pause_pool_pauses_in_flight_at_once_rejects_new_and_resume_sends_once(
     settings: Settings,
     client: DripDrop,
     smtp: SmtpSink,
     worker_factory: Callable[..., WorkerProcess],
 ) -> None:
     key = tenant()
+    # Simulated hours last 1 s: step 2 is due 3 h (3 s) after step 1.
     world = build_outbound(
-        client, smtp, tenant_key=key, steps=2, pool_policy="pause", delays=(0, 86400)
+        client, smtp, tenant_key=key, steps=2, pool_policy="pause", delays=(0, 3 * 3600)
     )
     pinned = world.adapters[0].id
     resting = create_mailbox(client, smtp, tenant_key=key, name="resting")
@@ -180,7 +182,8 @@ def test_pause_pool_pauses_in_flight_at_once_and_rejects_new_enrollments(
     for adapter in (resting, inactive):
         client.add_pool_member(world.pool.id, tenant_key=key, adapter_id=adapter.id, weight=1)
     telemetry = TopicReader(settings, "telemetry")
-    worker = start_worker(worker_factory)
+    worker_settings, clock = scaled(settings, day_seconds=24, epoch=datetime.now(UTC))
+    worker = start_worker(worker_factory, worker_settings)
     first = enroll_many(client, world, key, 1)[0]
     wait_for(lambda: sent_rows(settings, first), what="first send")
     assert enrollment_state(settings, first) == ("active", None, pinned)
@@ -190,7 +193,7 @@ def test_pause_pool_pauses_in_flight_at_once_and_rejects_new_enrollments(
         pinned,
         tenant_key=key,
         health_state="resting",
-        resting_until=datetime.now(UTC) + timedelta(days=8),
+        resting_until=clock.now() + timedelta(days=8),
     )
     paused = telemetry.wait(
         telemetry_named("enrollment.paused_pin_unavailable", enrollment_id=first),
@@ -230,5 +233,34 @@ def test_pause_pool_pauses_in_flight_at_once_and_rejects_new_enrollments(
         if telemetry_named("health.state_changed", adapter_id=pinned)(r)
     ]
     assert [(c["from"], c["to"]) for c in changes] == [("active", "resting")]
+
+    # Held while paused: step 2 falls due and nothing goes out.
+    due = rows(
+        settings,
+        "SELECT scheduled_for FROM dripdrop.step_executions WHERE enrollment_id = %s",
+        first,
+    )[0][0] + timedelta(hours=3)
+    wait_until(clock, due + timedelta(hours=1))
+    assert len(sent_rows(settings, first)) == 1
+    # The sender recovers; resuming sends step 2 exactly once, through the pin.
+    client.set_adapter_health(pinned, tenant_key=key, health_state="active")
+    telemetry.wait(
+        telemetry_named("health.state_changed", adapter_id=pinned, to="active"),
+        what="resting -> active",
+    )
+    client.resume_enrollment(first, tenant_key=key)
+
+    def completed() -> tuple[object, ...] | None:
+        state = enrollment_state(settings, first)
+        return state if state and state[0] == "completed" else None
+
+    assert wait_for(completed, what="enrollment completed") == ("completed", None, pinned)
+    executions = rows(
+        settings,
+        "SELECT step_id::text, status, adapter_id::text FROM dripdrop.step_executions"
+        " WHERE enrollment_id = %s ORDER BY inserted_at",
+        first,
+    )
+    assert executions == [(s.id, "sent", pinned) for s in world.steps]
     telemetry.close()
     assert worker.stop() == 0, worker.log_tail()
