@@ -140,13 +140,15 @@ def enroll_many(
 ) -> list[str]:
     """Enroll ``count`` prospects; return their enrollment ids in order."""
     return [
-        dd.enroll(
-            tenant_key=tenant_key,
-            sequence_id=world.sequence.id,
-            subscriber_id=f"p-{i}",
-            recipient=f"prospect{i}@example.org",
-            data={"first_name": f"P{i}"},
-        ).enrollment_id
+        str(
+            dd.enroll(
+                tenant_key=tenant_key,
+                sequence_id=world.sequence.id,
+                subscriber_id=f"p-{i}",
+                recipient=f"prospect{i}@example.org",
+                data={"first_name": f"P{i}"},
+            ).enrollment_id
+        )
         for i in range(start, start + count)
     ]
 
@@ -222,8 +224,9 @@ class TopicReader:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             msg = self.consumer.poll(0.05)
-            if msg is not None and msg.error() is None:
-                self.records.append(self.codec.decode(msg.value()))
+            value = msg.value() if msg is not None and msg.error() is None else None
+            if value is not None:
+                self.records.append(self.codec.decode(value))
         return self.records
 
     def wait(

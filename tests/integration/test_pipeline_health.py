@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,7 @@ def test_health_bounce_rests_then_timer_probes_then_clean_probes_ramp(
     worker = start_worker(worker_factory, worker_settings)
     first = enroll_many(client, world, key, 20)  # the minimum sample
 
-    def sent(count: int) -> list[tuple[object, ...]] | None:
+    def sent(count: int) -> list[tuple[Any, ...]] | None:
         assert worker.alive(), worker.log_tail()
         found = rows(
             settings,
@@ -109,7 +110,7 @@ def test_health_bounce_rests_then_timer_probes_then_clean_probes_ramp(
     telemetry.wait(telemetry_named("policy.bounce_threshold", adapter_id=mailbox))
 
     # The bounce also suppressed the recipient and stopped its enrollment (SPEC §5.7).
-    def stopped() -> list[tuple[object, ...]] | None:
+    def stopped() -> list[tuple[Any, ...]] | None:
         states = [enrollment_state(settings, e) for e in first]
         return [s for s in states if s is not None and s[0] == "stopped"] or None
 
@@ -138,7 +139,7 @@ def test_health_bounce_rests_then_timer_probes_then_clean_probes_ramp(
     assert (attrs_of(ramping)["from"], attrs_of(ramping)["reason"]) == ("probing", "probe_clean")
     wait_for(lambda: sent(25), what="5 probe sends")
 
-    def transitions() -> list[tuple[object, ...]] | None:
+    def transitions() -> list[tuple[Any, ...]] | None:
         found = rows(
             settings,
             "SELECT from_state, to_state, reason, source FROM dripdrop.adapter_health_transitions"

@@ -7,6 +7,7 @@ unless the step asks for thread continuity.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -67,15 +68,17 @@ def test_lifecycle_steps_rotate_adapters_and_thread_only_on_continuity(
         for position in range(4)
     ]
     worker = start_worker(worker_factory)
-    enrollment_id = client.enroll(
-        tenant_key=key,
-        sequence_id=sequence.id,
-        subscriber_id="u-1",
-        recipient="user@example.org",
-        data={"first_name": "Lin"},
-    ).enrollment_id
+    enrollment_id = str(
+        client.enroll(
+            tenant_key=key,
+            sequence_id=sequence.id,
+            subscriber_id="u-1",
+            recipient="user@example.org",
+            data={"first_name": "Lin"},
+        ).enrollment_id
+    )
 
-    def four_sent() -> list[tuple[object, ...]] | None:
+    def four_sent() -> list[tuple[Any, ...]] | None:
         assert worker.alive(), worker.log_tail()
         found = sent_rows(settings, enrollment_id)
         return found if len(found) == 4 else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,7 @@ def test_pins_follow_weights_and_steps_use_the_pin_except_override(
     worker = start_worker(worker_factory)
     enrollments = enroll_many(client, world, key, 12)
 
-    def all_sent() -> list[list[tuple[object, ...]]] | None:
+    def all_sent() -> list[list[tuple[Any, ...]]] | None:
         assert worker.alive(), worker.log_tail()
         sent = [sent_rows(settings, e) for e in enrollments]
         return sent if all(len(s) == 3 for s in sent) else None
@@ -105,7 +106,7 @@ def test_reassign_pool_moves_the_enrollment_and_breaks_the_thread(
     worker = start_worker(worker_factory, worker_settings)
     enrollment_id = enroll_many(client, world, key, 1)[0]
 
-    def sends_of(enrollment: str, count: int) -> list[tuple[object, ...]] | None:
+    def sends_of(enrollment: str, count: int) -> list[tuple[Any, ...]] | None:
         assert worker.alive(), worker.log_tail()
         found = sent_rows(settings, enrollment)
         return found if len(found) >= count else None
@@ -201,7 +202,7 @@ def test_pause_pool_pauses_in_flight_at_once_rejects_new_and_resume_sends_once(
     )
     assert attrs_of(paused[0])["adapter_id"] == pinned
 
-    def is_paused() -> tuple[object, ...] | None:
+    def is_paused() -> tuple[Any, ...] | None:
         state = enrollment_state(settings, first)
         return state if state and state[0] == "paused" else None
 
@@ -250,7 +251,7 @@ def test_pause_pool_pauses_in_flight_at_once_rejects_new_and_resume_sends_once(
     )
     client.resume_enrollment(first, tenant_key=key)
 
-    def completed() -> tuple[object, ...] | None:
+    def completed() -> tuple[Any, ...] | None:
         state = enrollment_state(settings, first)
         return state if state and state[0] == "completed" else None
 
