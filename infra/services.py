@@ -121,6 +121,26 @@ def kafka_dir() -> Path:
     return HOME / "kafka"
 
 
+def apt_install(*packages: str) -> None:
+    """Install Debian packages (as root); the project's scripts install what they need."""
+    if os.geteuid() != 0:
+        raise ServiceError(f"missing {', '.join(packages)}: install them (apt-get install ...)")
+    log(f"installing Debian packages: {' '.join(packages)} ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=True, env=env)
+
+
+def ensure_java_and_maven() -> None:
+    missing = []
+    if shutil.which("java") is None:
+        missing.append("openjdk-17-jre-headless")
+    if shutil.which("mvn") is None:
+        missing.append("maven")
+    if missing:
+        apt_install(*missing)
+
+
 def kafka_libs() -> Path:
     """Resolve the broker jars with Maven once; a stamp of the pom's hash makes reruns free."""
     libs = kafka_dir() / "libs"
@@ -129,10 +149,7 @@ def kafka_libs() -> Path:
     stamp = libs / ".pom.sha256"
     if stamp.exists() and stamp.read_text() == digest:
         return libs
-    if shutil.which("mvn") is None:
-        raise ServiceError(
-            "Maven (mvn) is needed to fetch Kafka from Maven Central: apt-get install maven"
-        )
+    ensure_java_and_maven()
     log("fetching Kafka jars from Maven Central (first run only)...")
     shutil.rmtree(libs, ignore_errors=True)
     subprocess.run(
@@ -226,8 +243,7 @@ def kafka_up() -> None:
                 f"kafka: port {port} on 127.0.0.1 is taken by a process this project did not "
                 "start. Free the port, or point DRIPDROP_KAFKA_BOOTSTRAP at your own broker."
             )
-    if shutil.which("java") is None:
-        raise ServiceError("kafka: Java 17+ is needed (apt-get install openjdk-17-jre-headless)")
+    ensure_java_and_maven()
     libs = kafka_libs()
     data = kafka_dir() / "data"
     (kafka_dir() / "logs").mkdir(parents=True, exist_ok=True)
@@ -281,12 +297,8 @@ def pg_bin(name: str) -> str | None:
 def ensure_pg_binaries() -> None:
     if pg_bin("pg_ctl") and pg_bin("initdb"):
         return
-    if os.geteuid() != 0:
-        raise ServiceError("postgres: no server binaries; install Debian's postgresql package")
-    log("postgres: no server binaries found; installing Debian's postgresql package...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], check=True, env=env)
+    log("postgres: no server binaries found")
+    apt_install("postgresql")
     if not (pg_bin("pg_ctl") and pg_bin("initdb")):
         raise ServiceError("postgres: installed the package but found no pg_ctl/initdb")
 
