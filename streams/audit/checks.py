@@ -287,11 +287,13 @@ def check_threading(
     sends: Sequence[SentSend],
     override_steps: frozenset[str],
     breaks: Mapping[str, Sequence[datetime]],
+    unthreaded_steps: frozenset[str] = frozenset(),
 ) -> list[Violation]:
     """Headers follow SPEC §5.6 for every enrollment's sends, in decision order.
 
     Main-thread sends: ``In-Reply-To`` = the previous chain id, ``References`` = the chain,
-    oldest first (none for the first of a chain). Overrides: only their ``Message-ID``.
+    oldest first (none for the first of a chain). Overrides: only their ``Message-ID``,
+    outside the chain. Unthreaded lifecycle sends: only their ``Message-ID``, in the chain.
     A sender change at or before a send starts a new chain.
     """
     out: list[Violation] = []
@@ -305,7 +307,8 @@ def check_threading(
             while pending_breaks and pending_breaks[0] <= s.decided_at:
                 pending_breaks.pop(0)
                 chain = []
-            problem = _thread_problem(s, chain, is_override=s.step_id in override_steps)
+            bare = s.step_id in override_steps or s.step_id in unthreaded_steps
+            problem = _thread_problem(s, chain, is_override=bare)
             if problem:
                 out.append(
                     Violation(
@@ -419,7 +422,12 @@ def run_checks(data: AuditInput) -> AuditReport:
         *check_gaps(sends, data.adapters),
         *check_sent_twice(sends, data.results),
         *check_send_after_reply(sends, data.telemetry),
-        *check_threading(sends, data.override_steps, thread_breaks(data.events, data.telemetry)),
+        *check_threading(
+            sends,
+            data.override_steps,
+            thread_breaks(data.events, data.telemetry),
+            data.unthreaded_steps,
+        ),
     ]
     notes: list[str] = []
     if data.executions is not None:

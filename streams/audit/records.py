@@ -70,8 +70,10 @@ class AuditInput:
     Attributes:
         commands / results / events / telemetry: decoded records in log order.
         adapters: the adapters named by the sends, as authored (PostgreSQL).
-        override_steps: step ids whose sends start a thread of their own (an
-            ``adapter_override_id``, or a lifecycle step without thread continuity).
+        override_steps: step ids whose sends start a thread of their own
+            (``adapter_override_id``): only their Message-ID, and not in the chain.
+        unthreaded_steps: lifecycle steps without thread continuity: only their
+            Message-ID, but in the chain a later continuity step replies to.
         executions: PostgreSQL rows of the audited tenants (and time range), by id.
         recorded_caps: the cap each (adapter, local day) was claimed against, when known.
         policy: health policy (the probe budget is the cap while probing).
@@ -83,6 +85,7 @@ class AuditInput:
     telemetry: Sequence[Mapping[str, Any]] = ()
     adapters: Mapping[str, Adapter] = field(default_factory=dict)
     override_steps: frozenset[str] = frozenset()
+    unthreaded_steps: frozenset[str] = frozenset()
     executions: Mapping[str, ExecutionRow] | None = None
     recorded_caps: Mapping[tuple[str, date], int] = field(default_factory=dict)
     policy: HealthPolicy = field(default_factory=HealthPolicy)

@@ -203,6 +203,7 @@ def audit_input(
         telemetry=records["telemetry"],
         adapters=queries.adapters_by_id(conn, {s.adapter_id for s in sends}),
         override_steps=queries.override_step_ids(conn, {s.step_id for s in sends}),
+        unthreaded_steps=queries.unthreaded_step_ids(conn, {s.step_id for s in sends}),
         recorded_caps=queries.recorded_caps(conn, {s.adapter_id for s in sends}),
         executions=queries.executions_for_audit(
             conn, tenants=tenants, ids=sent_ids, sent_from=start, sent_to=end

@@ -331,15 +331,28 @@ def recorded_caps(conn: Connection, ids: Collection[str]) -> dict[tuple[str, dat
 
 
 def override_step_ids(conn: Connection, ids: Collection[str]) -> frozenset[str]:
-    """Steps whose sends carry only their Message-ID: overrides and unthreaded lifecycle steps."""
+    """Steps with ``adapter_override_id``: only their Message-ID, a thread of their own."""
+    return _step_ids(conn, ids, "s.adapter_override_id IS NOT NULL")
+
+
+def unthreaded_step_ids(conn: Connection, ids: Collection[str]) -> frozenset[str]:
+    """Lifecycle steps without thread continuity: only their Message-ID, yet in the chain
+    (a later ``thread_continuity`` step replies to them)."""
+    return _step_ids(
+        conn,
+        ids,
+        "s.adapter_override_id IS NULL AND v.mode = 'lifecycle' AND NOT s.thread_continuity",
+    )
+
+
+def _step_ids(conn: Connection, ids: Collection[str], condition: str) -> frozenset[str]:
     if not ids:
         return frozenset()
     rows = conn.execute(
         text(
             "SELECT s.id FROM dripdrop.steps s"
             " JOIN dripdrop.sequence_versions v ON v.id = s.version_id"
-            " WHERE s.id = ANY(CAST(:ids AS uuid[])) AND (s.adapter_override_id IS NOT NULL"
-            " OR (v.mode = 'lifecycle' AND NOT s.thread_continuity))"
+            f" WHERE s.id = ANY(CAST(:ids AS uuid[])) AND ({condition})"
         ),
         {"ids": _uuids(ids)},
     )

@@ -235,6 +235,26 @@ def test_check_threading_override_keeps_chain_under_previous_normal_send() -> No
     assert check_threading(sends_of(commands), frozenset({"s1"}), {}) == []
 
 
+def test_check_threading_unthreaded_lifecycle_send_stays_in_the_chain() -> None:
+    commands = [
+        command(0, at=T0, headers={"Message-ID": mid(0)}),
+        command(1, at=T0 + timedelta(minutes=1), headers={"Message-ID": mid(1)}),
+        command(
+            2,
+            at=T0 + timedelta(minutes=2),
+            headers={
+                "Message-ID": mid(2),
+                "In-Reply-To": mid(1),
+                "References": f"{mid(0)} {mid(1)}",
+            },
+        ),
+    ]
+    unthreaded = frozenset({"s0", "s1"})
+    assert check_threading(sends_of(commands), frozenset(), {}, unthreaded) == []
+    found = check_threading(sends_of(commands), frozenset({"s1"}), {}, frozenset({"s0"}))
+    assert [v.step_execution_id for v in found] == ["se2"]
+
+
 def test_check_threading_in_reply_to_the_override_is_named() -> None:
     commands = [
         command(0, at=T0),

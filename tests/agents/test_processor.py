@@ -1,0 +1,188 @@
+"""The processor over an in-memory store: the shell's flow without Kafka (tier 2).
+
+The integration tier runs the same code in a real worker; these pin down the flow's own
+rules fast: idempotent ticks, replayed results, pool exhaustion telemetry, parking.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from dripdrop_core.policy import OutboundPolicy
+from streams.processor import inputs
+from streams.processor.flow import Processor
+from streams.processor.inputs import ConfigNotReadyError
+from streams.processor.store import DictStore
+
+T0 = datetime(2026, 12, 7, 9, tzinfo=UTC)
+TENANT = "acct-1"
+
+
+def _config(p: Processor, entity_type: str, entity_id: str, payload: dict[str, Any]) -> None:
+    change = {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "deleted": False,
+        "payload": json.dumps(payload),
+    }
+    inputs.on_config(p, change, T0, 0)
+
+
+def world(p: Processor, *, daily_cap: int | None = None, steps: int = 2) -> dict[str, Any]:
+    adapter, pool, seq, ver = (str(uuid.uuid4()) for _ in range(4))
+    _config(
+        p,
+        "adapter",
+        adapter,
+        {
+            "id": adapter,
+            "tenant_key": TENANT,
+            "name": "m",
+            "provider": "memory",
+            "from_address": "m@x.example",
+            "health_state": "active",
+            "daily_cap": daily_cap,
+        },
+    )
+    _config(
+        p,
+        "pool",
+        pool,
+        {"id": pool, "tenant_key": TENANT, "name": "p", "on_pin_unavailable": "pause"},
+    )
+    _config(
+        p,
+        "pool_member",
+        f"{pool}:{adapter}",
+        {"pool_id": pool, "adapter_id": adapter, "tenant_key": TENANT},
+    )
+    _config(p, "sequence", seq, {"id": seq, "tenant_key": TENANT, "key": "k", "name": "n"})
+    _config(
+        p,
+        "sequence_version",
+        ver,
+        {
+            "id": ver,
+            "sequence_id": seq,
+            "tenant_key": TENANT,
+            "version": 1,
+            "mode": "outbound",
+            "pool_id": pool,
+        },
+    )
+    for position in range(steps):
+        step = str(uuid.uuid4())
+        _config(
+            p,
+            "step",
+            step,
+            {
+                "id": step,
+                "version_id": ver,
+                "tenant_key": TENANT,
+                "key": f"s{position}",
+                "position": position,
+                "delay_seconds": 3600 * position,
+                "subject_template": "Hi {{ name }}",
+                "body_template": "b",
+            },
+        )
+    return {"adapter": adapter, "pool": pool, "sequence": seq}
+
+
+def enroll(p: Processor, w: dict[str, Any], n: int, at: datetime = T0) -> list[Any]:
+    return [
+        inputs.on_enrollment_command(
+            p,
+            {
+                "command": "enroll",
+                "tenant_key": TENANT,
+                "enrollment_id": str(uuid.uuid4()),
+                "sequence_id": w["sequence"],
+                "subscriber_id": f"s{i}",
+                "recipient": f"p{i}@x.org",
+                "data": json.dumps({"name": "Ada"}),
+            },
+            at,
+            0,
+        )
+        for i in range(n)
+    ]
+
+
+def claims(*outs: Any) -> list[dict[str, Any]]:
+    return [op for out in outs for op in out.sink if op["op"] == "claim"]
+
+
+@pytest.fixture
+def processor() -> Processor:
+    return Processor(DictStore(), OutboundPolicy())
+
+
+def test_enroll_due_now_issues_one_claim_with_rendered_subject(processor: Processor) -> None:
+    w = world(processor)
+    (out,) = enroll(processor, w, 1)
+    (claim,) = claims(out)
+    assert claim["command"]["subject"] == "Hi Ada"
+    assert claim["command"]["headers"]["Message-ID"].endswith("@x.example>")
+    assert [t["name"] for t in out.telemetry] == ["dispatch.adapter_pinned"]
+
+
+def test_enroll_pool_exhausted_rejects_with_evicted_reasons(processor: Processor) -> None:
+    w = world(processor, daily_cap=1)
+    first, second = enroll(processor, w, 2)
+    assert len(claims(first)) == 1
+    assert claims(second) == []
+    (event,) = [t for t in second.telemetry if t["name"] == "dispatch.pool_exhausted"]
+    assert event["attributes"]["pool_id"] == w["pool"]
+    assert event["attributes"]["evicted_adapter_ids"] == [
+        {"adapter_id": w["adapter"], "reason": "no_headroom"}
+    ]
+    rows = [op["row"] for op in second.sink if op["op"] == "enrollment"]
+    assert rows[-1]["state"] == "rejected" and rows[-1]["reason"] == "pool_exhausted"
+
+
+def test_repeated_result_and_repeated_tick_send_nothing_twice(processor: Processor) -> None:
+    w = world(processor)
+    (out,) = enroll(processor, w, 1)
+    command = claims(out)[0]["command"]
+    result = {
+        "enrollment_id": command["enrollment_id"],
+        "status": "sent",
+        "step_execution_id": command["step_execution_id"],
+        "provider_message_id": "q1",
+    }
+    processor.on_result(result, T0, 0)
+    assert claims(processor.on_result(result, T0, 0)) == []  # a replayed result
+    later = T0 + timedelta(hours=2)
+    first_tick = processor.on_tick(0, later)
+    second_tick = processor.on_tick(0, later)
+    (follow_up,) = claims(first_tick)
+    assert claims(second_tick) == []
+    headers = follow_up["command"]["headers"]
+    assert headers["In-Reply-To"] == command["headers"]["Message-ID"]
+
+
+def test_enroll_before_its_sequence_arrives_is_parked_not_dead_lettered(
+    processor: Processor,
+) -> None:
+    with pytest.raises(ConfigNotReadyError):
+        inputs.on_enrollment_command(
+            processor,
+            {
+                "command": "enroll",
+                "tenant_key": TENANT,
+                "enrollment_id": str(uuid.uuid4()),
+                "sequence_id": str(uuid.uuid4()),
+                "subscriber_id": "s",
+                "recipient": "p@x.org",
+                "data": "{}",
+            },
+            T0,
+            0,
+        )
