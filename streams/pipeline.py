@@ -31,7 +31,7 @@ from dripdrop_core.models import Adapter
 from dripdrop_core.policy import OutboundPolicy
 from streams import metrics
 from streams.clock import Clock
-from streams.codecs import CodecError, Codecs
+from streams.codecs import CodecError, Codecs, partition_for
 from streams.processor import inputs
 from streams.processor.flow import Processor
 from streams.processor.inputs import ConfigNotReadyError
@@ -49,6 +49,8 @@ INTERNAL = ("ticks", "sink", "sink-feedback")
 RETRIES = 5
 REDRIVE_REAL_SECONDS = 15.0
 """A send command unanswered this long (real time) is re-issued (``Processor._redrive``)."""
+SWEEP_REAL_SECONDS = 10.0
+"""How often each partition's enrollments are swept for overdue work the index lost."""
 PARK_ATTEMPTS = 40
 """Ticks a record naming unknown config waits for it before it is dead-lettered."""
 TICK_IN_FLIGHT_SECONDS = 2.0
@@ -109,11 +111,13 @@ class Pipeline:
             FaustStore(tables),
             self.policy,
             redrive_seconds=REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
+            owns=lambda tenant, partition: partition_for(tenant, settings.partitions) == partition,
         )
         self._pool: AsyncConnectionPool | None = None
         self.registry = ProviderRegistry()
         self.adapters: dict[str, Adapter] = {}
         self._ticks_in_flight: dict[int, float] = {}
+        self._last_sweep: dict[int, float] = {}
         self._register()
 
     async def pool(self) -> AsyncConnectionPool:
@@ -248,8 +252,12 @@ class Pipeline:
     def _dispatch_input(self, name: str, value: bytes, partition: int) -> Outputs:
         p = self.processor
         if name == "ticks":
-            tick = orjson.loads(value)
-            return p.on_tick(partition, datetime.fromisoformat(tick["now"]))
+            now = datetime.fromisoformat(orjson.loads(value)["now"])
+            out = p.on_tick(partition, now)
+            if time.monotonic() - self._last_sweep.get(partition, 0.0) > SWEEP_REAL_SECONDS:
+                self._last_sweep[partition] = time.monotonic()
+                out.extend(p.sweep(partition, now))
+            return out
         now = self.clock.now()
         if name == "sink-feedback":
             return p.on_feedback(orjson.loads(value), now, partition)

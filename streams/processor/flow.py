@@ -8,6 +8,7 @@ state, calls the core, stores state and describes the side effects.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,6 +54,8 @@ TERMINAL = frozenset(
         EnrollmentState.REJECTED,
     }
 )
+CHUNK = 200
+"""Items per schedule chunk (one table value)."""
 MAX_BUCKETS_PER_TICK = 20_000
 
 
@@ -66,9 +69,13 @@ class Processor:
         *,
         bucket_seconds: int = 60,
         redrive_seconds: float | None = None,
+        owns: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.policy = policy
         self.bucket_seconds = bucket_seconds
+        # owns(tenant_key, partition): the tenant's state lives on that partition. The sweep
+        # iterates every local enrollment and must only touch its own partition's.
+        self.owns = owns or (lambda _tenant, _partition: True)
         # A send command still unanswered after this long (simulated seconds) is re-issued:
         # a crash or a stop can lose the claim, the command or the result in flight, and
         # every step of the path is idempotent (claim_send, the ledger, on_result).
@@ -80,6 +87,7 @@ class Processor:
         self.enrollments = store.table("enrollments")
         self.schedule = store.table("schedule")
         self.index = store.table("index")
+        self._last_chunk: dict[tuple[int, int], int] = {}
 
     # ------------------------------------------------------------ state access
 
@@ -132,10 +140,21 @@ class Processor:
             self.index[cursor_key] = start - self.bucket_seconds
         elif bucket <= cursor:
             bucket = self._bucket_after(cursor)
-        key = f"{partition}:{bucket}"
-        items = list(self.schedule.get(key) or [])
+        # A bucket is a list of chunks of at most CHUNK items: appending rewrites one small
+        # chunk, not the whole bucket (20,000 steps due in one minute made each append copy
+        # the whole list: quadratic).
+        # Chunks are numbered from 0 with no gap, so the table alone says which exist (no
+        # separate count that a crash could leave out of step); the last chunk number is
+        # remembered in memory only to avoid probing.
+        chunk = self._last_chunk.get((partition, bucket), 0)
+        while self.schedule.get(f"{partition}:{bucket}:{chunk + 1}") is not None:
+            chunk += 1
+        items: list[str] = list(self.schedule.get(f"{partition}:{bucket}:{chunk}") or [])
+        if len(items) >= CHUNK:
+            chunk, items = chunk + 1, []
+        self._last_chunk[(partition, bucket)] = chunk
         items.append(item)
-        self.schedule[key] = items
+        self.schedule[f"{partition}:{bucket}:{chunk}"] = items
 
     def _bucket_after(self, cursor: int) -> int:
         """The first bucket (a multiple of ``bucket_seconds``) after ``cursor``."""
@@ -153,23 +172,57 @@ class Processor:
         passed = cursor
         # Buckets are multiples of bucket_seconds (epoch seconds): visit those, not every
         # second in between (60 table reads per bucket, each a miss in every partition store).
+        now_ms = now.timestamp() * 1000
         for bucket in range(self._bucket_after(cursor), last + 1, self.bucket_seconds):
-            key = f"{partition}:{bucket}"
-            items = list(self.schedule.get(key) or [])
-            waiting = [i for i in items if int(i.rsplit(":", 1)[1]) > now.timestamp() * 1000]
-            for item in items:
-                if item not in waiting:
+            chunk = 0
+            while (items := self.schedule.get(f"{partition}:{bucket}:{chunk}")) is not None:
+                key = f"{partition}:{bucket}:{chunk}"
+                chunk += 1
+                due = [i for i in items if int(i.rsplit(":", 1)[1]) <= now_ms]
+                for item in due:
                     self._fire_item_safely(item, now, partition, out)
-            if bucket < current:
-                if items:
+                if bucket < current:
                     self.schedule.pop(key, None)
+                elif due:
+                    # Re-read: firing may have appended items due later in this bucket.
+                    fired = set(due)
+                    left = [i for i in self.schedule.get(key) or [] if i not in fired]
+                    self.schedule[key] = left
+            if bucket < current:
+                self._last_chunk.pop((partition, bucket), None)
                 passed = bucket
-            elif waiting != items:
-                self.schedule[key] = waiting
         # One cursor write per tick, not one per bucket: on a scaled clock a tick spans
         # dozens of buckets, and every table write is a changelog record.
         if passed != cursor:
             self.index[cursor_key] = passed
+        return out
+
+    def sweep(self, partition: int, now: datetime) -> Outputs:
+        """Backstop of the due-time index: fire what is overdue but no longer indexed.
+
+        An enrollment and its index entry are two changelog records; a crash can keep one
+        and lose the other, and the replayed input then finds nothing left to do. The
+        sweep finds such enrollments from their own record: scheduled and overdue, or
+        dispatching with no answer for longer than the redrive delay.
+        """
+        out = Outputs()
+        grace = timedelta(seconds=2 * self.bucket_seconds)
+        for key in list(self.enrollments.keys()):
+            e = self.enrollment(key)
+            if e is None or e.state in TERMINAL or not self.owns(e.tenant_key, partition):
+                continue
+            if e.status == "scheduled" and e.due_at is not None and e.due_at < now - grace:
+                self._fire_item_safely(
+                    f"e:{e.id}:{int(e.due_at.timestamp() * 1000)}", now, partition, out
+                )
+            elif (
+                e.status == "dispatching"
+                and e.pending is not None
+                and self.redrive is not None
+                and e.pending.decided_at < now - 2 * self.redrive
+            ):
+                item = f"r:{e.id}/{e.pending.step_execution_id}:0"
+                self._fire_item_safely(item, now, partition, out)
         return out
 
     def _fire_item_safely(self, item: str, now: datetime, partition: int, out: Outputs) -> None:

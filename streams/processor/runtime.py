@@ -90,5 +90,12 @@ class Outputs:
             {"name": name, "tenant_key": tenant_key, "at": at, "attributes": attributes}
         )
 
+    def extend(self, other: Outputs) -> None:
+        """Append another event's outputs (a tick and its sweep publish together)."""
+        self.sink.extend(other.sink)
+        self.urgent.extend(other.urgent)
+        self.telemetry.extend(other.telemetry)
+        self.dead_letters.extend(other.dead_letters)
+
     def reject(self, reason: str, detail: str) -> None:
         self.dead_letters.append((reason, detail))

@@ -186,3 +186,26 @@ def test_enroll_before_its_sequence_arrives_is_parked_not_dead_lettered(
             T0,
             0,
         )
+
+
+def test_sweep_fires_an_overdue_step_whose_index_entry_was_lost(processor: Processor) -> None:
+    w = world(processor)
+    (out,) = enroll(processor, w, 1)
+    command = claims(out)[0]["command"]
+    processor.on_result(
+        {
+            "enrollment_id": command["enrollment_id"],
+            "status": "sent",
+            "step_execution_id": command["step_execution_id"],
+        },
+        T0,
+        0,
+    )
+    schedule = processor.schedule
+    for key in list(schedule.keys()):  # a crash kept the enrollment, lost its index entry
+        del schedule[key]
+    later = T0 + timedelta(hours=3)
+    assert claims(processor.on_tick(0, later)) == []
+    (swept,) = claims(processor.sweep(0, later))
+    assert swept["command"]["enrollment_id"] == command["enrollment_id"]
+    assert claims(processor.sweep(0, later)) == []  # now dispatching: nothing twice

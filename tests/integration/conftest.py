@@ -1,7 +1,11 @@
-"""Integration fixtures: a unique topic prefix, app id and data dir per test; real services."""
+"""Integration fixtures: a unique topic prefix, app id and data dir per test; real services.
+
+``DRIPDROP_KEEP_TOPICS=1`` keeps a test's topics after it ends, to read them when debugging.
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +38,8 @@ def settings(services: Settings, tmp_path: Path) -> Iterator[Settings]:
         }
     )
     yield isolated
-    delete_topics_with_prefix(isolated)
+    if not os.environ.get("DRIPDROP_KEEP_TOPICS"):
+        delete_topics_with_prefix(isolated)
 
 
 @pytest.fixture
