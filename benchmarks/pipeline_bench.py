@@ -130,6 +130,44 @@ def dispatch_span(settings: Settings, n: int, timeout: float) -> tuple[float, li
     return (max(stamps) - min(stamps)) / 1000, commands
 
 
+def wait_idle(settings: Settings, timeout: float = 300.0) -> None:
+    """Wait until the worker has consumed everything (no backlog): replies are then timed
+    on an idle pipeline, as a reply to a mail sent minutes or days earlier would be."""
+    from confluent_kafka import TopicPartition
+
+    names = [
+        "enrollments",
+        "inbound-messages",
+        "health-signals",
+        "config",
+        "dispatch-results",
+        "sink",
+        "dispatch",
+        "sink-feedback",
+    ]
+    probe = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.app_id,
+            "enable.auto.commit": False,
+        }
+    )
+    tps = [TopicPartition(settings.topic(n), p) for n in names for p in range(settings.partitions)]
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            lag = 0
+            for tp in probe.committed(tps, timeout=10):
+                high = probe.get_watermark_offsets(tp, timeout=10)[1]
+                lag += max(0, high - max(tp.offset, 0))
+            if lag == 0:
+                return
+            time.sleep(0.5)
+    finally:
+        probe.close()
+    raise RuntimeError("the worker did not catch up")
+
+
 def reply_latencies(
     settings: Settings, commands: list[dict[str, Any]], worlds: list[dict[str, str]], replies: int
 ) -> list[float]:
@@ -198,7 +236,10 @@ def one_run(base: Settings, n: int, replies: int) -> tuple[float, list[float]]:
         worker = WorkerProcess(settings, tmp / "worker.log")
         try:
             span, commands = dispatch_span(settings, n, timeout=max(120.0, n / 100))
-            latencies = reply_latencies(settings, commands, worlds, replies) if replies else []
+            latencies: list[float] = []
+            if replies:
+                wait_idle(settings)
+                latencies = reply_latencies(settings, commands, worlds, replies)
         finally:
             worker.stop()
         return (n - 1) / span, latencies

@@ -54,7 +54,8 @@ TERMINAL = frozenset(
         EnrollmentState.REJECTED,
     }
 )
-CHUNK = 200
+_TERMINAL_NAMES = frozenset(str(state) for state in TERMINAL)
+CHUNK = 50
 """Items per schedule chunk (one table value)."""
 MAX_BUCKETS_PER_TICK = 20_000
 
@@ -207,9 +208,19 @@ class Processor:
         """
         out = Outputs()
         grace = timedelta(seconds=2 * self.bucket_seconds)
-        for key in list(self.enrollments.keys()):
+        candidates = [
+            key
+            for key, raw in list(self.enrollments.items())
+            # Cheap look at the raw record first: most enrollments wait on a live index
+            # entry or are finished, and the store iterates every local partition.
+            if raw
+            and raw.get("status") in ("scheduled", "dispatching")
+            and raw.get("state") not in _TERMINAL_NAMES
+            and self.owns(raw.get("tenant_key", ""), partition)
+        ]
+        for key in candidates:
             e = self.enrollment(key)
-            if e is None or e.state in TERMINAL or not self.owns(e.tenant_key, partition):
+            if e is None:
                 continue
             if e.status == "scheduled" and e.due_at is not None and e.due_at < now - grace:
                 self._fire_item_safely(

@@ -7,7 +7,8 @@ JSON-compatible; ``Config`` parses authored entities once and caches them by raw
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import time
+from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -68,11 +69,59 @@ ENTITY_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
+class _RecentReads(MutableMapping[str, Any]):
+    """The config table behind a short-lived read cache.
+
+    Config changes rarely and is read many times per event; reading it from RocksDB
+    (and decoding it) dominated the processor's table reads. Writes go through and update
+    the cache at once; entries expire after ``ttl`` seconds, which bounds how long a worker
+    could use config that changed on another worker before a rebalance moved the
+    partition here.
+    """
+
+    def __init__(self, table: MutableMapping[str, Any], ttl: float = 5.0) -> None:
+        self._table = table
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, Any]] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < self._ttl:
+            if hit[1] is _MISSING:
+                raise KeyError(key)
+            return hit[1]
+        try:
+            value = self._table[key]
+        except KeyError:
+            self._cache[key] = (now, _MISSING)
+            raise
+        self._cache[key] = (now, value)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._table[key] = value
+        self._cache[key] = (time.monotonic(), value)
+
+    def __delitem__(self, key: str) -> None:
+        self._cache[key] = (time.monotonic(), _MISSING)
+        del self._table[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+_MISSING = object()
+
+
 class Config:
     """Authored entities of the partition's tenants, with the indexes lookups need."""
 
     def __init__(self, store: Store, cache: ModelCache) -> None:
-        self.table = store.table("config")
+        self.table: MutableMapping[str, Any] = _RecentReads(store.table("config"))
         self.cache = cache
 
     def entity(self, entity_type: str, entity_id: str) -> BaseModel | None:
