@@ -134,7 +134,7 @@ class PostgresSink:
             if status == "granted":
                 result.commands.append(command)
             elif status in ("pending", "duplicate"):
-                replayed.append(op)
+                replayed.append({**op, "pg_sent": sent or 0, "pg_last": last})
             else:
                 result.refused.append(
                     {
@@ -179,9 +179,11 @@ class PostgresSink:
                     "tenant_key": command["tenant_key"],
                     "reason": "replayed",
                     "message_id": original["headers"]["Message-ID"],
-                    "sent": 0,
+                    # PostgreSQL's count for the day: a replay may have counted the send
+                    # twice in the processor's table; the processor resyncs to this.
+                    "sent": op.get("pg_sent", 0),
                     "day": op["guard"]["day"],
-                    "last_sent_at": None,
+                    "last_sent_at": op["pg_last"].isoformat() if op.get("pg_last") else None,
                 }
             )
 

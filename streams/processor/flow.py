@@ -635,26 +635,15 @@ class Processor:
             return out
         if feedback["reason"] == "replayed":
             # The execution existed already (a replay after a crash): its stored command is
-            # what goes out, so thread with the stored Message-ID, not a re-decided one.
+            # what goes out, so thread with the stored Message-ID, not a re-decided one; and
+            # the replay counted that send again in the table: take PostgreSQL's count.
+            self._resync_sent(feedback, exact=True)
             stored = feedback.get("message_id") or e.pending.message_id
             if stored != e.pending.message_id:
                 pending = e.pending.model_copy(update={"message_id": stored})
                 self.save_enrollment(e.model_copy(update={"pending": pending}), out)
             return out
-        adapter = self.config.adapter(feedback["adapter_id"])
-        if adapter is not None:
-            state = self.adapter_state(adapter)
-            last = (
-                datetime.fromisoformat(feedback["last_sent_at"])
-                if feedback.get("last_sent_at")
-                else None
-            )
-            update: dict[str, Any] = {}
-            if state.day is not None and state.day.isoformat() == feedback["day"]:
-                update["sent_today"] = max(state.sent_today, int(feedback["sent"]))
-            if last is not None and (state.last_sent_at is None or last > state.last_sent_at):
-                update["last_sent_at"] = last
-            self.save_adapter_state(state.model_copy(update=update))
+        self._resync_sent(feedback, exact=False)
         out.emit(
             "dispatch.claim_refused",
             e.tenant_key,
@@ -665,6 +654,30 @@ class Processor:
         )
         self.schedule_at(e, now, now, partition, out)
         return out
+
+    def _resync_sent(self, feedback: dict[str, Any], *, exact: bool) -> None:
+        """Align the adapter's counters with PostgreSQL's for the claim's day.
+
+        A refused claim means the table counted too few (``max``); a replayed one means it
+        counted a send twice (``exact``: PostgreSQL's count of granted claims is the truth).
+        """
+        adapter = self.config.adapter(feedback["adapter_id"])
+        if adapter is None:
+            return
+        state = self.adapter_state(adapter)
+        last = (
+            datetime.fromisoformat(feedback["last_sent_at"])
+            if feedback.get("last_sent_at")
+            else None
+        )
+        update: dict[str, Any] = {}
+        if state.day is not None and state.day.isoformat() == feedback["day"]:
+            pg_sent = int(feedback["sent"])
+            update["sent_today"] = pg_sent if exact else max(state.sent_today, pg_sent)
+        if last is not None and (state.last_sent_at is None or last > state.last_sent_at):
+            update["last_sent_at"] = last
+        if update:
+            self.save_adapter_state(state.model_copy(update=update))
 
     # ------------------------------------------------------------ pins and health
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from streams.admin import create_topics, delete_topics_with_prefix
+from streams.api import DripDrop
+from streams.mailsink import SmtpSink
 from streams.settings import Settings
 from tests.integration.support import WorkerProcess
 
@@ -50,6 +52,21 @@ def topics(settings: Settings) -> Callable[..., list[str]]:
         return create_topics(settings, names) if names else create_topics(settings)
 
     return create
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) recording what it receives."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def client(settings: Settings, topics: Callable[..., list[str]]) -> Iterator[DripDrop]:
+    """The host API on this test's topics (all created)."""
+    topics()
+    with DripDrop(settings) as dd:
+        yield dd
 
 
 @pytest.fixture

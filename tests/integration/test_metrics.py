@@ -12,20 +12,12 @@ import json
 import re
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from streams.api import DripDrop
 from streams.mailsink import SmtpSink, free_port
 from streams.settings import Settings
 from tests.integration.support import WorkerProcess, wait_for
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -10,7 +10,7 @@ no cap exceeded (``robust_support.assert_exactly_once``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,12 +32,6 @@ from tests.integration.support import WorkerProcess, wait_for
 ENROLLMENTS = 200
 STEPS = 3
 CAPS = (100, 70, 50)  # 220 a day: every pin fits on day one, the steps spread over 3 days
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
 
 
 @pytest.mark.parametrize("datadir", ["kept", "fresh"])

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-
-import pytest
 
 from streams.api import DripDrop
 from streams.codecs import Codecs, partition_for
@@ -28,12 +26,6 @@ from tests.integration.support import WorkerProcess, producer, wait_for
 # Another tenant's ids: unknown on this tenant's partition (its config lives elsewhere), or,
 # when both tenants share the partition, refused as belonging to another tenant.
 FOREIGN = ("not_found", "tenant_mismatch")
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
 
 
 class Raw:

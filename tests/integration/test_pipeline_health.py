@@ -8,7 +8,7 @@ event and a ``dripdrop.adapter_health_transitions`` row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,19 +39,6 @@ DAY_SECONDS = 4.0
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"partitions": 2})
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def client(settings: Settings, topics: Callable[..., list[str]]) -> Iterator[DripDrop]:
-    topics()
-    with DripDrop(settings) as dd:
-        yield dd
 
 
 def test_health_bounce_rests_then_timer_probes_then_clean_probes_ramp(

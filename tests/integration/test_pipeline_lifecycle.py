@@ -6,7 +6,7 @@ unless the step asks for thread continuity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,19 +27,6 @@ from tests.integration.support import WorkerProcess, wait_for
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"partitions": 2})
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def client(settings: Settings, topics: Callable[..., list[str]]) -> Iterator[DripDrop]:
-    topics()
-    with DripDrop(settings) as dd:
-        yield dd
 
 
 def test_lifecycle_steps_rotate_adapters_and_thread_only_on_continuity(

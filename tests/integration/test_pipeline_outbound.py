@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import pytest
 from confluent_kafka import Consumer
 
 from streams.api import DripDrop
@@ -19,19 +18,6 @@ from streams.codecs import Codecs
 from streams.settings import Settings
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def client(settings: Settings, topics: Callable[..., list[str]]) -> Iterator[DripDrop]:
-    topics()
-    with DripDrop(settings) as dd:
-        yield dd
 
 
 def build_outbound(

@@ -6,7 +6,7 @@ Real Kafka, PostgreSQL and SMTP (aiosmtpd); the worker is a subprocess.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,19 +36,6 @@ from tests.integration.support import WorkerProcess, wait_for
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"partitions": 2})
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def client(settings: Settings, topics: Callable[..., list[str]]) -> Iterator[DripDrop]:
-    topics()
-    with DripDrop(settings) as dd:
-        yield dd
 
 
 def test_pins_follow_weights_and_steps_use_the_pin_except_override(

@@ -6,7 +6,7 @@ adapter-local day, the sends must equal that day's effective cap exactly, never 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -39,19 +39,6 @@ DAY_SECONDS = 1.6
 def settings(settings: Settings) -> Settings:
     """Two partitions: a quarter of the ticks and table stores of the default eight."""
     return settings.model_copy(update={"partitions": 2})
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def client(settings: Settings, topics: Callable[..., list[str]]) -> Iterator[DripDrop]:
-    topics()
-    with DripDrop(settings) as dd:
-        yield dd
 
 
 def test_ramp_fourteen_days_sends_equal_each_day_cap_exactly(

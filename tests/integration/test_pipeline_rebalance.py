@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from streams.api import DripDrop
 from streams.codecs import partition_for
@@ -36,12 +34,6 @@ from tests.integration.support import WorkerProcess, wait_for
 PER_TENANT = 60
 STEPS = 3
 CAPS = (40, 30, 20)  # 90 a day per tenant: 180 sends take two simulated days
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
 
 
 def split(settings: Settings) -> dict[str, set[int]] | None:
