@@ -19,7 +19,7 @@ import base64
 import logging
 import time
 import traceback
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -118,6 +118,7 @@ class Pipeline:
         self.adapters: dict[str, Adapter] = {}
         self._ticks_in_flight: dict[int, float] = {}
         self._last_sweep: dict[int, float] = {}
+        self._resynced: set[int] = set()
         self._register()
 
     async def pool(self) -> AsyncConnectionPool:
@@ -178,6 +179,8 @@ class Pipeline:
         name = message.topic.removeprefix(self.settings.topic_prefix)
         partition = message.partition
         try:
+            if partition not in self._resynced:
+                await self.resync_counters(partition)
             if name == "ticks":
                 self._ticks_in_flight.pop(partition, None)
                 await self.retry_parked(partition)
@@ -200,6 +203,27 @@ class Pipeline:
             await self.dead_letter(message, "bug", f"{type(exc).__name__}: {exc}")
             return
         await self.publish(out, partition)
+
+    async def resync_counters(self, partition: int) -> None:
+        """Before a partition's first event in this process: counters from PostgreSQL.
+
+        After a crash the table state can be ahead of what really happened (a replayed
+        decision counted twice, a pin reserved for an enrollment whose own record was
+        lost): that would starve pins (spurious pool_exhausted). PostgreSQL's per-day
+        counters are the truth for sends; pins waiting are forgotten (their first sends
+        are still capped, and deferred, by the claims).
+        """
+        pool = await self.pool()
+        async with pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT adapter_id::text, local_day, sent, last_sent_at"
+                " FROM dripdrop.adapter_day_counters WHERE local_day >= %s",
+                ((self.clock.now() - timedelta(days=2)).date(),),
+            )
+            rows = await cur.fetchall()
+        counters = {(r[0], r[1]): (int(r[2]), r[3]) for r in rows}
+        self.processor.resync_adapters(partition, counters, self.clock.now())
+        self._resynced.add(partition)
 
     def park(self, name: str, message: Any, partition: int, error: str) -> None:
         key = f"parked:{partition}"

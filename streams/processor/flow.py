@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from dripdrop_core.correlation import index_key, normalize_message_id
@@ -34,7 +34,7 @@ from dripdrop_core.ramp import effective_cap, local_day
 from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import step_due_at, tick_bucket
 from dripdrop_core.selection import Candidate
-from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state
+from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state, roll_day
 from streams.processor.render import render_step
 from streams.processor.runtime import (
     EnrollmentRuntime,
@@ -654,6 +654,30 @@ class Processor:
         )
         self.schedule_at(e, now, now, partition, out)
         return out
+
+    def resync_adapters(
+        self,
+        partition: int,
+        counters: dict[tuple[str, date], tuple[int, datetime | None]],
+        now: datetime,
+    ) -> None:
+        """Set the partition's adapters' counters for today from PostgreSQL's ledger.
+
+        ``counters`` maps (adapter id, local day) to (sends granted, last send). Called when
+        a worker starts processing a partition (see ``Pipeline.resync_counters``).
+        """
+        for adapter_id in list(self.adapter_states.keys()):
+            adapter = self.config.adapter(adapter_id)
+            if adapter is None or not self.owns(adapter.tenant_key, partition):
+                continue
+            state = roll_day(self.adapter_state(adapter), adapter, now)
+            today = local_day(adapter.timezone, now)
+            sent, last = counters.get((adapter_id, today), (0, None))
+            update: dict[str, Any] = {"day": today, "sent_today": sent, "pinned_waiting_today": 0}
+            if last is not None and (state.last_sent_at is None or last > state.last_sent_at):
+                update["last_sent_at"] = last
+            if any(getattr(state, k) != v for k, v in update.items()):
+                self.save_adapter_state(state.model_copy(update=update))
 
     def _resync_sent(self, feedback: dict[str, Any], *, exact: bool) -> None:
         """Align the adapter's counters with PostgreSQL's for the claim's day.

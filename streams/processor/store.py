@@ -88,14 +88,10 @@ class _RecentReads(MutableMapping[str, Any]):
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < self._ttl:
-            if hit[1] is _MISSING:
-                raise KeyError(key)
             return hit[1]
-        try:
-            value = self._table[key]
-        except KeyError:
-            self._cache[key] = (now, _MISSING)
-            raise
+        # Misses are never cached: a RocksDB table answers for the current event's partition
+        # only, so a key of another partition reads as missing from here.
+        value = self._table[key]
         self._cache[key] = (now, value)
         return value
 
@@ -104,7 +100,7 @@ class _RecentReads(MutableMapping[str, Any]):
         self._cache[key] = (time.monotonic(), value)
 
     def __delitem__(self, key: str) -> None:
-        self._cache[key] = (time.monotonic(), _MISSING)
+        self._cache.pop(key, None)
         del self._table[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -112,9 +108,6 @@ class _RecentReads(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._table)
-
-
-_MISSING = object()
 
 
 class Config:
