@@ -70,7 +70,7 @@ def test_two_workers_split_partitions_then_one_stops_and_the_other_finishes(
     two = worker_factory(run.model_copy(update={"data_dir": str(tmp_path / "data-b")}))
     wait_ready(one)
     wait_ready(two)
-    owners = wait_for(lambda: split(run), timeout=30, what="partitions split between 2 members")
+    owners = wait_for(lambda: split(run), timeout=90, what="partitions split between 2 members")
     assert set().union(*owners.values()) == set(range(run.partitions))
     assert not set.intersection(*owners.values())
 
@@ -84,7 +84,7 @@ def test_two_workers_split_partitions_then_one_stops_and_the_other_finishes(
     total = PER_TENANT * STEPS * len(worlds)
     wait_for(
         lambda: sum(len(tenant_messages(smtp, w)) for w in worlds) >= total // 4,
-        timeout=30,
+        timeout=90,
         interval=0.05,
         what="a quarter of the mail delivered by the two workers",
     )
@@ -93,7 +93,7 @@ def test_two_workers_split_partitions_then_one_stops_and_the_other_finishes(
     assert two.stop() == 0, two.log_tail()
     survivor = wait_for(
         lambda: (o := group_assignment(run)) and len(o) == 1 and o,
-        timeout=30,
+        timeout=90,
         what="one member left in the group",
     )
     assert set().union(*survivor.values()) == set(range(run.partitions))
@@ -102,7 +102,7 @@ def test_two_workers_split_partitions_then_one_stops_and_the_other_finishes(
         assert one.alive(), one.log_tail()
         return all(finished(run, w, PER_TENANT) for w in worlds)
 
-    wait_for(done, timeout=60, interval=0.5, what="every enrollment finished by the survivor")
+    wait_for(done, timeout=150, interval=0.5, what="every enrollment finished by the survivor")
     for world in worlds:
         summary = assert_exactly_once(run, smtp, world)
         assert summary["messages"] == PER_TENANT * STEPS, summary  # nobody was killed
