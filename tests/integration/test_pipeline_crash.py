@@ -31,7 +31,13 @@ from tests.integration.support import WorkerProcess, wait_for
 
 ENROLLMENTS = 200
 STEPS = 3
-CAPS = (100, 70, 50)  # 220 a day: every pin fits on day one, the steps spread over 3 days
+CAPS = (100, 70, 50)  # 220 a day: every pin fits in a day, the steps spread over 4 days
+DAY = 86_400
+# Follow-ups wait two days then one: day 1 holds first sends only, day 2 is free for pins
+# that arrive late on a loaded machine, days 3 and 4 hold steps 2 and 3. With no delays,
+# follow-ups competed with late pins for the same day's headroom and a slow machine saw
+# legitimate pool_exhausted rejections.
+DELAYS = (0, 2 * DAY, DAY)
 
 
 @pytest.mark.parametrize("datadir", ["kept", "fresh"])
@@ -47,7 +53,7 @@ def test_sigkill_mid_run_then_restart_sends_each_step_once_within_caps(
     run = scaled(settings, day_seconds=8.0)
     tenant = f"crash-{uuid.uuid4().hex[:8]}"
     with DripDrop(run) as dd:
-        world = build_world(dd, smtp, tenant=tenant, caps=CAPS, steps=STEPS)
+        world = build_world(dd, smtp, tenant=tenant, caps=CAPS, steps=STEPS, delays=DELAYS)
         first = worker_factory(run)
         wait_ready(first)
         enroll_many(dd, world, ENROLLMENTS)

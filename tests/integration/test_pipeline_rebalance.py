@@ -33,7 +33,11 @@ from tests.integration.support import WorkerProcess, wait_for
 
 PER_TENANT = 60
 STEPS = 3
-CAPS = (40, 30, 20)  # 90 a day per tenant: 180 sends take two simulated days
+CAPS = (40, 30, 20)  # 90 a day per tenant: the 120 follow-ups take two simulated days
+# First sends on day 1, day 2 free for pins that arrive late on a loaded machine (with no
+# delay, follow-ups competed with late pins for headroom: legitimate pool_exhausted), then
+# steps 2 and 3 together from day 3, where the caps bind.
+DELAYS = (0, 2 * 86_400, 0)
 
 
 def split(settings: Settings) -> dict[str, set[int]] | None:
@@ -76,7 +80,7 @@ def test_two_workers_split_partitions_then_one_stops_and_the_other_finishes(
 
     with DripDrop(run) as dd:
         worlds = [
-            build_world(dd, smtp, tenant=t, caps=CAPS, steps=STEPS)
+            build_world(dd, smtp, tenant=t, caps=CAPS, steps=STEPS, delays=DELAYS)
             for t in tenants_on(owners, run.partitions, per_owner=2)
         ]
         for world in worlds:
