@@ -10,12 +10,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from confluent_kafka import Consumer
 
 from streams.api import DripDrop
 from streams.codecs import Codecs
 from streams.settings import Settings
+from tests.integration.pipeline_support import rows
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
 
@@ -82,11 +82,6 @@ def build_outbound(
         "steps": created,
         "override": override,
     }
-
-
-def rows(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(settings.database_url) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def consume(
