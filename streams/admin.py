@@ -56,11 +56,15 @@ def create_topics(
 
 
 def delete_topics_with_prefix(settings: Settings, *, timeout: float = 30.0) -> list[str]:
-    """Delete every topic whose name starts with the prefix (tests and demo clean-up)."""
+    """Delete every topic of a throwaway run: the prefix's and the app's changelogs.
+
+    For tests, benchmarks and the demo, whose ``topic_prefix`` and ``app_id`` are unique
+    per run. Faust names changelogs ``{app_id}-{table}-changelog``; leaving them behind
+    piles up thousands of partitions on the broker and slows every later run.
+    """
     admin = admin_client(settings)
-    names = [
-        t for t in admin.list_topics(timeout=timeout).topics if t.startswith(settings.topic_prefix)
-    ]
+    owned = (settings.topic_prefix, f"{settings.app_id}-")
+    names = [t for t in admin.list_topics(timeout=timeout).topics if t.startswith(owned)]
     if names:
         for future in admin.delete_topics(names, operation_timeout=timeout).values():
             future.result()

@@ -15,6 +15,8 @@ so callers only treat a record as published once the broker confirmed it.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -110,3 +112,76 @@ class KafkaPublisher:
         if not self._closed:
             self._producer.flush(5.0)
             self._closed = True
+
+
+class StreamPublisher:
+    """The worker's producer for everything it publishes except table changelogs.
+
+    Faust's own ``Topic.send`` costs tens of microseconds of Python per record (a future,
+    a buffer entry, aiokafka's accumulator); librdkafka does the same work in C on its own
+    threads. At-least-once still holds: ``barrier`` waits until every record produced so
+    far is acknowledged, and the worker calls it before Faust commits any offset
+    (``Pipeline`` chains it into the Faust producer's ``flush``), so an input is never
+    committed while an output it caused could still be lost.
+    """
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        config: dict[str, Any] = {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "message.timeout.ms": 60_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "on_delivery": self._on_delivery,
+        }
+        config.update(overrides)
+        self._producer = Producer(config)
+        self._produced = 0
+        self._reported = 0
+        self._failures: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        self._reported += 1
+        if err is not None:
+            self._failures.append(f"{msg.topic()}: {err.str()}")
+
+    async def send(
+        self, topic: str, *, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        """Queue one record; waits only while librdkafka's queue is full."""
+        extra = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, **extra)
+                break
+            except BufferError:
+                self._producer.poll(0)
+                await asyncio.sleep(0.005)
+        self._produced += 1
+        if self._produced % 256 == 0:
+            self._producer.poll(0)
+
+    async def barrier(self, timeout: float = 60.0) -> None:
+        """Return once everything produced before the call is acknowledged.
+
+        Unlike ``flush`` it does not wait for records produced meanwhile, so a busy
+        worker cannot starve its own commit.
+
+        Raises:
+            PublishError: a record was refused or not acknowledged within ``timeout``.
+        """
+        target = self._produced
+        deadline = time.monotonic() + timeout
+        while self._reported < target and time.monotonic() < deadline:
+            self._producer.poll(0)
+            if self._reported < target:
+                await asyncio.sleep(0.002)
+        failures, self._failures = self._failures, []
+        if failures or self._reported < target:
+            reason = failures[0] if failures else f"{target - self._reported} unacknowledged"
+            raise PublishError(f"Kafka did not acknowledge the worker's records: {reason}")
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)

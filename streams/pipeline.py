@@ -32,6 +32,7 @@ from dripdrop_core.policy import OutboundPolicy
 from streams import metrics
 from streams.clock import Clock
 from streams.codecs import CodecError, Codecs, partition_for
+from streams.kafka import StreamPublisher
 from streams.processor import inputs
 from streams.processor.flow import Processor
 from streams.processor.inputs import ConfigNotReadyError
@@ -119,7 +120,26 @@ class Pipeline:
         self._ticks_in_flight: dict[int, float] = {}
         self._last_sweep: dict[int, float] = {}
         self._resynced: set[int] = set()
+        self.publisher = StreamPublisher(settings)
+        self._chain_flush()
         self._register()
+
+    def _chain_flush(self) -> None:
+        """Make Faust's pre-commit flush also wait for ``self.publisher``'s records.
+
+        Faust awaits ``app.producer.flush()`` right before it commits offsets (at-least-once
+        commits, ``faust/transport/consumer.py`` ``_commit_offsets``); outputs produced by
+        librdkafka must be acknowledged by then too, or a crash could lose an output whose
+        input is already committed.
+        """
+        producer = self.app.producer
+        faust_flush = producer.flush
+
+        async def flush() -> None:
+            await faust_flush()
+            await self.publisher.barrier()
+
+        producer.flush = flush  # type: ignore[method-assign]
 
     async def pool(self) -> AsyncConnectionPool:
         if self._pool is None:
@@ -149,7 +169,8 @@ class Pipeline:
             async for batch in stream.take(
                 self.settings.sink_batch_size, within=self.settings.sink_batch_seconds
             ):
-                await self.write_sink([orjson.loads(v) for v in batch])
+                # One record per processed event, carrying all of its row operations.
+                await self.write_sink([op for v in batch for op in orjson.loads(v)["ops"]])
 
         @app.agent(topics["dispatch"], name="sender")
         async def sender(stream: faust.StreamT[bytes]) -> None:
@@ -312,9 +333,16 @@ class Pipeline:
         if out.urgent:
             result = await self._write_with_retry(out.urgent)
             await self._publish_events(result.events if result else [])
-        for op in out.sink:
-            key = op.get("row", op.get("command", op)).get("tenant_key", "").encode()
-            await self.topics["sink"].send(key=key, value=_json(op), partition=partition)
+        if out.sink:
+            first = out.sink[0]
+            key = first.get("row", first.get("command", first)).get("tenant_key", "").encode()
+            await self.publisher.send(
+                self.settings.topic("sink"),
+                key=key,
+                value=_json({"ops": out.sink}),
+                partition=partition,
+            )
+        topic = self.settings.topic("telemetry")
         telemetry = self.codecs.for_topic("telemetry")
         for t in out.telemetry:
             value = {
@@ -329,8 +357,8 @@ class Pipeline:
                 "at": t["at"],
                 "attributes": orjson.dumps(t["attributes"], default=str).decode(),
             }
-            await self.topics["telemetry"].send(
-                key=t["tenant_key"].encode(), value=telemetry.encode(value)
+            await self.publisher.send(
+                topic, key=t["tenant_key"].encode(), value=telemetry.encode(value)
             )
 
     async def dead_letter(self, message: Any, reason: str, detail: str) -> None:
@@ -346,7 +374,7 @@ class Pipeline:
                 "failed_at": datetime.now(UTC),
             }
         )
-        await (await self.topics["dead-letter"].send(key=message.key, value=value))
+        await self.publisher.send(self.settings.topic("dead-letter"), key=message.key, value=value)
 
     # ------------------------------------------------------------ sink
 
@@ -359,23 +387,23 @@ class Pipeline:
                 log.warning("sink write failed (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(0.2 * 2**attempt)
         for op in ops:
-            await (
-                await self.topics["dead-letter"].send(
-                    key=None,
-                    value=self.codecs.for_topic("dead-letter").encode(
-                        {
-                            "source_topic": self.settings.topic("sink"),
-                            "partition": 0,
-                            "offset": 0,
-                            "key": None,
-                            "value": _json(op),
-                            "reason": "retries_exhausted",
-                            "detail": "PostgreSQL write failed",
-                            "failed_at": datetime.now(UTC),
-                        }
-                    ),
-                )
+            await self.publisher.send(
+                self.settings.topic("dead-letter"),
+                key=None,
+                value=self.codecs.for_topic("dead-letter").encode(
+                    {
+                        "source_topic": self.settings.topic("sink"),
+                        "partition": 0,
+                        "offset": 0,
+                        "key": None,
+                        "value": _json(op),
+                        "reason": "retries_exhausted",
+                        "detail": "PostgreSQL write failed",
+                        "failed_at": datetime.now(UTC),
+                    }
+                ),
             )
+        await self.publisher.barrier()  # acked before the batch is: nothing lost
         return None
 
     async def write_sink(self, ops: list[dict[str, Any]]) -> None:
@@ -383,8 +411,10 @@ class Pipeline:
         if result is None:
             return
         for refused in result.refused:  # before the commands: a replayed claim's Message-ID
-            await self.topics["sink-feedback"].send(
-                key=refused["tenant_key"].encode(), value=_json(refused)
+            await self.publisher.send(
+                self.settings.topic("sink-feedback"),
+                key=refused["tenant_key"].encode(),
+                value=_json(refused),
             )
         dispatch = self.codecs.for_topic("dispatch")
         for command in result.commands:
@@ -394,8 +424,10 @@ class Pipeline:
                 if isinstance(command["decided_at"], str)
                 else command["decided_at"],
             }
-            await self.topics["dispatch"].send(
-                key=command["tenant_key"].encode(), value=dispatch.encode(command)
+            await self.publisher.send(
+                self.settings.topic("dispatch"),
+                key=command["tenant_key"].encode(),
+                value=dispatch.encode(command),
             )
         await self._publish_events(result.events)
 
@@ -415,8 +447,10 @@ class Pipeline:
                 "data": orjson.dumps(row.get("data") or {}).decode(),
                 "occurred_at": datetime.fromisoformat(row["occurred_at"]),
             }
-            await self.topics["message-events"].send(
-                key=row["tenant_key"].encode(), value=codec.encode(value)
+            await self.publisher.send(
+                self.settings.topic("message-events"),
+                key=row["tenant_key"].encode(),
+                value=codec.encode(value),
             )
 
     # ------------------------------------------------------------ sender
@@ -443,8 +477,10 @@ class Pipeline:
         codec = self.codecs.for_topic("dispatch-results")
         for r in results:
             value = dict(r) if isinstance(r, dict) else r.as_record()
-            await self.topics["dispatch-results"].send(
-                key=value["tenant_key"].encode(), value=codec.encode(value)
+            await self.publisher.send(
+                self.settings.topic("dispatch-results"),
+                key=value["tenant_key"].encode(),
+                value=codec.encode(value),
             )
 
     async def _load_adapters(self, pool: AsyncConnectionPool, ids: set[str]) -> None:
