@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from streams.providers.base import (
@@ -49,6 +50,18 @@ DEFAULT_CONCURRENCY = 8
 """Sends in flight per batch: as many as a Python SMTP sink can absorb (≈8 connections),
 so the server, not the sender, is the limit; more only queues inside the provider pool."""
 
+FIRST_CLAIM_ROUNDS = 2
+"""The first claim of a batch covers this many rounds of sends (× concurrency): small, so
+the first sends start after one short transaction, and enough to keep every connection
+busy while the rest of the batch is claimed."""
+
+CLAIM_CHUNK = 256
+"""Rows per later claim transaction."""
+
+RECORD_CHUNK_ROUNDS = 2
+"""Outcomes are recorded while sends are in flight once this many rounds (× concurrency)
+have finished; whatever is left is recorded when the last send of the batch ends."""
+
 DEFAULT_TRANSIENT_ATTEMPTS = 3
 DEFAULT_BACKOFF_SECONDS = 0.05  # 0.05 s, then 0.2 s: a refused connect is usually brief
 
@@ -63,44 +76,50 @@ ORDER BY id
 FOR UPDATE
 """
 
-_CLAIM = """
+# The command's (id, tenant_key) pairs: a row of another tenant never matches, so it is never
+# touched and its id is reported unknown.
+_COMMANDS = "unnest(%s::uuid[], %s::text[]) AS c(id, tenant_key)"
+
+# A row in ``sending`` whose advisory lock is free belonged to a worker that is gone. The
+# try-lock never waits, so it cannot deadlock with a claimer; it is only tried on this
+# tenant's ``sending`` rows (CASE fixes the evaluation order) and held until commit.
+_MARK_ORPHANED = f"""
+UPDATE dripdrop.step_executions AS se
+SET status = 'ambiguous', error = %s, updated_at = now()
+FROM {_COMMANDS}
+WHERE se.id = c.id
+  AND CASE WHEN se.status = 'sending' AND se.tenant_key = c.tenant_key
+      THEN pg_try_advisory_xact_lock({_LOCK_KEY.format("se.id")}) ELSE false END
+RETURNING se.id::text
+"""
+
+# Claim and take the session advisory lock of every claimed row, in one statement.
+_CLAIM = f"""
 UPDATE dripdrop.step_executions AS se
 SET status = 'sending', updated_at = now()
-WHERE se.id = ANY(%s::uuid[])
+FROM {_COMMANDS}
+WHERE se.id = c.id AND se.tenant_key = c.tenant_key
   AND se.status = 'intent'
   AND NOT EXISTS (
     SELECT 1 FROM dripdrop.enrollments e
     WHERE e.id = se.enrollment_id AND e.state <> 'active'
   )
-RETURNING se.id::text
+RETURNING se.id::text, pg_advisory_lock({_LOCK_KEY.format("se.id")})
 """
 
-_HOLD = f"SELECT pg_advisory_lock({_LOCK_KEY.format('t.id')}) FROM unnest(%s::uuid[]) AS t(id)"
-
-_CANCEL = """
+# After _CLAIM: the rows still ``intent`` are exactly those it did not claim.
+_CANCEL = f"""
 UPDATE dripdrop.step_executions AS se
 SET status = 'cancelled', error = 'enrollment_' || e.state, updated_at = now()
-FROM dripdrop.enrollments e
-WHERE se.id = ANY(%s::uuid[])
+FROM {_COMMANDS}, dripdrop.enrollments e
+WHERE se.id = c.id AND se.tenant_key = c.tenant_key
   AND se.status = 'intent'
   AND e.tenant_key = se.tenant_key AND e.id = se.enrollment_id
   AND e.state <> 'active'
 RETURNING se.id::text
 """
 
-# try-lock never waits, so it cannot deadlock with a claimer; it succeeds only when no
-# live session holds the row, i.e. the worker that claimed it is gone.
-_ORPHANED = (
-    f"SELECT t.id::text FROM unnest(%s::uuid[]) AS t(id)"
-    f" WHERE pg_try_advisory_xact_lock({_LOCK_KEY.format('t.id')})"
-)
-
-_MARK_AMBIGUOUS = """
-UPDATE dripdrop.step_executions
-SET status = 'ambiguous', error = %s, updated_at = now()
-WHERE id = ANY(%s::uuid[]) AND status = 'sending'
-RETURNING id::text
-"""
+_UNLOCK_ALL = "SELECT pg_advisory_unlock_all()"
 
 _RECORD = """
 UPDATE dripdrop.step_executions AS se
@@ -239,10 +258,22 @@ class Sender:
             return BatchOutcome(results=(), unknown=tuple(malformed))
         try:
             async with self._pool.connection() as conn:
+                autocommit = conn.autocommit
+                await conn.set_autocommit(True)  # see _atomically: one round trip per transaction
+                stream = _Stream(
+                    conn,
+                    by_id,
+                    claim=self._claim,
+                    send=self._send_one,
+                    clock=self._clock,
+                    concurrency=self._concurrency,
+                )
                 try:
-                    outcome = await self._deliver_on(conn, by_id)
+                    outcome = await stream.run()
                 finally:
-                    await _release_locks(conn)
+                    if not stream.locks_released:
+                        await _release_locks(conn)
+                    await _restore_autocommit(conn, autocommit)
         except psycopg.Error as exc:
             raise SenderDatabaseError(f"ledger: {type(exc).__name__}") from exc
         if malformed:
@@ -275,77 +306,44 @@ class Sender:
             if id_ in by_id and by_id[id_]["tenant_key"] == tenant_key
         ]
 
-    async def _deliver_on(
-        self, conn: AsyncConnection[Any], by_id: Mapping[str, Command]
-    ) -> BatchOutcome:
-        claim = await self._claim(conn, by_id)
-        now = self._clock()
-        orphaned = [
-            _result(by_id[id_], _Delivery("ambiguous", None, INTERRUPTED, now))
-            for id_ in claim.orphaned
-        ]
-        deliveries = await self._send_all([by_id[id_] for id_ in claim.claimed])
-        sent = [_result(by_id[id_], d) for id_, d in zip(claim.claimed, deliveries, strict=True)]
-        try:
-            await _record(conn, claim.claimed, deliveries)
-        except psycopg.Error as exc:
-            raise SenderDatabaseError(
-                f"ledger outcome: {type(exc).__name__}", results=orphaned + sent
-            ) from exc
-        return BatchOutcome(
-            results=tuple(orphaned + sent),
-            cancelled=claim.cancelled,
-            duplicates=claim.duplicates,
-            unknown=claim.unknown,
-        )
-
     async def _claim(self, conn: AsyncConnection[Any], by_id: Mapping[str, Command]) -> _Claim:
-        """One transaction: lock the rows, claim, hold locks, cancel, find orphans."""
-        async with conn.transaction():
-            rows = await _fetch(conn, _LOCK_ROWS, list(by_id))
-            intent: list[str] = []
-            sending: list[str] = []
-            finished: list[str] = []
-            found: set[str] = set()
-            for id_, tenant_key, status in rows:
-                if tenant_key != by_id[id_]["tenant_key"]:
-                    continue  # another tenant's row: treat as unknown, never touch it
-                found.add(id_)
-                {"intent": intent, "sending": sending}.get(status, finished).append(id_)
-            unknown = tuple(id_ for id_ in by_id if id_ not in found)
-            claimed = [row[0] for row in await _fetch(conn, _CLAIM, intent)]
-            if claimed:
-                await conn.execute(_HOLD, (claimed,))
-            rest = [id_ for id_ in intent if id_ not in set(claimed)]
-            cancelled = [row[0] for row in await _fetch(conn, _CANCEL, rest)] if rest else []
-            orphaned: list[str] = []
-            if sending:
-                free = [row[0] for row in await _fetch(conn, _ORPHANED, sending)]
-                if free:
-                    marked = await _fetch(conn, _MARK_AMBIGUOUS, INTERRUPTED, free)
-                    orphaned = [row[0] for row in marked]
-        in_flight = [id_ for id_ in sending if id_ not in set(orphaned)]
+        """One transaction in one round trip: lock the rows, mark orphans, claim, cancel."""
+        ids = list(by_id)
+        tenants = [_tenant_key(by_id[id_]) for id_ in ids]
+        locked, orphans, claims, cancels = await _atomically(
+            conn,
+            (_LOCK_ROWS, (ids,)),
+            (_MARK_ORPHANED, (INTERRUPTED, ids, tenants)),
+            (_CLAIM, (ids, tenants)),
+            (_CANCEL, (ids, tenants)),
+        )
+        intent: list[str] = []
+        sending: list[str] = []
+        finished: list[str] = []
+        found: set[str] = set()
+        for id_, tenant_key, status in locked:  # each row as it was when locked
+            if tenant_key != by_id[id_]["tenant_key"]:
+                continue  # another tenant's row: treat as unknown (no statement touched it)
+            found.add(id_)
+            {"intent": intent, "sending": sending}.get(status, finished).append(id_)
+        unknown = tuple(id_ for id_ in by_id if id_ not in found)
+        claimed = [row[0] for row in claims]
+        orphaned = {row[0] for row in orphans}
+        cancelled = [row[0] for row in cancels]
+        in_flight = [id_ for id_ in sending if id_ not in orphaned]
         # An intent row neither claimed nor cancelled: its enrollment changed between the two
         # statements (e.g. paused → active). Nothing was done; a later command may send it.
-        skipped = [id_ for id_ in rest if id_ not in set(cancelled)]
+        done = {*claimed, *cancelled}
+        skipped = [id_ for id_ in intent if id_ not in done]
         if unknown:
             log.warning("dispatch commands without a ledger row: %s", ", ".join(unknown))
         return _Claim(
             claimed=tuple(claimed),
-            orphaned=tuple(orphaned),
+            orphaned=tuple(id_ for id_ in sending if id_ in orphaned),
             cancelled=tuple(cancelled),
             duplicates=tuple(finished + in_flight + skipped),
             unknown=unknown,
         )
-
-    async def _send_all(self, commands: Sequence[Command]) -> list[_Delivery]:
-        gate = asyncio.Semaphore(self._concurrency)
-
-        async def bounded(command: Command) -> _Delivery:
-            async with gate:
-                return await self._send_one(command)
-
-        return list(await asyncio.gather(*(bounded(command) for command in commands)))
 
     async def _send_one(self, command: Command) -> _Delivery:
         """Send one claimed command; every outcome is a ``_Delivery``, never an exception."""
@@ -383,19 +381,187 @@ class Sender:
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
+class _Stream:
+    """One ``deliver`` call as a pipeline over the batch's single ledger connection.
+
+    The batch is claimed in chunks (a small first chunk, so sends start after one short
+    transaction); each claimed id goes straight to a queue that ``concurrency`` workers
+    drain through the provider; finished sends are recorded in chunks while others are
+    still in flight. Claims and records take turns on the connection (it owns the advisory
+    locks), so the ledger sees exactly the statements of the one-shot version, split up.
+
+    A ledger failure stops further claims. Rows already claimed are still sent (as before:
+    a claimed row is always attempted) and their outcomes are recorded if the connection
+    still works; then ``SenderDatabaseError`` carries every outcome delivered so far.
+    """
+
+    def __init__(
+        self,
+        conn: AsyncConnection[Any],
+        by_id: Mapping[str, Command],
+        *,
+        claim: Callable[[AsyncConnection[Any], Mapping[str, Command]], Awaitable[_Claim]],
+        send: Callable[[Command], Awaitable[_Delivery]],
+        clock: Callable[[], datetime],
+        concurrency: int,
+    ) -> None:
+        self._conn = conn
+        self._by_id = by_id
+        self._claim = claim
+        self._send = send
+        self._clock = clock
+        self._first_claim = FIRST_CLAIM_ROUNDS * concurrency
+        self._record_chunk = RECORD_CHUNK_ROUNDS * concurrency
+        self._db = asyncio.Lock()  # one statement sequence at a time on the connection
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._workers = min(concurrency, len(by_id))
+        self._busy_workers = self._workers
+        self._progress = asyncio.Event()
+        self._claims: list[_Claim] = []
+        self._orphaned: list[DispatchResult] = []
+        self._delivered: dict[str, _Delivery] = {}
+        self._unrecorded: list[str] = []
+        self._claim_error: Exception | None = None
+        self._record_error: Exception | None = None
+        self.locks_released = False
+        """True once the last outcomes were recorded and the advisory locks dropped with them."""
+
+    async def run(self) -> BatchOutcome:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._claim_all())
+            for _ in range(self._workers):
+                tasks.create_task(self._work())
+            tasks.create_task(self._record_all())
+        claimed = [id_ for claim in self._claims for id_ in claim.claimed]
+        results = self._orphaned + [_result(self._by_id[i], self._delivered[i]) for i in claimed]
+        for error, what in ((self._record_error, "ledger outcome"), (self._claim_error, "ledger")):
+            if isinstance(error, psycopg.Error):
+                raise SenderDatabaseError(
+                    f"{what}: {type(error).__name__}", results=results
+                ) from error
+            if error is not None:
+                raise error  # a bug, not the database: surfaces as before, after the sends
+        return BatchOutcome(
+            results=tuple(results),
+            cancelled=tuple(id_ for claim in self._claims for id_ in claim.cancelled),
+            duplicates=tuple(id_ for claim in self._claims for id_ in claim.duplicates),
+            unknown=tuple(id_ for claim in self._claims for id_ in claim.unknown),
+        )
+
+    async def _claim_all(self) -> None:
+        try:
+            for chunk in _chunks(list(self._by_id), self._first_claim):
+                async with self._db:
+                    claim = await self._claim(self._conn, {id_: self._by_id[id_] for id_ in chunk})
+                self._claims.append(claim)
+                now = self._clock()
+                self._orphaned.extend(
+                    _result(self._by_id[id_], _Delivery("ambiguous", None, INTERRUPTED, now))
+                    for id_ in claim.orphaned
+                )
+                for id_ in claim.claimed:
+                    self._queue.put_nowait(id_)
+                await asyncio.sleep(0)  # let the workers start these sends before the next claim
+        except Exception as exc:  # noqa: BLE001 - re-raised by run() once claimed rows are sent
+            self._claim_error = exc  # nothing of this chunk was claimed: its txn rolled back
+        finally:
+            for _ in range(self._workers):
+                self._queue.put_nowait(None)
+
+    async def _work(self) -> None:
+        try:
+            while (id_ := await self._queue.get()) is not None:
+                self._delivered[id_] = await self._send(self._by_id[id_])
+                self._unrecorded.append(id_)
+                self._progress.set()
+        finally:
+            self._busy_workers -= 1
+            self._progress.set()
+
+    async def _record_all(self) -> None:
+        """Record finished sends in chunks while others are in flight; the rest at the end."""
+        minimum = self._record_chunk
+        while self._record_error is None:
+            finished = self._busy_workers == 0
+            if self._unrecorded and (finished or len(self._unrecorded) >= minimum):
+                ids, self._unrecorded = self._unrecorded, []
+                try:
+                    async with self._db:
+                        # The last record of the batch also drops the locks (after COMMIT):
+                        # every claimed row is finished, so they guard nothing any more.
+                        unlock = _UNLOCK_ALL if finished else None
+                        await _record(
+                            self._conn, ids, [self._delivered[i] for i in ids], then=unlock
+                        )
+                    self.locks_released = finished
+                except Exception as exc:  # noqa: BLE001 - re-raised by run() after the sends
+                    self._record_error = exc
+                continue
+            if finished:
+                return
+            self._progress.clear()
+            await self._progress.wait()
+
+
+def _chunks(ids: list[str], first: int) -> list[list[str]]:
+    """``first`` ids, then the rest in claims of at most ``CLAIM_CHUNK``."""
+    chunks = [ids[:first]]
+    chunks.extend(ids[start : start + CLAIM_CHUNK] for start in range(first, len(ids), CLAIM_CHUNK))
+    return [chunk for chunk in chunks if chunk]
+
+
 async def _fetch(conn: AsyncConnection[Any], sql: str, *params: Any) -> list[tuple[Any, ...]]:
     cursor = await conn.execute(sql, params)
     return list(await cursor.fetchall())
 
 
+async def _atomically(
+    conn: AsyncConnection[Any], *statements: tuple[str, Sequence[Any]], then: str | None = None
+) -> list[list[tuple[Any, ...]]]:
+    """Run ``BEGIN; statements; COMMIT`` (then ``then``, outside it) in one round trip.
+
+    The connection is in autocommit mode (``deliver`` sets it), so psycopg adds no implicit
+    ``BEGIN`` with a sync of its own, and pipeline mode sends everything before reading any
+    reply. Semantics are those of one ordinary transaction: statements run in order, a
+    failing one aborts the rest and nothing commits (rolled back here, then re-raised).
+
+    Returns:
+        The rows of each statement (empty for one without ``RETURNING``).
+    """
+    try:
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            cursors = [await conn.execute(sql, params) for sql, params in statements]
+            await conn.execute("COMMIT")
+            if then is not None:
+                await conn.execute(then)
+    except psycopg.Error:
+        await _rollback(conn)
+        raise
+    return [list(await c.fetchall()) if c.description else [] for c in cursors]
+
+
+async def _rollback(conn: AsyncConnection[Any]) -> None:
+    """Leave an aborted explicit transaction; a connection that cannot is closed."""
+    if conn.closed or conn.broken or conn.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except psycopg.Error:
+        await conn.close()
+
+
 async def _record(
-    conn: AsyncConnection[Any], ids: Sequence[str], deliveries: Sequence[_Delivery]
+    conn: AsyncConnection[Any],
+    ids: Sequence[str],
+    deliveries: Sequence[_Delivery],
+    *,
+    then: str | None = None,
 ) -> None:
     """Write all outcomes in one statement; only rows still ``sending`` change."""
-    if not ids:
-        return
-    async with conn.transaction():
-        await conn.execute(
+    await _atomically(
+        conn,
+        (
             _RECORD,
             (
                 list(ids),
@@ -404,7 +570,9 @@ async def _record(
                 [d.error for d in deliveries],
                 [d.finished_at for d in deliveries],
             ),
-        )
+        ),
+        then=then,
+    )
 
 
 async def _release_locks(conn: AsyncConnection[Any]) -> None:
@@ -415,11 +583,28 @@ async def _release_locks(conn: AsyncConnection[Any]) -> None:
     if conn.closed or conn.broken:
         return
     try:
-        await conn.execute("SELECT pg_advisory_unlock_all()")
-        await conn.commit()
+        await _rollback(conn)
+        await conn.execute(_UNLOCK_ALL)
+        await conn.commit()  # a no-op in autocommit mode
     except psycopg.Error:
         log.warning("could not release advisory locks; the connection will be discarded")
         await conn.close()
+
+
+async def _restore_autocommit(conn: AsyncConnection[Any], autocommit: bool) -> None:
+    """Give the connection back to the pool as it came; one that cannot be reset is closed."""
+    if conn.closed or conn.broken:
+        return
+    try:
+        await conn.set_autocommit(autocommit)
+    except psycopg.Error:
+        await conn.close()
+
+
+def _tenant_key(command: Command) -> str | None:
+    """The command's tenant as a SQL parameter; anything but a string matches no row."""
+    tenant_key = command.get("tenant_key")
+    return tenant_key if isinstance(tenant_key, str) else None
 
 
 def _result(command: Command, delivery: _Delivery) -> DispatchResult:

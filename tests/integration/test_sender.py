@@ -323,3 +323,115 @@ def test_deliver_releases_its_advisory_locks_before_returning_the_connection(
         return int(row[0])
 
     assert run(body) == 0
+
+
+def test_deliver_never_touches_another_tenants_rows(
+    services: Settings, tenant: LedgerTenant, sink: SmtpSink, run: Run[BatchOutcome]
+) -> None:
+    other = LedgerTenant(services.database_url, config=sink.adapter_config())
+    waiting, stuck = other.commands(2)
+    other.set_status(stuck["step_execution_id"], "sending")  # would look orphaned to its owner
+    forged = [{**c, "tenant_key": tenant.tenant_key} for c in (waiting, stuck)]
+
+    outcome = run(lambda sender: sender.deliver(forged))
+
+    assert outcome.results == () and outcome.cancelled == () and outcome.duplicates == ()
+    assert set(outcome.unknown) == {waiting["step_execution_id"], stuck["step_execution_id"]}
+    assert other.row(waiting["step_execution_id"])["status"] == "intent"
+    assert other.row(stuck["step_execution_id"])["status"] == "sending"
+    assert sink.messages == []
+
+
+def test_deliver_batch_claimed_in_several_chunks_keeps_every_rule(
+    tenant: LedgerTenant, sink: SmtpSink, run: Run[BatchOutcome]
+) -> None:
+    # 50 commands: more than the first claim, so every kind of row lands in both claims.
+    commands = tenant.commands(48)
+    commands.insert(7, tenant.command(recipient="nobody@example.test"))  # refused: failed
+    commands.insert(30, tenant.command(recipient="drop@example.test"))  # dropped: ambiguous
+    ids = [c["step_execution_id"] for c in commands]
+    replied = [commands[3], commands[40]]
+    finished = [commands[5], commands[45]]
+    orphans = [commands[1], commands[47]]
+    for command in replied:
+        tenant.set_enrollment_state(command["enrollment_id"], "replied")
+    for command in finished:
+        tenant.set_status(command["step_execution_id"], "failed")
+    for command in orphans:
+        tenant.set_status(command["step_execution_id"], "sending")
+
+    outcome = run(lambda sender: sender.deliver([*commands, commands[20], commands[44]]))
+
+    by_status: dict[str, set[str]] = {}
+    for result in outcome.results:
+        by_status.setdefault(result["status"], set()).add(result["step_execution_id"])
+    assert len(outcome.results) == len({r["step_execution_id"] for r in outcome.results})
+    assert set(outcome.cancelled) == {c["step_execution_id"] for c in replied}
+    assert set(outcome.duplicates) == {c["step_execution_id"] for c in finished}
+    assert by_status["failed"] == {ids[7]}
+    assert by_status["ambiguous"] == {ids[30], *(c["step_execution_id"] for c in orphans)}
+    assert len(by_status["sent"]) == 50 - 2 - 2 - 2 - 2
+    assert len(sink.messages) == len(by_status["sent"])
+    assert len({m.rcpt_tos for m in sink.messages}) == len(sink.messages)
+    assert tenant.statuses() == {"sent": 42, "failed": 3, "ambiguous": 3, "cancelled": 2}
+
+
+def test_deliver_losing_the_database_mid_batch_sends_nothing_twice(
+    services: Settings, tenant: LedgerTenant, sink: SmtpSink
+) -> None:
+    commands = tenant.commands(40)
+    calls: list[str] = []
+    killed: list[int] = []
+
+    def key_holder(step_execution_id: str) -> int:
+        """The backend holding the row's advisory lock: the sender's connection."""
+        with tenant.connect() as conn:
+            row = conn.execute(
+                "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1"
+                " AND ((l.classid::bigint << 32) | l.objid::bigint)"
+                " = ('x' || right(replace(%s::uuid::text, '-', ''), 16))::bit(64)::bigint",
+                (step_execution_id,),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def body(sender: Sender) -> tuple[SenderDatabaseError, list[dict[str, Any]]]:
+        def lookup(adapter_id: str) -> Any:
+            provider = sender._providers(adapter_id)
+
+            class KillOnTwelfth:  # by then the first claim's sends are under way
+                async def send(self, email: Any) -> str:
+                    calls.append(email.recipient)
+                    if len(calls) == 12:
+                        [command] = [c for c in commands if c["recipient"] == email.recipient]
+                        with tenant.connect() as conn:
+                            pid = key_holder(command["step_execution_id"])
+                            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                        killed.append(pid)
+                    return await provider.send(email)
+
+            return KillOnTwelfth()
+
+        with pytest.raises(SenderDatabaseError) as failed:
+            await Sender(sender._pool, lookup).deliver(commands)
+        retried = await sender.deliver_batch(commands)  # what the agent does next
+        return failed.value, retried
+
+    error, retried = run_with_sender(services.database_url, tenant, body)
+
+    assert killed
+    delivered = {m.rcpt_tos[0] for m in sink.messages}
+    assert len(delivered) == len(sink.messages)  # nobody got an email twice
+    assert error.results and {r["status"] for r in error.results} == {"sent"}
+    assert {r["step_execution_id"] for r in error.results}.isdisjoint(
+        r["step_execution_id"] for r in retried if r["status"] == "sent"
+    )
+    by_recipient = {c["step_execution_id"]: c["recipient"] for c in commands}
+    rows = {c["step_execution_id"]: tenant.row(c["step_execution_id"]) for c in commands}
+    assert {row["status"] for row in rows.values()} <= {"sent", "ambiguous"}
+    for id_, row in rows.items():
+        if row["status"] == "sent":
+            assert by_recipient[id_] in delivered
+        else:  # claimed before the failure, outcome never recorded: never sent again
+            assert row["error"] == INTERRUPTED
+    assert all(by_recipient[r["step_execution_id"]] in delivered for r in error.results)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 import time
 from collections.abc import Iterator
+from email.errors import HeaderParseError
 from typing import Any
 
 import pytest
@@ -19,7 +22,7 @@ from streams.providers import (
     SmtpProvider,
     TransientDeliveryError,
 )
-from streams.providers.smtp import build_message, provider_message_id
+from streams.providers.smtp import build_message, provider_message_id, render_message
 from tests.integration.smtp_sink import SmtpSink, free_port
 
 pytestmark = pytest.mark.integration
@@ -201,6 +204,64 @@ def test_provider_message_id_falls_back_to_message_id_header() -> None:
     assert provider_message_id("2.0.0 Ok: queued as 4BxYz12", message) == "4BxYz12"
     assert provider_message_id("OK id=1qA2b3-000Xy", message) == "1qA2b3-000Xy"
     assert provider_message_id("2.0.0 OK", message) == THREAD["Message-ID"]
+    assert provider_message_id("2.0.0 OK", THREAD["Message-ID"]) == THREAD["Message-ID"]
+
+
+def _wire_of_build_message(e: OutboundEmail) -> tuple[bytes, str]:
+    message = build_message(e)
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n", max_line_length=998)), str(
+        message["Message-ID"]
+    )
+
+
+def _same_but_date_and_boundary(wire: bytes) -> bytes:
+    wire = re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", wire)
+    return re.sub(rb"={15}\d{19}==", b"=BOUNDARY=", wire)
+
+
+RENDER_CASES = [
+    email(),
+    email(body_html=None),
+    email(headers={}),  # Message-ID generated
+    email(subject="Déjà vu, ünïcode", body_text="Größe\r\nmixed\rline\nends\n\n" + "x" * 200),
+    email(subject="Ünïcode " * 40),  # an encoded subject that folds: the email package path
+    email(subject="s" * 1200),  # a line over 998 characters: the email package path
+    email(headers={**THREAD, "References": " ".join(f"<{i}@dripdrop.test>" for i in range(300))}),
+    email(headers={"message-id": "<lower@x>", "X-Tabs": "a\tb  c ", "X-Empty": ""}),
+    email(body_text="", body_html=""),
+    email(body_text="From me\n.\n=3D\n--===============0000000000000000000==\n"),
+    email(headers={**THREAD, "X-Ctl": "vertical\x0btab"}),  # splitlines() cuts it: package path
+]
+
+
+@pytest.mark.parametrize("case", RENDER_CASES)
+def test_render_message_writes_what_the_email_package_writes(
+    case: OutboundEmail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("streams.providers.smtp.make_msgid", lambda domain=None: "<gen@x.test>")
+
+    fast, fast_id = render_message(case)
+    slow, slow_id = _wire_of_build_message(case)
+
+    assert _same_but_date_and_boundary(fast) == _same_but_date_and_boundary(slow)
+    assert fast_id == slow_id
+
+
+def test_render_message_matches_the_email_package_on_random_headers() -> None:
+    rng = random.Random(5)
+    alphabet = "abcXYZ019 ;,<>@=?\"\t.-_:()[]\\/'!#$%&*+{}|~^`\x0b\x0c\x1c\x7féü"
+    for _ in range(400):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 3, 60, 985, 1100])))
+        case = email(headers={**THREAD, "X-Random": value}, body_html=rng.choice([None, "<p/>"]))
+        try:
+            slow, slow_id = _wire_of_build_message(case)
+        except HeaderParseError:  # the package refuses what splitlines() turns into a header
+            with pytest.raises(HeaderParseError):
+                render_message(case)
+            continue
+        fast, fast_id = render_message(case)
+        assert _same_but_date_and_boundary(fast) == _same_but_date_and_boundary(slow), value
+        assert fast_id == slow_id
 
 
 def test_registry_shares_one_pool_per_account(sink: SmtpSink) -> None:
