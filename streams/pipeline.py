@@ -19,6 +19,7 @@ import base64
 import logging
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,8 +51,8 @@ INTERNAL = ("ticks", "sink", "sink-feedback")
 RETRIES = 5
 REDRIVE_REAL_SECONDS = 15.0
 """A send command unanswered this long (real time) is re-issued (``Processor._redrive``)."""
-SWEEP_REAL_SECONDS = 10.0
-"""How often each partition's enrollments are swept for overdue work the index lost."""
+SWEEP_REAL_SECONDS = 600.0
+"""Besides when a partition arrives, how often its enrollments are swept (a backstop)."""
 PARK_ATTEMPTS = 40
 """Ticks a record naming unknown config waits for it before it is dead-lettered."""
 TICK_IN_FLIGHT_SECONDS = 2.0
@@ -78,6 +79,18 @@ class FaustStore:
 
     def table(self, name: str) -> Any:
         return self.tables[name]
+
+    def partition_items(self, name: str, partition: int) -> Iterator[tuple[str, Any]]:
+        """One partition's items: the RocksDB store keeps a database per partition, and
+        iterating the table would decode every partition's values (faust-streaming 0.15's
+        ``Store._db_for_partition`` / ``_visible_items``; pinned in pyproject)."""
+        data = self.tables[name].data
+        if not hasattr(data, "_db_for_partition"):  # memory store: one shared dict
+            yield from list(data.items())
+            return
+        db = data._db_for_partition(partition)  # noqa: SLF001 - see the docstring
+        for key, value in data._visible_items(db):  # noqa: SLF001
+            yield data._decode_key(key), data._decode_value(value)  # noqa: SLF001
 
 
 def _json(value: Any) -> bytes:
@@ -118,11 +131,19 @@ class Pipeline:
         self.registry = ProviderRegistry()
         self.adapters: dict[str, Adapter] = {}
         self._ticks_in_flight: dict[int, float] = {}
-        self._last_sweep: dict[int, float] = {}
+        self._last_sweep: dict[int, float] = {}  # partition → when swept in this process
         self._resynced: set[int] = set()
         self.publisher = StreamPublisher(settings)
         self._chain_flush()
         self._register()
+        app.on_partitions_revoked.connect(self._on_rebalance)
+        app.on_partitions_assigned.connect(self._on_rebalance)
+
+    async def _on_rebalance(self, sender: Any, tps: Any, **_: Any) -> None:
+        """Recovery may rewrite any table: caches go, counters and sweeps run again."""
+        self.processor.on_rebalance()
+        self._resynced.clear()
+        self._last_sweep.clear()
 
     def _chain_flush(self) -> None:
         """Make Faust's pre-commit flush also wait for ``self.publisher``'s records.
@@ -298,14 +319,17 @@ class Pipeline:
         p = self.processor
         if name == "ticks":
             now = datetime.fromisoformat(orjson.loads(value)["now"])
-            out = p.on_tick(partition, now)
-            if time.monotonic() - self._last_sweep.get(partition, 0.0) > SWEEP_REAL_SECONDS:
-                self._last_sweep[partition] = time.monotonic()
-                out.extend(p.sweep(partition, now))
+            with p.event(partition):
+                out = p.on_tick(partition, now)
+                last = self._last_sweep.get(partition)
+                if last is None or time.monotonic() - last > SWEEP_REAL_SECONDS:
+                    self._last_sweep[partition] = time.monotonic()
+                    out.extend(p.sweep(partition, now))
             return out
         now = self.clock.now()
         if name == "sink-feedback":
-            return p.on_feedback(orjson.loads(value), now, partition)
+            with p.event(partition):
+                return p.on_feedback(orjson.loads(value), now, partition)
         record = self.codecs.for_topic(name).decode(value)
         handler = {
             "enrollments": inputs.on_enrollment_command,
@@ -314,7 +338,8 @@ class Pipeline:
             "config": inputs.on_config,
             "dispatch-results": lambda proc, rec, n, part: proc.on_result(rec, n, part),
         }[name]
-        return handler(p, record, now, partition)
+        with p.event(partition):
+            return handler(p, record, now, partition)
 
     async def publish(self, out: Outputs, partition: int) -> None:
         for reason, detail in out.dead_letters:

@@ -7,12 +7,18 @@ diagnostic ping job are registered by name (no autodiscovery). ``main`` turns on
 
 from __future__ import annotations
 
-from streams import jsonlog, metrics
-from streams.agents import ping
-from streams.app import create_app
-from streams.clock import clock_from
-from streams.pipeline import Pipeline
-from streams.settings import Settings
+import os
+
+# uvloop unless the operator chose a loop (FAUST_LOOP / -L): faust reads this when it is
+# first imported, so it must be set before the imports below. Measured: +x % throughput.
+os.environ.setdefault("FAUST_LOOP", "uvloop")
+
+from streams import jsonlog, metrics  # noqa: E402
+from streams.agents import ping  # noqa: E402
+from streams.app import create_app  # noqa: E402
+from streams.clock import clock_from  # noqa: E402
+from streams.pipeline import Pipeline  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
 settings = Settings()
 app = create_app(settings)

@@ -8,7 +8,8 @@ state, calls the core, stores state and describes the side effects.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -43,7 +44,7 @@ from streams.processor.runtime import (
     PendingSend,
     stable_id,
 )
-from streams.processor.store import Config, ModelCache, Store
+from streams.processor.store import TABLES, Buffered, Config, ModelCache, Store
 
 TERMINAL = frozenset(
     {
@@ -81,14 +82,57 @@ class Processor:
         # a crash or a stop can lose the claim, the command or the result in flight, and
         # every step of the path is idempotent (claim_send, the ledger, on_result).
         self.redrive = timedelta(seconds=redrive_seconds) if redrive_seconds else None
+        self.store = store
         self.cache = ModelCache()
-        self.config = Config(store, self.cache)
-        self.adapter_states = store.table("adapters")
-        self.selections = store.table("selection")
-        self.enrollments = store.table("enrollments")
-        self.schedule = store.table("schedule")
-        self.index = store.table("index")
+        self._tables = {name: Buffered(store.table(name)) for name in TABLES}
+        self.config = Config(self._tables["config"], self.cache)
+        self.adapter_states = self._tables["adapters"]
+        self.selections = self._tables["selection"]
+        self.enrollments = self._tables["enrollments"]
+        self.schedule = self._tables["schedule"]
+        self.index = self._tables["index"]
         self._last_chunk: dict[tuple[int, int], int] = {}
+        # Sends whose result is awaited, per partition: enrollment id → (step execution,
+        # when to re-issue). Memory only: ``sweep`` rebuilds it from the enrollments when
+        # a partition arrives (a restart, a rebalance), which is the only time it is lost.
+        self._in_flight: dict[int, dict[str, tuple[str, datetime]]] = {}
+
+    # ------------------------------------------------------------ events and caches
+
+    @contextmanager
+    def event(self, partition: int) -> Iterator[None]:
+        """Process one input event of ``partition``: its table writes land together.
+
+        Writes are held until the event ends and then written once per key (one changelog
+        record each); an exception discards them, and the caches that may hold them.
+        """
+        self.cache.partition = partition
+        for table in self._tables.values():
+            table.holding = True
+        try:
+            yield
+        except BaseException:
+            for table in self._tables.values():
+                table.discard()
+            self.forget_caches()
+            raise
+        else:
+            for table in self._tables.values():
+                table.flush()
+        finally:
+            for table in self._tables.values():
+                table.holding = False
+
+    def forget_caches(self) -> None:
+        """Drop the parsed values remembered between events."""
+        self.cache.clear()
+        self.config.reads.clear_cache()
+        self._last_chunk.clear()
+
+    def on_rebalance(self) -> None:
+        """Partitions moved: recovery rewrote tables, and ``sweep`` must run again."""
+        self.forget_caches()
+        self._in_flight.clear()
 
     # ------------------------------------------------------------ state access
 
@@ -167,6 +211,7 @@ class Processor:
         cursor_key = f"cursor:{partition}"
         cursor = self.index.get(cursor_key)
         if cursor is None:
+            self._redrive_due(partition, now, out)
             return out
         current = tick_bucket(now, self.bucket_seconds)
         last = min(current, cursor + MAX_BUCKETS_PER_TICK * self.bucket_seconds)
@@ -196,45 +241,60 @@ class Processor:
         # dozens of buckets, and every table write is a changelog record.
         if passed != cursor:
             self.index[cursor_key] = passed
+        self._redrive_due(partition, now, out)
         return out
 
     def sweep(self, partition: int, now: datetime) -> Outputs:
-        """Backstop of the due-time index: fire what is overdue but no longer indexed.
+        """Rebuild, from the enrollments' own records, what lives beside them.
 
-        An enrollment and its index entry are two changelog records; a crash can keep one
-        and lose the other, and the replayed input then finds nothing left to do. The
-        sweep finds such enrollments from their own record: scheduled and overdue, or
-        dispatching with no answer for longer than the redrive delay.
+        Runs when a partition arrives in this process (start, restart, rebalance), and
+        rarely after as a backstop. An enrollment and its due-time index entry are two
+        changelog records: a crash can keep one and lose the other, and the replayed input
+        then finds nothing left to do. So: overdue work fires, a future due time without
+        its index entry gets it back (a duplicate entry is harmless: firing checks the
+        enrollment's own due time), and sends awaiting a result are armed for redrive.
         """
         out = Outputs()
-        grace = timedelta(seconds=2 * self.bucket_seconds)
-        candidates = [
-            key
-            for key, raw in list(self.enrollments.items())
-            # Cheap look at the raw record first: most enrollments wait on a live index
-            # entry or are finished, and the store iterates every local partition.
-            if raw
-            and raw.get("status") in ("scheduled", "dispatching")
-            and raw.get("state") not in _TERMINAL_NAMES
-            and self.owns(raw.get("tenant_key", ""), partition)
-        ]
-        for key in candidates:
+        in_flight = self._in_flight.setdefault(partition, {})
+        future: dict[int, list[tuple[str, datetime]]] = {}
+        for key, raw in self.store.partition_items("enrollments", partition):
+            # A cheap look at the raw record first: most enrollments are finished.
+            if (
+                not raw
+                or raw.get("status") not in ("scheduled", "dispatching")
+                or raw.get("state") in _TERMINAL_NAMES
+                or not self.owns(raw.get("tenant_key", ""), partition)
+            ):
+                continue
             e = self.enrollment(key)
             if e is None:
                 continue
-            if e.status == "scheduled" and e.due_at is not None and e.due_at < now - grace:
-                self._fire_item_safely(
-                    f"e:{e.id}:{int(e.due_at.timestamp() * 1000)}", now, partition, out
-                )
-            elif (
-                e.status == "dispatching"
-                and e.pending is not None
-                and self.redrive is not None
-                and e.pending.decided_at < now - 2 * self.redrive
-            ):
-                item = f"r:{e.id}/{e.pending.step_execution_id}:0"
-                self._fire_item_safely(item, now, partition, out)
+            if e.status == "dispatching" and e.pending is not None and self.redrive:
+                if e.id not in in_flight:
+                    exec_id = e.pending.step_execution_id
+                    in_flight[e.id] = (exec_id, e.pending.decided_at + self.redrive)
+            elif e.status == "scheduled" and e.due_at is not None:
+                item = f"e:{e.id}:{int(e.due_at.timestamp() * 1000)}"
+                if e.due_at <= now:
+                    self._fire_item_safely(item, now, partition, out)
+                else:
+                    bucket = tick_bucket(e.due_at, self.bucket_seconds)
+                    future.setdefault(bucket, []).append((item, e.due_at))
+        cursor = self.index.get(f"cursor:{partition}")
+        for bucket, items in future.items():
+            # _index_due puts an item due at or before the cursor in the bucket after it.
+            places = {bucket} if cursor is None else {bucket, self._bucket_after(cursor)}
+            present = {i for b in places for i in self._bucket_items(partition, b)}
+            for item, due in items:
+                if item not in present:
+                    self._index_due(item, due, partition, now=now)
         return out
+
+    def _bucket_items(self, partition: int, bucket: int) -> Iterator[str]:
+        chunk = 0
+        while (items := self.schedule.get(f"{partition}:{bucket}:{chunk}")) is not None:
+            yield from items
+            chunk += 1
 
     def _fire_item_safely(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
         """One failing item (a bug) must not block every later item of the partition."""
@@ -245,9 +305,6 @@ class Processor:
 
     def _fire_item(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
         kind, ident, token = item.split(":", 2)
-        if kind == "r":
-            self._redrive(ident, now, partition, out)
-            return
         if kind == "a":
             adapter = self.config.adapter(ident)
             if adapter is not None:
@@ -492,17 +549,28 @@ class Processor:
 
     def _arm_redrive(self, e: EnrollmentRuntime, now: datetime, partition: int) -> None:
         if self.redrive is not None and e.pending is not None:
-            due = now + self.redrive
-            token = f"{e.id}/{e.pending.step_execution_id}"
-            self._index_due(f"r:{token}:{int(due.timestamp() * 1000)}", due, partition, now=now)
+            exec_id = e.pending.step_execution_id
+            self._in_flight.setdefault(partition, {})[e.id] = (exec_id, now + self.redrive)
 
-    def _redrive(self, ident: str, now: datetime, partition: int, out: Outputs) -> None:
+    def _redrive_due(self, partition: int, now: datetime, out: Outputs) -> None:
+        in_flight = self._in_flight.get(partition, {})
+        for enrollment_id, (exec_id, at) in list(in_flight.items()):
+            if at <= now:
+                try:
+                    self._redrive(enrollment_id, exec_id, now, partition, out)
+                except Exception as exc:  # noqa: BLE001 - reported, then left for the sweep
+                    in_flight.pop(enrollment_id, None)
+                    out.reject("bug", f"redrive {enrollment_id}: {type(exc).__name__}: {exc}")
+
+    def _redrive(
+        self, enrollment_id: str, exec_id: str, now: datetime, partition: int, out: Outputs
+    ) -> None:
         """Re-issue the claim of a send still unanswered (same id, Message-ID and day)."""
-        enrollment_id, _, exec_id = ident.partition("/")
         e = self.enrollment(enrollment_id)
-        if e is None or e.status != "dispatching" or e.pending is None:
+        pending = e.pending if e is not None else None
+        if e is None or e.status != "dispatching" or pending is None:
+            self._in_flight.get(partition, {}).pop(enrollment_id, None)
             return
-        pending = e.pending
         if pending.step_execution_id != exec_id:
             return  # answered since; a later send has its own redrive
         step = self.config.entity("step", pending.step_id)
@@ -572,6 +640,7 @@ class Processor:
         pending = e.pending
         if pending.step_execution_id != result["step_execution_id"]:
             return out  # a duplicate or an old attempt
+        self._in_flight.get(partition, {}).pop(e.id, None)
         status = result["status"]
         attrs = {
             "enrollment_id": e.id,
@@ -580,17 +649,20 @@ class Processor:
             "step_execution_id": pending.step_execution_id,
         }
         if status == "sent":
-            rfc = normalize_message_id(pending.message_id) or pending.message_id
-            self.index[index_key(e.tenant_key, rfc, "rfc")] = pending.step_execution_id
-            if result.get("provider_message_id"):
-                pid = normalize_message_id(result["provider_message_id"]) or ""
-                self.index[index_key(e.tenant_key, pid, "provider")] = pending.step_execution_id
-            self.index[f"exec:{pending.step_execution_id}"] = {
+            # The correlation index maps each id of the sent mail to the execution itself,
+            # so a reply or a bounce finds it in one read (one changelog record per id).
+            execution = {
+                "step_execution_id": pending.step_execution_id,
                 "enrollment_id": e.id,
                 "step_id": pending.step_id,
                 "adapter_id": pending.adapter_id,
                 "recipient": e.recipient,
             }
+            rfc = normalize_message_id(pending.message_id) or pending.message_id
+            self.index[index_key(e.tenant_key, rfc, "rfc")] = execution
+            if result.get("provider_message_id"):
+                pid = normalize_message_id(result["provider_message_id"]) or ""
+                self.index[index_key(e.tenant_key, pid, "provider")] = execution
             thread = advance_thread(
                 e.thread, is_override=pending.is_override, message_id=pending.message_id
             )

@@ -256,7 +256,7 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
     if hit is None:
         out.emit("ingest.unmatched", tenant, now, message_id=message_id, adapter_id=adapter.id)
         return out
-    execution = p.index.get(f"exec:{hit[1]}") or {}
+    execution = p.index.get(index_key(tenant, hit[0].message_id, hit[0].kind)) or {}
     e = p.enrollment(execution.get("enrollment_id") or "")
     if e is None:
         out.emit("ingest.unmatched", tenant, now, message_id=message_id, adapter_id=adapter.id)
@@ -323,10 +323,10 @@ class _IndexView(Mapping[str, str]):
         self.index = p.index
 
     def __getitem__(self, key: str) -> str:
-        value = self.index.get(key)
-        if not isinstance(value, str):
+        value = self.index.get(key)  # the execution record (see Processor.on_result)
+        if not isinstance(value, dict) or "step_execution_id" not in value:
             raise KeyError(key)
-        return value
+        return str(value["step_execution_id"])
 
     def __iter__(self) -> Iterator[str]:  # pragma: no cover - correlate only calls get()
         return iter(())
@@ -409,8 +409,7 @@ def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition
     ):
         ident = normalize_message_id(candidate)
         if ident and not execution:
-            exec_id = p.index.get(index_key(tenant, ident, k))  # type: ignore[arg-type]
-            execution = dict(p.index.get(f"exec:{exec_id}") or {}) if exec_id else {}
+            execution = dict(p.index.get(index_key(tenant, ident, k)) or {})  # type: ignore[arg-type]
     adapter_id = sig.get("adapter_id") or execution.get("adapter_id")
     adapter = _tenant_owned("adapter", p.config.adapter(adapter_id), tenant, adapter_id)
     if kind in ("set_health", "postmaster_score"):

@@ -7,7 +7,7 @@ JSON-compatible; ``Config`` parses authored entities once and caches them by raw
 
 from __future__ import annotations
 
-import time
+import itertools
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol, TypeVar
 
@@ -24,6 +24,10 @@ TABLES = ("config", "adapters", "selection", "enrollments", "schedule", "index")
 class Store(Protocol):
     def table(self, name: str) -> MutableMapping[str, Any]: ...
 
+    def partition_items(self, name: str, partition: int) -> Iterator[tuple[str, Any]]:
+        """The items of ``name`` stored for ``partition`` (all items where not partitioned)."""
+        ...
+
 
 class DictStore:
     """In-memory store for unit tests and the memory worker."""
@@ -34,29 +38,131 @@ class DictStore:
     def table(self, name: str) -> MutableMapping[str, Any]:
         return self._tables[name]
 
+    def partition_items(self, name: str, partition: int) -> Iterator[tuple[str, Any]]:
+        return iter(list(self._tables[name].items()))
+
+
+_DELETED = object()
+
+
+class Buffered(MutableMapping[str, Any]):
+    """A table whose writes during one event are held, then written once when it ends.
+
+    Faust turns every ``table[key] = value`` into a changelog record; an event that
+    updates an enrollment or an adapter three times would send three. Held writes are
+    also all-or-nothing within the process: an event that fails midway (a bug) leaves no
+    half-applied state behind. Values may be pydantic models: they are dumped once, at
+    ``flush``. Outside an event (``holding`` false) writes go straight through.
+    """
+
+    def __init__(self, table: MutableMapping[str, Any]) -> None:
+        self.table = table
+        self.holding = False
+        self._pending: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._pending:
+            value = self._pending[key]
+            if value is _DELETED:
+                raise KeyError(key)
+            return _raw(value)
+        return self.table[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self._pending:
+            value = self._pending[key]
+            return default if value is _DELETED else _raw(value)
+        return self.table.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self.holding:
+            self._pending[key] = value
+        else:
+            self.table[key] = _raw(value)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        if self.holding:
+            self._pending[key] = _DELETED
+        else:
+            del self.table[key]
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._pending:
+            return self._pending[key] is not _DELETED
+        return key in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        pending = dict(self._pending)
+        for key in list(self.table):
+            if key not in pending:
+                yield key
+        for key, value in pending.items():
+            if value is not _DELETED:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for key, value in pending.items():
+            if value is _DELETED:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = _raw(value)
+
+    def discard(self) -> None:
+        self._pending = {}
+
+
+def _raw(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
 
 class ModelCache:
-    """Parse a table value into a model once; re-parse only when the raw value changes."""
+    """Parsed table values, kept between events.
 
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], tuple[Any, BaseModel]] = {}
+    The processor is the only writer of its partitions' keys (Faust's co-partitioning), so
+    a model it parsed or wrote stays true until a rebalance hands the partition to
+    recovery: the pipeline calls ``clear`` then. Entries are scoped by partition, as
+    Faust's RocksDB reads are: a key of another partition is not visible from this one.
+    The size is bounded; past it the oldest entries go (they are re-read when needed).
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.partition: int | None = None
+        self._max = max_entries
+        self._models: dict[tuple[int | None, str, str], BaseModel] = {}
 
     def load(self, table: MutableMapping[str, Any], key: str, model: type[M]) -> M | None:
+        cache_key = (self.partition, model.__name__, key)
+        hit = self._models.get(cache_key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]  # keyed by model name
         raw = table.get(key)
         if raw is None:
-            return None
-        cache_key = (model.__name__, key)
-        hit = self._cache.get(cache_key)
-        if hit is not None and hit[0] == raw:
-            return hit[1]  # type: ignore[return-value]  # keyed by model name
+            return None  # misses are not cached: the key may be written by a later event
         parsed = model.model_validate(raw)
-        self._cache[cache_key] = (raw, parsed)
+        self._remember(cache_key, parsed)
         return parsed
 
     def save(self, table: MutableMapping[str, Any], key: str, value: BaseModel) -> None:
-        raw = value.model_dump(mode="json")
-        table[key] = raw
-        self._cache[(type(value).__name__, key)] = (raw, value)
+        table[key] = value  # a Buffered table dumps it once, when the event ends
+        self._remember((self.partition, type(value).__name__, key), value)
+
+    def forget(self, model: type[BaseModel], key: str) -> None:
+        self._models.pop((self.partition, model.__name__, key), None)
+
+    def clear(self) -> None:
+        self._models.clear()
+
+    def _remember(self, cache_key: tuple[int | None, str, str], value: BaseModel) -> None:
+        self._models[cache_key] = value
+        if len(self._models) > self._max:
+            for old in list(itertools.islice(self._models, self._max // 4)):
+                del self._models[old]
 
 
 ENTITY_MODELS: dict[str, type[BaseModel]] = {
@@ -70,37 +176,42 @@ ENTITY_MODELS: dict[str, type[BaseModel]] = {
 
 
 class _RecentReads(MutableMapping[str, Any]):
-    """The config table behind a short-lived read cache.
+    """The config table behind a read cache.
 
-    Config changes rarely and is read many times per event; reading it from RocksDB
-    (and decoding it) dominated the processor's table reads. Writes go through and update
-    the cache at once; entries expire after ``ttl`` seconds, which bounds how long a worker
-    could use config that changed on another worker before a rebalance moved the
-    partition here.
+    Config changes rarely and is read many times per event; reading it from RocksDB (and
+    decoding it) dominated the processor's table reads. Writes go through and update the
+    cache at once; like ``ModelCache`` it is scoped by partition and cleared on every
+    rebalance, so it never serves a value recovery has since replaced.
     """
 
-    def __init__(self, table: MutableMapping[str, Any], ttl: float = 5.0) -> None:
+    def __init__(self, table: MutableMapping[str, Any], scope: ModelCache) -> None:
         self._table = table
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, Any]] = {}
+        self._scope = scope
+        self._cache: dict[tuple[int | None, str], Any] = {}
 
     def __getitem__(self, key: str) -> Any:
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
+        cache_key = (self._scope.partition, key)
+        if cache_key in self._cache:
+            return self._cache[cache_key]
         # Misses are never cached: a RocksDB table answers for the current event's partition
         # only, so a key of another partition reads as missing from here.
         value = self._table[key]
-        self._cache[key] = (now, value)
+        self._cache[cache_key] = value
         return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            value = self[key]
+        except KeyError:
+            return default
+        return default if value is None else value
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._table[key] = value
-        self._cache[key] = (time.monotonic(), value)
+        self._cache[(self._scope.partition, key)] = value
 
     def __delitem__(self, key: str) -> None:
-        self._cache.pop(key, None)
+        self._cache.pop((self._scope.partition, key), None)
         del self._table[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -109,12 +220,16 @@ class _RecentReads(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._table)
 
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
 
 class Config:
     """Authored entities of the partition's tenants, with the indexes lookups need."""
 
-    def __init__(self, store: Store, cache: ModelCache) -> None:
-        self.table: MutableMapping[str, Any] = _RecentReads(store.table("config"))
+    def __init__(self, table: MutableMapping[str, Any], cache: ModelCache) -> None:
+        self.reads = _RecentReads(table, cache)
+        self.table: MutableMapping[str, Any] = self.reads
         self.cache = cache
 
     def entity(self, entity_type: str, entity_id: str) -> BaseModel | None:
@@ -162,6 +277,7 @@ class Config:
         """Store (or delete) an entity and keep the lookup indexes in step."""
         key = f"{entity_type}:{entity_id}"
         previous = self.table.get(key)
+        self.cache.forget(ENTITY_MODELS[entity_type], key)
         if payload is None:
             self.table.pop(key, None)
         else:
