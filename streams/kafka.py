@@ -150,7 +150,11 @@ class StreamPublisher:
     async def send(
         self, topic: str, *, key: bytes | None, value: bytes, partition: int | None = None
     ) -> None:
-        """Queue one record; waits only while librdkafka's queue is full."""
+        """Queue one record; waits only while librdkafka's queue is full.
+
+        Raises:
+            PublishError: librdkafka refused the record (e.g. over the size limit).
+        """
         extra = {} if partition is None else {"partition": partition}
         while True:
             try:
@@ -159,6 +163,8 @@ class StreamPublisher:
             except BufferError:
                 self._producer.poll(0)
                 await asyncio.sleep(0.005)
+            except KafkaException as exc:  # e.g. a record over the size limit
+                raise PublishError(f"cannot produce to {topic}: {exc.args[0]}") from exc
         self._produced += 1
         if self._produced % 256 == 0:
             self._producer.poll(0)

@@ -33,7 +33,7 @@ from dripdrop_core.policy import OutboundPolicy
 from streams import metrics
 from streams.clock import Clock
 from streams.codecs import CodecError, Codecs, partition_for
-from streams.kafka import StreamPublisher
+from streams.kafka import PublishError, StreamPublisher
 from streams.processor import inputs
 from streams.processor.flow import Processor
 from streams.processor.inputs import ConfigNotReadyError
@@ -49,8 +49,15 @@ log = logging.getLogger("dripdrop.pipeline")
 PUBLIC_INPUTS = ("enrollments", "inbound-messages", "health-signals", "config", "dispatch-results")
 INTERNAL = ("ticks", "sink", "sink-feedback")
 RETRIES = 5
-REDRIVE_REAL_SECONDS = 15.0
-"""A send command unanswered this long (real time) is re-issued (``Processor._redrive``)."""
+REDRIVE_REAL_SECONDS = 300.0
+"""A send command unanswered this long (real time) is re-issued (``Processor._redrive``).
+
+Long, because in steady operation nothing is lost and a late result only means a backlog
+(re-issuing then would add duplicates to it). Losses happen when a worker dies or stops:"""
+ARRIVAL_REDRIVE_REAL_SECONDS = 15.0
+"""Sends found in flight when a partition arrives in this process are re-issued this soon."""
+SINK_RECORD_BYTES = 256 * 1024
+"""Row operations per sink record stop growing past this size (the broker's limit is 1 MB)."""
 SWEEP_REAL_SECONDS = 600.0
 """Besides when a partition arrives, how often its enrollments are swept (a backstop)."""
 PARK_ATTEMPTS = 40
@@ -125,6 +132,7 @@ class Pipeline:
             FaustStore(tables),
             self.policy,
             redrive_seconds=REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
+            arrival_redrive_seconds=ARRIVAL_REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
             owns=lambda tenant, partition: partition_for(tenant, settings.partitions) == partition,
         )
         self._pool: AsyncConnectionPool | None = None
@@ -359,14 +367,7 @@ class Pipeline:
             result = await self._write_with_retry(out.urgent)
             await self._publish_events(result.events if result else [])
         if out.sink:
-            first = out.sink[0]
-            key = first.get("row", first.get("command", first)).get("tenant_key", "").encode()
-            await self.publisher.send(
-                self.settings.topic("sink"),
-                key=key,
-                value=_json({"ops": out.sink}),
-                partition=partition,
-            )
+            await self._publish_sink(out.sink, partition)
         topic = self.settings.topic("telemetry")
         telemetry = self.codecs.for_topic("telemetry")
         for t in out.telemetry:
@@ -385,6 +386,33 @@ class Pipeline:
             await self.publisher.send(
                 topic, key=t["tenant_key"].encode(), value=telemetry.encode(value)
             )
+
+    async def _publish_sink(self, ops: list[dict[str, Any]], partition: int) -> None:
+        """An event's row operations, as few sink records as fit the broker's size limit.
+
+        One record per event, not per operation (each record costs the sink a consume);
+        a tick that fires hundreds of steps is split so no record nears 1 MB.
+        """
+        first = ops[0]
+        key = first.get("row", first.get("command", first)).get("tenant_key", "").encode()
+        topic = self.settings.topic("sink")
+        chunk: list[bytes] = []
+        size = 0
+        encoded = [_json(op) for op in ops]
+        for i, op in enumerate(encoded):
+            chunk.append(op)
+            size += len(op)
+            if size >= SINK_RECORD_BYTES or i == len(encoded) - 1:
+                value = b'{"ops":[' + b",".join(chunk) + b"]}"
+                try:
+                    await self.publisher.send(topic, key=key, value=value, partition=partition)
+                except PublishError as exc:  # one operation alone is over the limit
+                    await self.dead_letter(
+                        _Parked(topic, partition, {"offset": -1, "key": ""}, value[:100_000]),
+                        "too_large",
+                        str(exc),
+                    )
+                chunk, size = [], 0
 
     async def dead_letter(self, message: Any, reason: str, detail: str) -> None:
         value = self.codecs.for_topic("dead-letter").encode(

@@ -62,6 +62,8 @@ RECORD_CHUNK_ROUNDS = 2
 """Outcomes are recorded while sends are in flight once this many rounds (× concurrency)
 have finished; whatever is left is recorded when the last send of the batch ends."""
 
+DRAIN_RECORD_DIVISOR = 2
+
 DEFAULT_TRANSIENT_ATTEMPTS = 3
 DEFAULT_BACKOFF_SECONDS = 0.05  # 0.05 s, then 0.2 s: a refused connect is usually brief
 
@@ -412,10 +414,13 @@ class _Stream:
         self._clock = clock
         self._first_claim = FIRST_CLAIM_ROUNDS * concurrency
         self._record_chunk = RECORD_CHUNK_ROUNDS * concurrency
+        self._drain_record_chunk = max(1, concurrency // DRAIN_RECORD_DIVISOR)
         self._db = asyncio.Lock()  # one statement sequence at a time on the connection
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._workers = min(concurrency, len(by_id))
         self._busy_workers = self._workers
+        self._unsent = 0  # claimed ids no worker has picked up yet
+        self._claiming = True
         self._progress = asyncio.Event()
         self._claims: list[_Claim] = []
         self._orphaned: list[DispatchResult] = []
@@ -461,16 +466,20 @@ class _Stream:
                 )
                 for id_ in claim.claimed:
                     self._queue.put_nowait(id_)
+                self._unsent += len(claim.claimed)
                 await asyncio.sleep(0)  # let the workers start these sends before the next claim
         except Exception as exc:  # noqa: BLE001 - re-raised by run() once claimed rows are sent
             self._claim_error = exc  # nothing of this chunk was claimed: its txn rolled back
         finally:
+            self._claiming = False
+            self._progress.set()
             for _ in range(self._workers):
                 self._queue.put_nowait(None)
 
     async def _work(self) -> None:
         try:
             while (id_ := await self._queue.get()) is not None:
+                self._unsent -= 1
                 self._delivered[id_] = await self._send(self._by_id[id_])
                 self._unrecorded.append(id_)
                 self._progress.set()
@@ -479,10 +488,17 @@ class _Stream:
             self._progress.set()
 
     async def _record_all(self) -> None:
-        """Record finished sends in chunks while others are in flight; the rest at the end."""
+        """Record finished sends in chunks while others are in flight; the rest at the end.
+
+        Once every claimed row is in a worker's hands (the batch is draining), outcomes are
+        recorded as soon as the connection is free, so the record that the batch waits for
+        after its last send holds only the last few rows.
+        """
         minimum = self._record_chunk
         while self._record_error is None:
             finished = self._busy_workers == 0
+            if not self._claiming and self._unsent == 0:
+                minimum = self._drain_record_chunk  # draining: keep the last record small
             if self._unrecorded and (finished or len(self._unrecorded) >= minimum):
                 ids, self._unrecorded = self._unrecorded, []
                 try:

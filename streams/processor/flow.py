@@ -71,6 +71,7 @@ class Processor:
         *,
         bucket_seconds: int = 60,
         redrive_seconds: float | None = None,
+        arrival_redrive_seconds: float | None = None,
         owns: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.policy = policy
@@ -82,6 +83,12 @@ class Processor:
         # a crash or a stop can lose the claim, the command or the result in flight, and
         # every step of the path is idempotent (claim_send, the ledger, on_result).
         self.redrive = timedelta(seconds=redrive_seconds) if redrive_seconds else None
+        # Sends found in flight when a partition arrives (after a crash or a stop elsewhere)
+        # are re-issued after this shorter delay: that is when claims, commands and results
+        # are lost.
+        self.arrival_redrive = (
+            timedelta(seconds=arrival_redrive_seconds) if arrival_redrive_seconds else self.redrive
+        )
         self.store = store
         self.cache = ModelCache()
         self._tables = {name: Buffered(store.table(name)) for name in TABLES}
@@ -269,10 +276,10 @@ class Processor:
             e = self.enrollment(key)
             if e is None:
                 continue
-            if e.status == "dispatching" and e.pending is not None and self.redrive:
+            if e.status == "dispatching" and e.pending is not None and self.arrival_redrive:
                 if e.id not in in_flight:
                     exec_id = e.pending.step_execution_id
-                    in_flight[e.id] = (exec_id, e.pending.decided_at + self.redrive)
+                    in_flight[e.id] = (exec_id, now + self.arrival_redrive)
             elif e.status == "scheduled" and e.due_at is not None:
                 item = f"e:{e.id}:{int(e.due_at.timestamp() * 1000)}"
                 if e.due_at <= now:
