@@ -1,10 +1,14 @@
 """The send ledger: delivers ``dispatch`` commands at most once per step execution (SPEC §7).
 
-``dripdrop.step_executions`` is the ledger. A row moves ``intent → sending`` in one
-transaction per batch (the claim), the claimed emails go out concurrently, and a second
-transaction writes ``sent`` / ``failed`` / ``ambiguous``. What makes it safe:
+``dripdrop.step_executions`` is the ledger. A row moves ``intent → sending`` in a claim
+transaction, its email goes out, and a later transaction writes ``sent`` / ``failed`` /
+``ambiguous``. A batch is streamed: it is claimed in chunks (a small first one, so sending
+starts after one short transaction), eight workers send each row as soon as its chunk is
+claimed, and outcomes are written in chunks while other sends are still in flight; every
+transaction travels in one round trip. What makes it safe:
 
-* Only a row claimed from ``intent`` is sent, so a duplicate or replayed command is a no-op.
+* Only a row claimed from ``intent`` (by a command of the row's own tenant) is sent, so a
+  duplicate or replayed command is a no-op; another tenant's row is never touched.
 * The claim re-reads the enrollment: a reply committed before the claim means no send
   (reply-to-stop is causal, SPEC §8); such rows become ``cancelled``.
 * While it sends, the claimer holds a session advisory lock per claimed row. A row found in
@@ -63,6 +67,7 @@ RECORD_CHUNK_ROUNDS = 2
 have finished; whatever is left is recorded when the last send of the batch ends."""
 
 DRAIN_RECORD_DIVISOR = 2
+"""While a batch drains (nothing left to hand out), record every concurrency / this."""
 
 DEFAULT_TRANSIENT_ATTEMPTS = 3
 DEFAULT_BACKOFF_SECONDS = 0.05  # 0.05 s, then 0.2 s: a refused connect is usually brief
@@ -390,7 +395,8 @@ class _Stream:
     transaction); each claimed id goes straight to a queue that ``concurrency`` workers
     drain through the provider; finished sends are recorded in chunks while others are
     still in flight. Claims and records take turns on the connection (it owns the advisory
-    locks), so the ledger sees exactly the statements of the one-shot version, split up.
+    locks); each claim applies to its chunk the checks and locks a claim of the whole
+    batch applied, and a row is sent only once its claim has committed.
 
     A ledger failure stops further claims. Rows already claimed are still sent (as before:
     a claimed row is always attempted) and their outcomes are recorded if the connection
@@ -490,9 +496,9 @@ class _Stream:
     async def _record_all(self) -> None:
         """Record finished sends in chunks while others are in flight; the rest at the end.
 
-        Once every claimed row is in a worker's hands (the batch is draining), outcomes are
-        recorded as soon as the connection is free, so the record that the batch waits for
-        after its last send holds only the last few rows.
+        Once every claimed row is in a worker's hands (the batch is draining), smaller
+        chunks are recorded, so the record that the batch waits for after its last send
+        holds only the last few rows.
         """
         minimum = self._record_chunk
         while self._record_error is None:
