@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -164,6 +165,41 @@ class StreamPublisher:
                 self._producer.poll(0)
                 await asyncio.sleep(0.005)
             except KafkaException as exc:  # e.g. a record over the size limit
+                raise PublishError(f"cannot produce to {topic}: {exc.args[0]}") from exc
+        self._produced += 1
+        if self._produced % 256 == 0:
+            self._producer.poll(0)
+
+    def send_nowait(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        on_delivered: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Queue one record from synchronous code; ``on_delivered(partition, offset)``
+        runs (on this thread, from a later ``poll``) once the broker stored it.
+
+        Raises:
+            PublishError: librdkafka refused the record (e.g. over the size limit).
+        """
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            self._on_delivery(err, msg)
+            if err is None and on_delivered is not None:
+                on_delivered(int(msg.partition() or 0), int(msg.offset() or 0))
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, partition=partition, on_delivery=report
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.01)  # rare: a million records queued
+            except KafkaException as exc:
                 raise PublishError(f"cannot produce to {topic}: {exc.args[0]}") from exc
         self._produced += 1
         if self._produced % 256 == 0:

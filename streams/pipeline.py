@@ -31,6 +31,7 @@ from dripdrop_core.errors import RecordError
 from dripdrop_core.models import Adapter
 from dripdrop_core.policy import OutboundPolicy
 from streams import metrics
+from streams.changelog import changelog_tables
 from streams.clock import Clock
 from streams.codecs import CodecError, Codecs, partition_for
 from streams.kafka import PublishError, StreamPublisher
@@ -125,9 +126,8 @@ class Pipeline:
                 "dead-letter",
             )
         }
-        tables = {
-            name: app.Table(name, default=None, partitions=settings.partitions) for name in TABLES
-        }
+        self.publisher = StreamPublisher(settings)
+        tables = changelog_tables(app, TABLES, settings.partitions, self.publisher)
         self.processor = Processor(
             FaustStore(tables),
             self.policy,
@@ -141,7 +141,6 @@ class Pipeline:
         self._ticks_in_flight: dict[int, float] = {}
         self._last_sweep: dict[int, float] = {}  # partition → when swept in this process
         self._resynced: set[int] = set()
-        self.publisher = StreamPublisher(settings)
         self._chain_flush()
         self._register()
         app.on_partitions_revoked.connect(self._on_rebalance)
@@ -371,17 +370,13 @@ class Pipeline:
         topic = self.settings.topic("telemetry")
         telemetry = self.codecs.for_topic("telemetry")
         for t in out.telemetry:
+            attributes = orjson.dumps(t["attributes"], default=str).decode()
             value = {
-                "event_id": stable_id(
-                    "telemetry",
-                    t["name"],
-                    orjson.dumps(t["attributes"], default=str).decode(),
-                    t["at"].isoformat(),
-                ),
+                "event_id": stable_id("telemetry", t["name"], attributes, t["at"].isoformat()),
                 "name": t["name"],
                 "tenant_key": t["tenant_key"],
                 "at": t["at"],
-                "attributes": orjson.dumps(t["attributes"], default=str).decode(),
+                "attributes": attributes,
             }
             await self.publisher.send(
                 topic, key=t["tenant_key"].encode(), value=telemetry.encode(value)

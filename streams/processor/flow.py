@@ -793,11 +793,11 @@ class Processor:
         return out
 
     def selection_state(self, pool_id: str, version_id: str) -> SelectionState:
-        key = f"{pool_id}:{version_id}"
-        raw = self.selections.get(key)
-        if raw is None:
-            return SelectionState(pool_id=pool_id, sequence_version_id=version_id)
-        return SelectionState.model_validate(raw)
+        state = self.cache.load(self.selections, f"{pool_id}:{version_id}", SelectionState)
+        return state or SelectionState(pool_id=pool_id, sequence_version_id=version_id)
+
+    def save_selection(self, state: SelectionState) -> None:
+        self.cache.save(self.selections, f"{state.pool_id}:{state.sequence_version_id}", state)
 
     def pin_unavailable(
         self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs, *, cause: str
@@ -817,7 +817,7 @@ class Processor:
         )
         decision = outcome.decision
         if isinstance(decision, Reassign) and decision.new_adapter_id is not None:
-            self.selections[f"{pool.id}:{e.version_id}"] = outcome.selection.model_dump(mode="json")
+            self.save_selection(outcome.selection)
             e = self.move_pin(e, decision.new_adapter_id, now, out, reason=cause)
             if e.status == "scheduled" and e.due_at is not None:
                 return self.schedule_at(e, max(e.due_at, now), now, partition, out)

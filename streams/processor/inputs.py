@@ -214,7 +214,7 @@ def _pin(
             evicted_adapter_ids=evicted,
         )
         return None
-    p.selections[f"{pool.id}:{e.version_id}"] = outcome.selection.model_dump(mode="json")
+    p.save_selection(outcome.selection)
     adapter = p.config.adapter(decision.adapter_id)
     assert adapter is not None
     p.save_adapter_state(reserve_pin(adapter, p.adapter_state(adapter), now))
