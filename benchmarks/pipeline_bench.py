@@ -3,9 +3,13 @@
 Run: ``.venv/bin/python -m benchmarks.pipeline_bench [--enrollments 20000] [--runs 3]``.
 
 * Throughput: N enroll commands are produced onto ``enrollments`` (8 tenants, so every
-  partition works) before the worker starts; the rate is N over the span between the first
-  and the last send command on ``dispatch`` (Kafka timestamps), i.e. enrollment → pin →
-  decision → PostgreSQL claim committed → send command published. Adapters use the
+  partition works) before the worker starts. The headline rate is **end to end**: N over
+  the time from the worker's first output (the first enrollment processed) to the last
+  send command on ``dispatch`` (Kafka timestamps), i.e. enrollment → pin → decision →
+  PostgreSQL claim committed → send command published, for all N. The rate between the
+  first and the last send command is printed too (the figure earlier versions reported);
+  it is higher because Faust feeds the agents from one consumer, so with a backlog the
+  processor's queue fills first and the sink starts late. Adapters use the
   in-process ``memory`` provider so the SMTP server is not part of this figure (the sender
   is measured on its own by ``benchmarks.sender_bench``); the sender agent still claims and
   records every row in PostgreSQL in the same worker.
@@ -102,8 +106,11 @@ def produce_enrollments(settings: Settings, worlds: list[dict[str, str]], n: int
     producer.flush(60)
 
 
-def dispatch_span(settings: Settings, n: int, timeout: float) -> tuple[float, list[dict[str, Any]]]:
-    """Consume ``dispatch`` until n commands; return their timestamp span and the commands."""
+def dispatch_span(
+    settings: Settings, n: int, timeout: float
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Consume ``dispatch`` until n commands; return the first and last timestamps (ms) and
+    the first commands."""
     codec = Codecs(settings).for_topic("dispatch")
     consumer = Consumer(
         {
@@ -127,7 +134,26 @@ def dispatch_span(settings: Settings, n: int, timeout: float) -> tuple[float, li
         consumer.close()
     if len(stamps) < n:
         raise RuntimeError(f"only {len(stamps)} of {n} send commands within {timeout:.0f}s")
-    return (max(stamps) - min(stamps)) / 1000, commands
+    return min(stamps), max(stamps), commands
+
+
+def first_timestamp(settings: Settings, name: str) -> int:
+    """The earliest record timestamp (ms) on a topic: when the worker started producing."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}"}
+    )
+    try:
+        first = []
+        for p in range(settings.partitions):
+            consumer.assign([TopicPartition(settings.topic(name), p, 0)])
+            msg = consumer.poll(5)
+            if msg is not None and msg.error() is None:
+                first.append(msg.timestamp()[1])
+        return min(first)
+    finally:
+        consumer.close()
 
 
 def wait_idle(settings: Settings, timeout: float = 300.0) -> None:
@@ -218,7 +244,43 @@ def reply_latencies(
     return latencies
 
 
-def one_run(base: Settings, n: int, replies: int) -> tuple[float, list[float]]:
+CLEANUP_ORDER = (
+    "message_events",
+    "step_executions",
+    "enrollments",
+    "steps",
+    "sequence_versions",
+    "sequences",
+    "adapter_pool_members",
+    "adapter_pools",
+    "adapter_health_transitions",
+    "adapter_day_counters",
+    "suppressions",
+    "outbox",
+    "channel_adapters",
+)
+
+
+def forget_run(settings: Settings, run: str) -> None:
+    """Delete the run's rows: every run adds ~N enrollments and executions, and a ledger
+    grown to millions of rows by earlier runs made later runs measurably slower."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        scoped = {
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.columns"
+                " WHERE table_schema = 'dripdrop' AND column_name = 'tenant_key'"
+            ).fetchall()
+        }
+        for table in CLEANUP_ORDER:
+            if table in scoped:
+                conn.execute(
+                    f"DELETE FROM dripdrop.{table} WHERE tenant_key LIKE %s",  # noqa: S608
+                    (f"bench-{run}-%",),
+                )
+
+
+def one_run(base: Settings, n: int, replies: int) -> tuple[float, float, list[float]]:
     run = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="dripdrop-bench-"))
     settings = base.model_copy(
@@ -235,16 +297,19 @@ def one_run(base: Settings, n: int, replies: int) -> tuple[float, list[float]]:
         produce_enrollments(settings, worlds, n)
         worker = WorkerProcess(settings, tmp / "worker.log")
         try:
-            span, commands = dispatch_span(settings, n, timeout=max(120.0, n / 100))
+            first, last, commands = dispatch_span(settings, n, timeout=max(120.0, n / 50))
+            # The worker's first output for the first enrollment it processed.
+            started = first_timestamp(settings, "telemetry")
             latencies: list[float] = []
             if replies:
                 wait_idle(settings)
                 latencies = reply_latencies(settings, commands, worlds, replies)
         finally:
             worker.stop()
-        return (n - 1) / span, latencies
+        return n / ((last - started) / 1000), (n - 1) / ((last - first) / 1000), latencies
     finally:
         delete_topics_with_prefix(settings)
+        forget_run(settings, run)
 
 
 def main() -> None:
@@ -253,13 +318,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--replies", type=int, default=100)
     args = parser.parse_args()
-    rates, latencies = [], []
+    rates, spans, latencies = [], [], []
     for i in range(args.runs):
-        rate, lat = one_run(Settings(), args.enrollments, args.replies if i == 0 else 0)
+        rate, span, lat = one_run(Settings(), args.enrollments, args.replies if i == 0 else 0)
         rates.append(rate)
+        spans.append(span)
         latencies.extend(lat)
-        print(f"run {i + 1}: {rate:,.0f} enrollments/s to committed send commands", flush=True)
-    print(f"median over {args.runs} runs: {statistics.median(rates):,.0f} enrollments/s")
+        print(
+            f"run {i + 1}: {rate:,.0f} enrollments/s end to end"
+            f" (first enrollment processed -> last send command committed);"
+            f" {span:,.0f}/s between the first and the last send command",
+            flush=True,
+        )
+    print(
+        f"median over {args.runs} runs: {statistics.median(rates):,.0f} enrollments/s end to end,"
+        f" {statistics.median(spans):,.0f}/s between first and last send command"
+    )
     if latencies:
         q = statistics.quantiles(latencies, n=100, method="inclusive")
         print(

@@ -202,7 +202,7 @@ class Pipeline:
 
         @app.agent(topics["dispatch"], name="sender")
         async def sender(stream: faust.StreamT[bytes]) -> None:
-            async for batch in stream.take(64, within=0.05):
+            async for batch in stream.take(256, within=0.05):
                 await self.deliver([self.codecs.for_topic("dispatch").decode(v) for v in batch])
 
         @app.timer(self.settings.tick_interval_seconds)

@@ -56,7 +56,7 @@ TERMINAL = frozenset(
     }
 )
 _TERMINAL_NAMES = frozenset(str(state) for state in TERMINAL)
-CHUNK = 50
+CHUNK = 16
 """Items per schedule chunk (one table value)."""
 MAX_BUCKETS_PER_TICK = 20_000
 
