@@ -30,6 +30,22 @@ class ChangelogTable(faust.Table):  # type: ignore[misc]  # faust's types are no
 
     publisher: StreamPublisher
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        # Faust encodes the value twice (store, then changelog); the bytes are the same
+        # (one serializer registry, one key/value type), and recovery writes changelog
+        # bytes into RocksDB as they are, so encode once and use the bytes for both.
+        store = self.data
+        if not hasattr(store, "_set"):  # not a serialized (RocksDB) store: Faust's own path
+            super().__setitem__(key, value)
+            return
+        partition = self.partition_for_key(key)
+        key_bytes = store._encode_key(key)  # noqa: SLF001 - faust-streaming 0.15, pinned
+        value_bytes = store._encode_value(value)  # noqa: SLF001
+        store._set(key_bytes, value_bytes)  # noqa: SLF001
+        self._send(partition, key_bytes, value_bytes)
+        self._maybe_set_key_ttl(key, partition)
+        self._sensor_on_set(self, key, value)
+
     def on_key_set(self, key: Any, value: Any) -> None:
         partition = self.partition_for_key(key)
         self._publish(partition, key, value, self.value_serializer)
@@ -46,8 +62,11 @@ class ChangelogTable(faust.Table):  # type: ignore[misc]  # faust's types are no
         topic = self.changelog_topic
         key_bytes, headers = topic.prepare_key(key, self.key_serializer)
         value_bytes, _ = topic.prepare_value(value, value_serializer, headers=headers)
+        self._send(partition, key_bytes, value_bytes)
+
+    def _send(self, partition: int, key_bytes: bytes, value_bytes: bytes | None) -> None:
         self.publisher.send_nowait(
-            topic.get_topic_name(),
+            self.changelog_topic_name,
             key=key_bytes,
             value=value_bytes,
             partition=partition,

@@ -209,3 +209,38 @@ def test_sweep_fires_an_overdue_step_whose_index_entry_was_lost(processor: Proce
     (swept,) = claims(processor.sweep(0, later))
     assert swept["command"]["enrollment_id"] == command["enrollment_id"]
     assert claims(processor.sweep(0, later)) == []  # now dispatching: nothing twice
+
+
+def test_sweep_puts_back_a_lost_index_entry_of_a_future_step(processor: Processor) -> None:
+    w = world(processor)
+    (out,) = enroll(processor, w, 1)
+    command = claims(out)[0]["command"]
+    sent = {
+        "enrollment_id": command["enrollment_id"],
+        "status": "sent",
+        "step_execution_id": command["step_execution_id"],
+    }
+    processor.on_result(sent, T0, 0)
+    for key in list(processor.schedule.keys()):
+        del processor.schedule[key]
+    assert claims(processor.sweep(0, T0 + timedelta(minutes=5))) == []  # not due yet
+    (follow_up,) = claims(processor.on_tick(0, T0 + timedelta(hours=3)))  # indexed again
+    assert follow_up["command"]["enrollment_id"] == command["enrollment_id"]
+
+
+def test_sends_in_flight_when_a_partition_arrives_are_redriven_once_after_the_delay() -> None:
+    p = Processor(DictStore(), OutboundPolicy(), redrive_seconds=3600, arrival_redrive_seconds=60)
+    w = world(p)
+    (out,) = enroll(p, w, 1)
+    command = claims(out)[0]["command"]
+    p.on_rebalance()  # the in-memory redrive map is gone, as in a new process
+    arrived = T0 + timedelta(minutes=1)
+    assert claims(p.sweep(0, arrived)) == []
+    assert claims(p.on_tick(0, arrived + timedelta(seconds=30))) == []
+    (again,) = claims(p.on_tick(0, arrived + timedelta(seconds=61)))
+    assert again["command"]["step_execution_id"] == command["step_execution_id"]
+    assert again["command"]["headers"] == command["headers"]  # same Message-ID, same mail
+    assert claims(p.on_tick(0, arrived + timedelta(seconds=62))) == []  # re-armed, not repeated
+    p.on_result({**again["command"], "status": "sent"}, arrived, 0)
+    later = claims(p.on_tick(0, arrived + timedelta(hours=2)))  # past the steady redrive
+    assert command["step_execution_id"] not in [c["command"]["step_execution_id"] for c in later]
