@@ -151,6 +151,8 @@ def first_timestamp(settings: Settings, name: str) -> int:
             msg = consumer.poll(5)
             if msg is not None and msg.error() is None:
                 first.append(msg.timestamp()[1])
+        if not first:
+            raise RuntimeError(f"no record on {settings.topic(name)}: did the worker start?")
         return min(first)
     finally:
         consumer.close()

@@ -41,8 +41,8 @@ class ChangelogTable(faust.Table):  # type: ignore[misc]  # faust's types are no
         partition = self.partition_for_key(key)
         key_bytes = store._encode_key(key)  # noqa: SLF001 - faust-streaming 0.15, pinned
         value_bytes = store._encode_value(value)  # noqa: SLF001
-        store._set(key_bytes, value_bytes)  # noqa: SLF001
-        self._send(partition, key_bytes, value_bytes)
+        self._send(partition, key_bytes, value_bytes)  # first, as Faust: a refused record
+        store._set(key_bytes, value_bytes)  # noqa: SLF001 - leaves the store untouched
         self._maybe_set_key_ttl(key, partition)
         self._sensor_on_set(self, key, value)
 

@@ -16,6 +16,8 @@ so callers only treat a record as published once the broker confirmed it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.settings import Settings
+
+log = logging.getLogger("dripdrop.kafka")
 
 
 class PublishError(RuntimeError):
@@ -116,14 +120,20 @@ class KafkaPublisher:
 
 
 class StreamPublisher:
-    """The worker's producer for everything it publishes except table changelogs.
+    """The worker's producer: every output record and every table changelog record.
 
     Faust's own ``Topic.send`` costs tens of microseconds of Python per record (a future,
     a buffer entry, aiokafka's accumulator); librdkafka does the same work in C on its own
-    threads. At-least-once still holds: ``barrier`` waits until every record produced so
-    far is acknowledged, and the worker calls it before Faust commits any offset
+    threads. At-least-once still holds: ``barrier`` waits until every record produced
+    before it is acknowledged, and the worker calls it before Faust commits any offset
     (``Pipeline`` chains it into the Faust producer's ``flush``), so an input is never
     committed while an output it caused could still be lost.
+
+    Records are counted per *epoch* (each barrier starts a new one), not in total: reports
+    arrive per partition in any order, so a count of reports could be reached by records
+    produced after the barrier while an earlier one is still unacknowledged. A record that
+    is not delivered poisons the publisher: every later barrier raises, so this process
+    never commits again and its inputs are replayed after a restart.
     """
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
@@ -135,18 +145,64 @@ class StreamPublisher:
             "linger.ms": 5,
             "message.timeout.ms": 60_000,
             "queue.buffering.max.messages": 1_000_000,
-            "on_delivery": self._on_delivery,
         }
         config.update(overrides)
         self._producer = Producer(config)
+        self._epoch = 0
+        self._outstanding: dict[int, int] = {}  # epoch → records not yet reported
         self._produced = 0
-        self._reported = 0
-        self._failures: list[str] = []
+        self._failure: str | None = None
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        self._reported += 1
+    def _report(
+        self,
+        epoch: int,
+        on_delivered: Callable[[int, int], None] | None,
+        err: KafkaError | None,
+        msg: Message,
+    ) -> None:
+        left = self._outstanding[epoch] - 1
+        if left:
+            self._outstanding[epoch] = left
+        else:
+            del self._outstanding[epoch]
         if err is not None:
-            self._failures.append(f"{msg.topic()}: {err.str()}")
+            if self._failure is None:
+                self._failure = f"{msg.topic()}[{msg.partition()}]: {err.str()}"
+                log.critical(
+                    "a record was not delivered; no offset will be committed: %s", self._failure
+                )
+        elif on_delivered is not None:
+            on_delivered(int(msg.partition() or 0), int(msg.offset() or 0))
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        on_delivered: Callable[[int, int], None] | None,
+    ) -> bool:
+        """One produce attempt; False when librdkafka's queue is full."""
+        epoch = self._epoch
+        extra = {} if partition is None else {"partition": partition}
+        try:
+            self._producer.produce(
+                topic,
+                value=value,
+                key=key,
+                on_delivery=functools.partial(self._report, epoch, on_delivered),
+                **extra,
+            )
+        except BufferError:
+            self._producer.poll(0)
+            return False
+        except KafkaException as exc:  # e.g. a record over the size limit
+            raise PublishError(f"cannot produce to {topic}: {exc.args[0]}") from exc
+        self._outstanding[epoch] = self._outstanding.get(epoch, 0) + 1
+        self._produced += 1
+        if self._produced % 256 == 0:
+            self._producer.poll(0)
+        return True
 
     async def send(
         self, topic: str, *, key: bytes | None, value: bytes, partition: int | None = None
@@ -156,19 +212,8 @@ class StreamPublisher:
         Raises:
             PublishError: librdkafka refused the record (e.g. over the size limit).
         """
-        extra = {} if partition is None else {"partition": partition}
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, **extra)
-                break
-            except BufferError:
-                self._producer.poll(0)
-                await asyncio.sleep(0.005)
-            except KafkaException as exc:  # e.g. a record over the size limit
-                raise PublishError(f"cannot produce to {topic}: {exc.args[0]}") from exc
-        self._produced += 1
-        if self._produced % 256 == 0:
-            self._producer.poll(0)
+        while not self._produce(topic, key, value, partition, None):
+            await asyncio.sleep(0.005)
 
     def send_nowait(
         self,
@@ -185,45 +230,33 @@ class StreamPublisher:
         Raises:
             PublishError: librdkafka refused the record (e.g. over the size limit).
         """
-
-        def report(err: KafkaError | None, msg: Message) -> None:
-            self._on_delivery(err, msg)
-            if err is None and on_delivered is not None:
-                on_delivered(int(msg.partition() or 0), int(msg.offset() or 0))
-
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=value, key=key, partition=partition, on_delivery=report
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.01)  # rare: a million records queued
-            except KafkaException as exc:
-                raise PublishError(f"cannot produce to {topic}: {exc.args[0]}") from exc
-        self._produced += 1
-        if self._produced % 256 == 0:
-            self._producer.poll(0)
+        while not self._produce(topic, key, value, partition, on_delivered):
+            self._producer.poll(0.01)  # rare: a million records queued
 
     async def barrier(self, timeout: float = 60.0) -> None:
-        """Return once everything produced before the call is acknowledged.
+        """Return once every record produced before the call is acknowledged.
 
-        Unlike ``flush`` it does not wait for records produced meanwhile, so a busy
-        worker cannot starve its own commit.
+        Records produced meanwhile belong to the next epoch and are not waited for, so a
+        busy worker cannot starve its own commit.
 
         Raises:
-            PublishError: a record was refused or not acknowledged within ``timeout``.
+            PublishError: a record was refused (now or earlier in this process), or not
+                acknowledged within ``timeout``.
         """
-        target = self._produced
+        epoch = self._epoch
+        self._epoch += 1
         deadline = time.monotonic() + timeout
-        while self._reported < target and time.monotonic() < deadline:
+        while self._pending_up_to(epoch) and time.monotonic() < deadline:
             self._producer.poll(0)
-            if self._reported < target:
+            if self._pending_up_to(epoch):
                 await asyncio.sleep(0.002)
-        failures, self._failures = self._failures, []
-        if failures or self._reported < target:
-            reason = failures[0] if failures else f"{target - self._reported} unacknowledged"
-            raise PublishError(f"Kafka did not acknowledge the worker's records: {reason}")
+        if self._failure is not None:
+            raise PublishError(f"Kafka did not acknowledge a worker record: {self._failure}")
+        if self._pending_up_to(epoch):
+            raise PublishError(f"worker records unacknowledged after {timeout:.0f} s")
+
+    def _pending_up_to(self, epoch: int) -> bool:
+        return any(e <= epoch for e in self._outstanding)
 
     def close(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout)

@@ -54,9 +54,12 @@ REDRIVE_REAL_SECONDS = 300.0
 """A send command unanswered this long (real time) is re-issued (``Processor._redrive``).
 
 Long, because in steady operation nothing is lost and a late result only means a backlog
-(re-issuing then would add duplicates to it). Losses happen when a worker dies or stops:"""
+(re-issuing then would add duplicates to it). Losses happen when a worker dies or stops,
+and the sends that were in flight then are re-issued after ARRIVAL_REDRIVE_REAL_SECONDS."""
 ARRIVAL_REDRIVE_REAL_SECONDS = 15.0
 """Sends found in flight when a partition arrives in this process are re-issued this soon."""
+PARKED_MAX = 300
+"""Records parked per partition (one table value: it must stay well under 1 MB)."""
 SINK_RECORD_BYTES = 256 * 1024
 """Row operations per sink record stop growing past this size (the broker's limit is 1 MB)."""
 SWEEP_REAL_SECONDS = 600.0
@@ -197,8 +200,10 @@ class Pipeline:
             async for batch in stream.take(
                 self.settings.sink_batch_size, within=self.settings.sink_batch_seconds
             ):
-                # One record per processed event, carrying all of its row operations.
-                await self.write_sink([op for v in batch for op in orjson.loads(v)["ops"]])
+                # One record per processed event, carrying all of its row operations
+                # (a bare operation: a record written before that format).
+                records = [orjson.loads(v) for v in batch]
+                await self.write_sink([op for r in records for op in r.get("ops", [r])])
 
         @app.agent(topics["dispatch"], name="sender")
         async def sender(stream: faust.StreamT[bytes]) -> None:
@@ -235,23 +240,30 @@ class Pipeline:
                 await self.retry_parked(partition)
             out = self._dispatch_input(name, message.value, partition)
         except ConfigNotReadyError as exc:
-            self.park(name, message, partition, str(exc))
+            if not self.park(name, message, partition, str(exc)):
+                await self.dead_letter(message, exc.code, f"parking full: {exc}")
             return
         except (RecordError, CodecError) as exc:
             reason = getattr(exc, "reason", None) or exc.code
             await self.dead_letter(message, str(reason), str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - the one catch-all: a bug, never a lost record
-            log.error(
-                "bug processing %s[%s]@%s: %s",
-                message.topic,
-                partition,
-                message.offset,
-                traceback.format_exc(),
-            )
-            await self.dead_letter(message, "bug", f"{type(exc).__name__}: {exc}")
+            await self._bug(message, partition, exc)
             return
-        await self.publish(out, partition)
+        try:
+            await self.publish(out, partition)
+        except Exception as exc:  # noqa: BLE001 - e.g. a record librdkafka refuses
+            await self._bug(message, partition, exc)
+
+    async def _bug(self, message: Any, partition: int, exc: Exception) -> None:
+        log.error(
+            "bug processing %s[%s]@%s: %s",
+            message.topic,
+            partition,
+            message.offset,
+            traceback.format_exc(),
+        )
+        await self.dead_letter(message, "bug", f"{type(exc).__name__}: {exc}")
 
     async def resync_counters(self, partition: int) -> None:
         """Before a partition's first event in this process: counters from PostgreSQL.
@@ -274,9 +286,13 @@ class Pipeline:
         self.processor.resync_adapters(partition, counters, self.clock.now())
         self._resynced.add(partition)
 
-    def park(self, name: str, message: Any, partition: int, error: str) -> None:
+    def park(self, name: str, message: Any, partition: int, error: str) -> bool:
+        """Keep a record that names config not seen yet; False when the partition's parking
+        is full (the caller dead-letters it)."""
         key = f"parked:{partition}"
         parked = list(self.processor.index.get(key) or [])
+        if len(parked) >= PARKED_MAX:
+            return False
         parked.append(
             {
                 "name": name,
@@ -288,6 +304,7 @@ class Pipeline:
             }
         )
         self.processor.index[key] = parked
+        return True
 
     async def retry_parked(self, partition: int) -> None:
         """Retry records that named config not seen yet; dead-letter them after a while."""
@@ -319,6 +336,10 @@ class Pipeline:
                     str(reason),
                     str(exc),
                 )
+            except Exception as exc:  # noqa: BLE001 - a bug must not block the partition's ticks
+                out = Outputs()
+                parked_record = _Parked(self.settings.topic(item["name"]), partition, item, value)
+                await self._bug(parked_record, partition, exc)
             await self.publish(out, partition)
         self.processor.index[key] = still
 
@@ -330,8 +351,8 @@ class Pipeline:
                 out = p.on_tick(partition, now)
                 last = self._last_sweep.get(partition)
                 if last is None or time.monotonic() - last > SWEEP_REAL_SECONDS:
-                    self._last_sweep[partition] = time.monotonic()
                     out.extend(p.sweep(partition, now))
+                    self._last_sweep[partition] = time.monotonic()
             return out
         now = self.clock.now()
         if name == "sink-feedback":
@@ -383,31 +404,38 @@ class Pipeline:
             )
 
     async def _publish_sink(self, ops: list[dict[str, Any]], partition: int) -> None:
-        """An event's row operations, as few sink records as fit the broker's size limit.
+        """An event's row operations, in as few sink records as fit the broker's size limit.
 
-        One record per event, not per operation (each record costs the sink a consume);
-        a tick that fires hundreds of steps is split so no record nears 1 MB.
+        One record per event, not per operation (each record costs the sink a consume); a
+        tick that fires hundreds of steps is split before a record would pass
+        ``SINK_RECORD_BYTES``. An operation too large for any record is dead-lettered alone.
         """
         first = ops[0]
         key = first.get("row", first.get("command", first)).get("tenant_key", "").encode()
         topic = self.settings.topic("sink")
         chunk: list[bytes] = []
         size = 0
-        encoded = [_json(op) for op in ops]
-        for i, op in enumerate(encoded):
+        for op in (_json(op) for op in ops):
+            if chunk and size + len(op) > SINK_RECORD_BYTES:
+                await self._send_sink(topic, key, chunk, partition)
+                chunk, size = [], 0
             chunk.append(op)
             size += len(op)
-            if size >= SINK_RECORD_BYTES or i == len(encoded) - 1:
-                value = b'{"ops":[' + b",".join(chunk) + b"]}"
-                try:
-                    await self.publisher.send(topic, key=key, value=value, partition=partition)
-                except PublishError as exc:  # one operation alone is over the limit
-                    await self.dead_letter(
-                        _Parked(topic, partition, {"offset": -1, "key": ""}, value[:100_000]),
-                        "too_large",
-                        str(exc),
-                    )
-                chunk, size = [], 0
+        await self._send_sink(topic, key, chunk, partition)
+
+    async def _send_sink(self, topic: str, key: bytes, ops: list[bytes], partition: int) -> None:
+        value = b'{"ops":[' + b",".join(ops) + b"]}"
+        try:
+            await self.publisher.send(topic, key=key, value=value, partition=partition)
+        except PublishError as exc:
+            if len(ops) != 1 or "MSG_SIZE_TOO_LARGE" not in str(exc):
+                raise
+            detail = f"{exc}; the operation ({len(value)} bytes) is cut to its first 100 kB"
+            await self.dead_letter(
+                _Parked(topic, partition, {"offset": -1, "key": ""}, value[:100_000]),
+                "too_large",
+                detail,
+            )
 
     async def dead_letter(self, message: Any, reason: str, detail: str) -> None:
         value = self.codecs.for_topic("dead-letter").encode(

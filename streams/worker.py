@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 # uvloop unless the operator chose a loop (FAUST_LOOP / -L): faust reads this when it is
-# first imported, so it must be set before the imports below. Measured: +x % throughput.
+# first imported, so it must be set before the imports below (docs/benchmarks.md).
 os.environ.setdefault("FAUST_LOOP", "uvloop")
 
 from streams import jsonlog, metrics  # noqa: E402

@@ -118,14 +118,17 @@ class Processor:
             table.holding = True
         try:
             yield
+            for table in self._tables.values():
+                table.flush()
         except BaseException:
+            # Nothing held may leak into the next event (it would be written under that
+            # event's partition). A write that fails midway (a value over Kafka's size
+            # limit) leaves the keys flushed before it written: the caches go, so the
+            # next read sees what the tables hold.
             for table in self._tables.values():
                 table.discard()
             self.forget_caches()
             raise
-        else:
-            for table in self._tables.values():
-                table.flush()
         finally:
             for table in self._tables.values():
                 table.holding = False
@@ -273,7 +276,11 @@ class Processor:
                 or not self.owns(raw.get("tenant_key", ""), partition)
             ):
                 continue
-            e = self.enrollment(key)
+            try:
+                e = self.enrollment(key)
+            except Exception as exc:  # noqa: BLE001 - one unreadable record must not stop it
+                out.reject("bug", f"sweep: enrollment {key}: {type(exc).__name__}: {exc}")
+                continue
             if e is None:
                 continue
             if e.status == "dispatching" and e.pending is not None and self.arrival_redrive:
@@ -579,10 +586,13 @@ class Processor:
             self._in_flight.get(partition, {}).pop(enrollment_id, None)
             return
         if pending.step_execution_id != exec_id:
-            return  # answered since; a later send has its own redrive
+            # Answered since, and a later send is out: watch that one instead.
+            self._arm_redrive(e, pending.decided_at, partition)
+            return
         step = self.config.entity("step", pending.step_id)
         adapter = self.config.adapter(pending.adapter_id)
         if not isinstance(step, Step) or adapter is None:
+            self._in_flight.get(partition, {}).pop(enrollment_id, None)
             return
         state = self.adapter_state(adapter)
         at = pending.decided_at
@@ -745,6 +755,7 @@ class Processor:
         ``counters`` maps (adapter id, local day) to (sends granted, last send). Called when
         a worker starts processing a partition (see ``Pipeline.resync_counters``).
         """
+        self.cache.partition = partition  # called outside ``event``: reads are this partition's
         for adapter_id in list(self.adapter_states.keys()):
             adapter = self.config.adapter(adapter_id)
             if adapter is None or not self.owns(adapter.tenant_key, partition):

@@ -256,7 +256,7 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
     if hit is None:
         out.emit("ingest.unmatched", tenant, now, message_id=message_id, adapter_id=adapter.id)
         return out
-    execution = p.index.get(index_key(tenant, hit[0].message_id, hit[0].kind)) or {}
+    execution = _execution(p, p.index.get(index_key(tenant, hit[0].message_id, hit[0].kind)))
     e = p.enrollment(execution.get("enrollment_id") or "")
     if e is None:
         out.emit("ingest.unmatched", tenant, now, message_id=message_id, adapter_id=adapter.id)
@@ -324,6 +324,8 @@ class _IndexView(Mapping[str, str]):
 
     def __getitem__(self, key: str) -> str:
         value = self.index.get(key)  # the execution record (see Processor.on_result)
+        if isinstance(value, str):  # written before the record: the execution id
+            return value
         if not isinstance(value, dict) or "step_execution_id" not in value:
             raise KeyError(key)
         return str(value["step_execution_id"])
@@ -333,6 +335,14 @@ class _IndexView(Mapping[str, str]):
 
     def __len__(self) -> int:  # pragma: no cover
         return 0
+
+
+def _execution(p: Processor, value: Any) -> dict[str, Any]:
+    """The execution a correlation-index value names: the record itself, or (an index
+    written by an earlier version) its id, whose record is under ``exec:{id}``."""
+    if isinstance(value, str):
+        value = p.index.get(f"exec:{value}")
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _apply_effect(
@@ -409,7 +419,7 @@ def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition
     ):
         ident = normalize_message_id(candidate)
         if ident and not execution:
-            execution = dict(p.index.get(index_key(tenant, ident, k)) or {})  # type: ignore[arg-type]
+            execution = _execution(p, p.index.get(index_key(tenant, ident, k)))  # type: ignore[arg-type]
     adapter_id = sig.get("adapter_id") or execution.get("adapter_id")
     adapter = _tenant_owned("adapter", p.config.adapter(adapter_id), tenant, adapter_id)
     if kind in ("set_health", "postmaster_score"):

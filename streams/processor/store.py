@@ -2,7 +2,8 @@
 
 The processor never sees Faust: it reads and writes through ``Store``. In a worker the
 store is backed by Faust tables (changelogged, RocksDB); in tests by dicts. Values are
-JSON-compatible; ``Config`` parses authored entities once and caches them by raw value.
+JSON-compatible; parsed models and config reads are cached between events and dropped
+on every rebalance (``ModelCache``, ``_RecentReads``).
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ class Buffered(MutableMapping[str, Any]):
     """A table whose writes during one event are held, then written once when it ends.
 
     Faust turns every ``table[key] = value`` into a changelog record; an event that
-    updates an enrollment or an adapter three times would send three. Held writes are
-    also all-or-nothing within the process: an event that fails midway (a bug) leaves no
-    half-applied state behind. Values may be pydantic models: they are dumped once, at
-    ``flush``. Outside an event (``holding`` false) writes go straight through.
+    updates an enrollment or an adapter three times would send three. An event that fails
+    while it runs (a bug) writes nothing: its held writes are discarded. Values may be
+    pydantic models: they are dumped once, at ``flush``. Outside an event (``holding``
+    false) writes go straight through.
     """
 
     def __init__(self, table: MutableMapping[str, Any]) -> None:

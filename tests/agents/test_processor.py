@@ -244,3 +244,45 @@ def test_sends_in_flight_when_a_partition_arrives_are_redriven_once_after_the_de
     p.on_result({**again["command"], "status": "sent"}, arrived, 0)
     later = claims(p.on_tick(0, arrived + timedelta(hours=2)))  # past the steady redrive
     assert command["step_execution_id"] not in [c["command"]["step_execution_id"] for c in later]
+
+
+def test_a_reply_correlates_through_an_index_written_by_the_previous_version(
+    processor: Processor,
+) -> None:
+    from dripdrop_core.correlation import index_key, normalize_message_id
+
+    w = world(processor)
+    (out,) = enroll(processor, w, 1)
+    command = claims(out)[0]["command"]
+    sent = {
+        "enrollment_id": command["enrollment_id"],
+        "status": "sent",
+        "step_execution_id": command["step_execution_id"],
+    }
+    processor.on_result(sent, T0, 0)
+    rfc = normalize_message_id(command["headers"]["Message-ID"])
+    assert rfc is not None
+    key = index_key(TENANT, rfc, "rfc")
+    record = processor.index[key]
+    processor.index[key] = record["step_execution_id"]  # the old value: the id only
+    processor.index[f"exec:{record['step_execution_id']}"] = {
+        k: v for k, v in record.items() if k != "step_execution_id"
+    }
+    reply = inputs.on_inbound(
+        processor,
+        {
+            "tenant_key": TENANT,
+            "adapter_id": w["adapter"],
+            "message_id": "<r1@x.org>",
+            "in_reply_to": command["headers"]["Message-ID"],
+            "references": [],
+            "headers": {},
+            "intent": "reply",
+            "from": "p0@x.org",
+            "subject": "Re",
+        },
+        T0 + timedelta(minutes=5),
+        0,
+    )
+    rows = [op["row"] for op in reply.urgent if op["op"] == "enrollment"]
+    assert rows and rows[-1]["state"] == "replied"
