@@ -27,7 +27,7 @@ from dripdrop_core.mail_threads import (
     thread_headers,
     validate_headers,
 )
-from dripdrop_core.models import Adapter, EnrollmentState, Mode, Step
+from dripdrop_core.models import Adapter, EnrollmentState, HealthState, Mode, Step
 from dripdrop_core.pacing import record_send, reserve_gap_slot
 from dripdrop_core.policy import OutboundPolicy
 from dripdrop_core.pools import decide_pin_unavailable
@@ -263,6 +263,7 @@ class Processor:
         then finds nothing left to do. So: overdue work fires, a future due time without
         its index entry gets it back (a duplicate entry is harmless: firing checks the
         enrollment's own due time), and sends awaiting a result are armed for redrive.
+        Resting adapters' timers (resting → probing) are checked the same way.
         """
         out = Outputs()
         in_flight = self._in_flight.setdefault(partition, {})
@@ -294,6 +295,20 @@ class Processor:
                 else:
                     bucket = tick_bucket(e.due_at, self.bucket_seconds)
                     future.setdefault(bucket, []).append((item, e.due_at))
+        for key, raw in self.store.partition_items("adapters", partition):
+            # A resting adapter's timer entry is a record apart from its state, too.
+            resting = raw and raw.get("health_state") == HealthState.RESTING
+            adapter = self.config.adapter(key) if resting else None
+            if adapter is None or not self.owns(adapter.tenant_key, partition):
+                continue
+            timer = next_health_timer(self.adapter_state(adapter))
+            if timer is None:
+                continue
+            item = f"a:{adapter.id}:{int(timer.timestamp() * 1000)}"
+            if timer <= now:
+                self._fire_item_safely(item, now, partition, out)
+            else:
+                future.setdefault(tick_bucket(timer, self.bucket_seconds), []).append((item, timer))
         cursor = self.index.get(f"cursor:{partition}")
         for bucket, items in future.items():
             # _index_due puts an item due at or before the cursor in the bucket after it.

@@ -286,3 +286,26 @@ def test_a_reply_correlates_through_an_index_written_by_the_previous_version(
     )
     rows = [op["row"] for op in reply.urgent if op["op"] == "enrollment"]
     assert rows and rows[-1]["state"] == "replied"
+
+
+def test_sweep_puts_back_a_lost_health_timer(processor: Processor) -> None:
+    from dripdrop_core.models import HealthState
+
+    w = world(processor)
+    signal = {
+        "tenant_key": TENANT,
+        "kind": "set_health",
+        "adapter_id": w["adapter"],
+        "health_state": "resting",
+    }
+    inputs.on_health_signal(processor, signal, T0, 0)
+    adapter = processor.config.adapter(w["adapter"])
+    assert adapter is not None
+    resting = processor.adapter_state(adapter)
+    assert resting.health_state is HealthState.RESTING and resting.resting_until is not None
+    for key in list(processor.schedule.keys()):  # a crash lost the timer's index entry
+        del processor.schedule[key]
+    processor.sweep(0, T0 + timedelta(minutes=1))
+    out = processor.on_tick(0, resting.resting_until + timedelta(minutes=2))
+    moved = [t["attributes"]["to"] for t in out.telemetry if t["name"] == "health.state_changed"]
+    assert moved == ["probing"]
