@@ -59,20 +59,25 @@ class Publisher(Protocol):
     def close(self) -> None: ...
 
 
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings every DripDrop producer shares: idempotent, ``acks=all``, and
+    Java's murmur2 partitioner so keyed records land where Faust and the API expect."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "message.timeout.ms": 30_000,
+        **overrides,
+    }
+
+
 class KafkaPublisher:
     """confluent-kafka ``Producer`` with delivery tracking; see the module docstring."""
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
-        config: dict[str, Any] = {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "murmur2_random",
-            "linger.ms": 5,
-            "message.timeout.ms": 30_000,
-        }
-        config.update(overrides)
-        self._producer = Producer(config)
+        self._producer = Producer(producer_config(settings, **overrides))
         self._pending: list[Delivery | KafkaError] = []
         self._closed = False
 
@@ -137,17 +142,16 @@ class StreamPublisher:
     """
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
-        config: dict[str, Any] = {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "murmur2_random",
-            "linger.ms": 5,
-            "message.timeout.ms": 60_000,
-            "queue.buffering.max.messages": 1_000_000,
-        }
-        config.update(overrides)
-        self._producer = Producer(config)
+        self._producer = Producer(
+            producer_config(
+                settings,
+                **{
+                    "message.timeout.ms": 60_000,
+                    "queue.buffering.max.messages": 1_000_000,
+                    **overrides,
+                },
+            )
+        )
         self._epoch = 0
         self._outstanding: dict[int, int] = {}  # epoch → records not yet reported
         self._produced = 0

@@ -119,6 +119,19 @@ def claims(*outs: Any) -> list[dict[str, Any]]:
     return [op for out in outs for op in out.sink if op["op"] == "claim"]
 
 
+def first_step_sent(p: Processor, w: dict[str, Any]) -> dict[str, Any]:
+    """Enroll one prospect and report its first send delivered; return the send command."""
+    (out,) = enroll(p, w, 1)
+    command: dict[str, Any] = claims(out)[0]["command"]
+    sent = {
+        "enrollment_id": command["enrollment_id"],
+        "status": "sent",
+        "step_execution_id": command["step_execution_id"],
+    }
+    p.on_result(sent, T0, 0)
+    return command
+
+
 @pytest.fixture
 def processor() -> Processor:
     return Processor(DictStore(), OutboundPolicy())
@@ -190,17 +203,7 @@ def test_enroll_before_its_sequence_arrives_is_parked_not_dead_lettered(
 
 def test_sweep_fires_an_overdue_step_whose_index_entry_was_lost(processor: Processor) -> None:
     w = world(processor)
-    (out,) = enroll(processor, w, 1)
-    command = claims(out)[0]["command"]
-    processor.on_result(
-        {
-            "enrollment_id": command["enrollment_id"],
-            "status": "sent",
-            "step_execution_id": command["step_execution_id"],
-        },
-        T0,
-        0,
-    )
+    command = first_step_sent(processor, w)
     schedule = processor.schedule
     for key in list(schedule.keys()):  # a crash kept the enrollment, lost its index entry
         del schedule[key]
@@ -213,14 +216,7 @@ def test_sweep_fires_an_overdue_step_whose_index_entry_was_lost(processor: Proce
 
 def test_sweep_puts_back_a_lost_index_entry_of_a_future_step(processor: Processor) -> None:
     w = world(processor)
-    (out,) = enroll(processor, w, 1)
-    command = claims(out)[0]["command"]
-    sent = {
-        "enrollment_id": command["enrollment_id"],
-        "status": "sent",
-        "step_execution_id": command["step_execution_id"],
-    }
-    processor.on_result(sent, T0, 0)
+    command = first_step_sent(processor, w)
     for key in list(processor.schedule.keys()):
         del processor.schedule[key]
     assert claims(processor.sweep(0, T0 + timedelta(minutes=5))) == []  # not due yet
@@ -252,14 +248,7 @@ def test_a_reply_correlates_through_an_index_written_by_the_previous_version(
     from dripdrop_core.correlation import index_key, normalize_message_id
 
     w = world(processor)
-    (out,) = enroll(processor, w, 1)
-    command = claims(out)[0]["command"]
-    sent = {
-        "enrollment_id": command["enrollment_id"],
-        "status": "sent",
-        "step_execution_id": command["step_execution_id"],
-    }
-    processor.on_result(sent, T0, 0)
+    command = first_step_sent(processor, w)
     rfc = normalize_message_id(command["headers"]["Message-ID"])
     assert rfc is not None
     key = index_key(TENANT, rfc, "rfc")
