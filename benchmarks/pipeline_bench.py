@@ -38,6 +38,7 @@ from streams.api import DripDrop
 from streams.codecs import Codecs
 from streams.localrun import WorkerProcess
 from streams.settings import Settings
+from streams.sink_consumer import sink_group
 
 TENANTS = 8
 
@@ -163,37 +164,43 @@ def wait_idle(settings: Settings, timeout: float = 300.0) -> None:
     on an idle pipeline, as a reply to a mail sent minutes or days earlier would be."""
     from confluent_kafka import TopicPartition
 
-    names = [
-        "enrollments",
-        "inbound-messages",
-        "health-signals",
-        "config",
-        "dispatch-results",
-        "sink",
-        "dispatch",
-        "sink-feedback",
-    ]
-    probe = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": settings.app_id,
-            "enable.auto.commit": False,
-        }
-    )
-    tps = [TopicPartition(settings.topic(n), p) for n in names for p in range(settings.partitions)]
+    groups = {
+        settings.app_id: [
+            "enrollments",
+            "inbound-messages",
+            "health-signals",
+            "config",
+            "dispatch-results",
+            "dispatch",
+            "sink-feedback",
+        ],
+        sink_group(settings): ["sink"],
+    }
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            lag = 0
-            for tp in probe.committed(tps, timeout=10):
-                high = probe.get_watermark_offsets(tp, timeout=10)[1]
-                lag += max(0, high - max(tp.offset, 0))
-            if lag == 0:
-                return
-            time.sleep(0.5)
-    finally:
-        probe.close()
-    raise RuntimeError("the worker did not catch up")
+    for group, names in groups.items():
+        probe = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+            }
+        )
+        tps = [
+            TopicPartition(settings.topic(n), p) for n in names for p in range(settings.partitions)
+        ]
+        try:
+            while True:
+                lag = 0
+                for tp in probe.committed(tps, timeout=10):
+                    high = probe.get_watermark_offsets(tp, timeout=10)[1]
+                    lag += max(0, high - max(tp.offset, 0))
+                if lag == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the worker did not catch up")
+                time.sleep(0.5)
+        finally:
+            probe.close()
 
 
 def reply_latencies(

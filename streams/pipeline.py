@@ -44,6 +44,7 @@ from streams.providers import ProviderRegistry
 from streams.sender import Sender
 from streams.settings import Settings
 from streams.sink import PostgresSink, SinkDatabaseError
+from streams.sink_consumer import SinkConsumer
 
 log = logging.getLogger("dripdrop.pipeline")
 
@@ -104,6 +105,17 @@ class FaustStore:
             yield data._decode_key(key), data._decode_value(value)  # noqa: SLF001
 
 
+class _Message:
+    """A confluent-kafka message, shaped like a Faust one for ``dead_letter``."""
+
+    def __init__(self, message: Any) -> None:
+        self.topic = message.topic()
+        self.partition = message.partition()
+        self.offset = message.offset()
+        self.key = message.key()
+        self.value = message.value()
+
+
 def _json(value: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
@@ -144,6 +156,7 @@ class Pipeline:
         self._ticks_in_flight: dict[int, float] = {}
         self._last_sweep: dict[int, float] = {}  # partition → when swept in this process
         self._resynced: set[int] = set()
+        self.sink_consumer = SinkConsumer(settings, self.sink_batch, self._sink_failed)
         self._chain_flush()
         self._register()
         app.on_partitions_revoked.connect(self._on_rebalance)
@@ -195,15 +208,14 @@ class Pipeline:
             async for event in stream.events():
                 await self.process(event)
 
-        @app.agent(topics["sink"], name="sink")
-        async def sink(stream: faust.StreamT[bytes]) -> None:
-            async for batch in stream.take(
-                self.settings.sink_batch_size, within=self.settings.sink_batch_seconds
-            ):
-                # One record per processed event, carrying all of its row operations
-                # (a bare operation: a record written before that format).
-                records = [orjson.loads(v) for v in batch]
-                await self.write_sink([op for r in records for op in r.get("ops", [r])])
+        @app.task
+        async def start_sink() -> None:  # after table recovery, like the agents
+            self.sink_consumer.start()
+
+        async def stop_sink(sender: Any, **_: Any) -> None:
+            await self.sink_consumer.stop()
+
+        app.on_before_shutdown.connect(stop_sink)
 
         @app.agent(topics["dispatch"], name="sender")
         async def sender(stream: faust.StreamT[bytes]) -> None:
@@ -481,6 +493,27 @@ class Pipeline:
             )
         await self.publisher.barrier()  # acked before the batch is: nothing lost
         return None
+
+    async def sink_batch(self, messages: list[Any]) -> None:
+        """A batch of sink records (``SinkConsumer``): one per processed event, carrying
+        all of its row operations (a bare operation: a record written before that format).
+        A record that is not JSON is dead-lettered; the others are written."""
+        ops: list[dict[str, Any]] = []
+        for message in messages:
+            try:
+                record = orjson.loads(message.value())
+                if not isinstance(record, dict):
+                    raise ValueError("a sink record must be a JSON object")
+            except ValueError as exc:  # orjson.JSONDecodeError is one
+                await self.dead_letter(_Message(message), "invalid_sink_record", str(exc))
+                continue
+            ops.extend(record.get("ops", [record]))
+        if ops:
+            await self.write_sink(ops)
+        await self.publisher.barrier()
+
+    async def _sink_failed(self, exc: BaseException) -> None:
+        await self.app.crash(exc)
 
     async def write_sink(self, ops: list[dict[str, Any]]) -> None:
         result = await self._write_with_retry(ops)

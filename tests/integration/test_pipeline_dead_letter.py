@@ -277,3 +277,69 @@ def test_malformed_records_on_every_input_topic_are_dead_lettered_between_valid_
     ), "the CR/LF recipient was never enrolled"
     assert worker.alive(), worker.log_tail()
     assert worker.stop() == 0, worker.log_tail()
+
+
+def test_a_malformed_sink_record_is_dead_lettered_and_the_sink_commits_the_rest(
+    settings: Settings,
+    topics: Callable[..., list[str]],
+    smtp: SmtpSink,
+    worker_factory: Callable[..., WorkerProcess],
+) -> None:
+    """The sink has its own consumer (``streams/sink_consumer.py``): a record on ``sink``
+    that is not a JSON object is dead-lettered, the records after it are still written, and
+    a graceful stop commits the sink group's offsets to the end (nothing is replayed)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.sink_consumer import sink_group
+
+    topics()
+    tenant = f"dls-{uuid.uuid4().hex[:8]}"
+    raw = Raw(settings)
+    with DripDrop(settings) as dd:
+        world = build_world(dd, smtp, tenant=tenant, caps=(1000,), steps=1)
+        worker = worker_factory(settings)
+        wait_ready(worker)
+        bad = {
+            "not_json": raw.send("sink", tenant, b"\x00not json"),
+            "array": raw.send("sink", tenant, b"[1, 2]"),
+        }
+        raw.avro("enrollments", tenant, enroll_record(tenant, world.sequence.id, "ok@x.example"))
+        wait_for(
+            lambda: rows(
+                settings,
+                "SELECT 1 FROM dripdrop.step_executions"
+                " WHERE tenant_key = %s AND recipient = 'ok@x.example' AND status = 'sent'",
+                tenant,
+            ),
+            what="the enrollment after the bad sink records",
+        )
+    reader = TopicReader(settings, "dead-letter")
+    try:
+        letters = reader.until(
+            lambda got: sum(d["source_topic"] == settings.topic("sink") for d in got) >= 2,
+            timeout=30,
+            what="two sink dead letters",
+        )
+    finally:
+        reader.close()
+    by_place = {(d["source_topic"], d["partition"], d["offset"]): d for d in letters}
+    for name, (topic, part, offset, value) in bad.items():
+        letter = by_place[(topic, part, offset)]
+        assert letter["reason"] == "invalid_sink_record", name
+        assert letter["value"] == value, name
+    assert worker.stop() == 0, worker.log_tail()
+
+    probe = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": sink_group(settings)}
+    )
+    try:
+        sink_topic = settings.topic("sink")
+        parts = [TopicPartition(sink_topic, p) for p in range(settings.partitions)]
+        lag = {
+            tp.partition: probe.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0)
+            for tp in probe.committed(parts, timeout=10)
+        }
+    finally:
+        probe.close()
+    assert lag[bad["not_json"][1]] == 0, lag
+    assert sum(lag.values()) == 0, lag
