@@ -11,6 +11,7 @@ import sys
 BENCHES = (
     ["benchmarks.pipeline_bench", "--enrollments", "20000", "--runs", "3", "--replies", "100"],
     ["benchmarks.sender_bench", "--messages", "600", "--runs", "3", "--batch", "64"],
+    ["benchmarks.faust_floor", "--records", "150000", "--runs", "3"],
 )
 
 

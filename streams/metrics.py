@@ -10,6 +10,7 @@ adapter ids or enrollment ids. Nothing is recorded until ``start`` is called.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -126,8 +127,11 @@ class Metrics:
         self._health[adapter_id] = state
         self.health_states.labels(state=state).inc()
 
-    async def update_lag(self, app: faust.App, *, prefix: str, app_id: str) -> None:
-        """Sum highwater − position over the partitions this worker is assigned."""
+    async def update_lag(
+        self, app: faust.App, *, prefix: str, app_id: str, sink: Any = None
+    ) -> None:
+        """Sum highwater − position over the partitions this worker is assigned (the Faust
+        consumer's, and the sink consumer's, ``streams/sink_consumer.py``)."""
         consumer = app.consumer
         totals: dict[str, int] = {}
         for tp in consumer.assignment():
@@ -137,6 +141,8 @@ class Metrics:
                 continue
             short = tp.topic.removeprefix(prefix).removeprefix(f"{app_id}-")
             totals[short] = totals.get(short, 0) + max(0, highwater - position)
+        if sink is not None and (sink_lag := await asyncio.to_thread(sink.lag)) is not None:
+            totals["sink"] = sink_lag
         for topic, lag in totals.items():
             self.lag.labels(topic=topic).set(lag)
 
@@ -170,7 +176,12 @@ def start(settings: Settings, app: faust.App, pipeline: Any) -> Metrics | None:
     @app.timer(LAG_INTERVAL_SECONDS)  # type: ignore[untyped-decorator] # faust is untyped
     async def consumer_lag() -> None:
         try:
-            await metrics.update_lag(app, prefix=settings.topic_prefix, app_id=settings.app_id)
+            await metrics.update_lag(
+                app,
+                prefix=settings.topic_prefix,
+                app_id=settings.app_id,
+                sink=getattr(pipeline, "sink_consumer", None),
+            )
         except Exception as exc:  # noqa: BLE001 - a metric must never stop the worker
             log.debug("consumer lag unavailable: %s", exc)
 

@@ -109,6 +109,19 @@ class SinkConsumer:
                 await self._on_failure(exc)
                 return
 
+    def lag(self) -> int | None:
+        """Records on this consumer's ``sink`` partitions not yet consumed (for the metrics);
+        ``None`` before the first assignment. Blocking: call it off the event loop."""
+        consumer = self._consumer
+        if consumer is None or not (assigned := consumer.assignment()):
+            return None
+        total = 0
+        for tp in consumer.position(assigned):
+            high = consumer.get_watermark_offsets(tp, timeout=5, cached=True)[1]
+            if tp.offset >= 0 and high >= 0:
+                total += max(0, high - tp.offset)
+        return total
+
     @staticmethod
     def _store(consumer: Consumer, records: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}

@@ -98,10 +98,17 @@ def test_worker_metrics_endpoint_counts_sends_pins_deferrals_and_logs_json(
     assert dripdrop and not any("_created" in name for name in dripdrop)
     labels = " ".join(dripdrop)
     assert tenant not in labels and adapter.id not in labels and "@" not in labels
+    # The Faust consumer's topics and the sink's own consumer (streams/sink_consumer.py).
     wait_for(
-        lambda: any(k.startswith("dripdrop_consumer_lag_records") for k in scrape(port)),
+        lambda: (
+            {
+                'dripdrop_consumer_lag_records{topic="enrollments"}',
+                'dripdrop_consumer_lag_records{topic="sink"}',
+            }
+            <= set(scrape(port))
+        ),
         timeout=30,
-        what="consumer lag gauge",
+        what="consumer lag gauges of enrollments and sink",
     )
     assert worker.stop() == 0, worker.log_tail()
     logged = [

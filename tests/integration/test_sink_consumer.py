@@ -1,0 +1,94 @@
+"""``SinkConsumer`` on a real broker: offsets are committed only for batches that were
+handled, so a failed batch (and everything after it) is consumed again by the next owner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.settings import Settings
+from streams.sink_consumer import SinkConsumer, sink_group
+from tests.integration.support import producer
+
+
+def produce_sink(settings: Settings, values: list[bytes]) -> None:
+    p = producer(settings)
+    for v in values:
+        p.produce(settings.topic("sink"), key=b"t", value=v, partition=0)
+    assert p.flush(10) == 0
+
+
+def committed(settings: Settings) -> int:
+    probe = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": sink_group(settings)}
+    )
+    try:
+        (tp,) = probe.committed([TopicPartition(settings.topic("sink"), 0)], timeout=10)
+        return int(tp.offset)
+    finally:
+        probe.close()
+
+
+async def run_until(sink: SinkConsumer, done: Callable[[], bool], timeout: float = 30.0) -> None:
+    sink.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not done():
+            assert loop.time() < deadline, "the sink consumer did not get there"
+            await asyncio.sleep(0.05)
+    finally:
+        await sink.stop()
+
+
+def test_handled_batches_are_committed_at_stop(
+    settings: Settings, topics: Callable[..., list[str]]
+) -> None:
+    topics("sink")
+    produce_sink(settings, [b"1", b"2", b"3"])
+    seen: list[bytes] = []
+    failures: list[BaseException] = []
+
+    async def handle(messages: list[Any]) -> None:
+        seen.extend(m.value() for m in messages)
+
+    async def on_failure(exc: BaseException) -> None:
+        failures.append(exc)
+
+    sink = SinkConsumer(settings, handle, on_failure)
+    asyncio.run(run_until(sink, lambda: len(seen) >= 3))
+    assert seen == [b"1", b"2", b"3"]
+    assert not failures
+    assert committed(settings) == 3
+
+
+def test_a_failed_batch_is_not_committed_and_is_replayed(
+    settings: Settings, topics: Callable[..., list[str]]
+) -> None:
+    topics("sink")
+    produce_sink(settings, [b"a", b"b"])
+    failures: list[BaseException] = []
+
+    async def broken(messages: list[Any]) -> None:
+        raise RuntimeError("PostgreSQL is gone for good")
+
+    async def on_failure(exc: BaseException) -> None:
+        failures.append(exc)
+
+    first = SinkConsumer(settings, broken, on_failure)
+    asyncio.run(run_until(first, lambda: bool(failures)))
+    assert isinstance(first.failed, RuntimeError)
+    assert committed(settings) < 0  # nothing stored: no offset ever committed
+
+    replayed: list[bytes] = []
+
+    async def handle(messages: list[Any]) -> None:
+        replayed.extend(m.value() for m in messages)
+
+    second = SinkConsumer(settings, handle, on_failure)
+    asyncio.run(run_until(second, lambda: len(replayed) >= 2))
+    assert replayed == [b"a", b"b"]
+    assert committed(settings) == 2
