@@ -8,7 +8,8 @@
     │   ├── TenantMismatchError
     │   └── ConflictError    class_mismatch, already_member, adapter_inactive…
     ├── RecordError          unprocessable input record → dead-letter
-    │   └── HeaderInjectionError   CR/LF in a header value (SPEC §7)
+    │   ├── HeaderInjectionError   CR/LF in a header value (SPEC §7)
+    │   └── MessageTooLargeError   a rendered message past limits.MAX_MESSAGE_BYTES
     └── InvariantError       our bug → dead-letter as ``bug``, alert, no retry
 
 ``TransientError`` lives in ``streams/errors.py``: the core does no I/O.
@@ -40,6 +41,8 @@ ErrorCode = Literal[
     "no_steps",
     "unknown_entity",
     "template_error",
+    "message_too_large",
+    "data_too_large",
     "invariant",
 ]
 
@@ -95,6 +98,12 @@ class HeaderInjectionError(RecordError):
     """A header value carries CR or LF; it is rejected, never sent (SPEC §7)."""
 
     code: ErrorCode = "header_injection"
+
+
+class MessageTooLargeError(RecordError):
+    """A rendered subject and body over ``limits.MAX_MESSAGE_BYTES``."""
+
+    code: ErrorCode = "message_too_large"
 
 
 class InvariantError(DripDropError):

@@ -40,8 +40,10 @@ from dripdrop_core.errors import (
     DripDropError,
     InputError,
     NotFoundError,
+    RecordError,
     TenantMismatchError,
 )
+from dripdrop_core.limits import validate_data_size
 from dripdrop_core.models import (
     Adapter,
     DelayFrom,
@@ -798,6 +800,10 @@ class DripDrop:
             data_json = json.dumps(dict(data or {}), sort_keys=True)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"data is not JSON-serializable: {exc}") from None
+        try:
+            validate_data_size(data_json)
+        except RecordError as exc:
+            raise InvalidInputError(str(exc)) from None
         with self.engine.connect() as conn:
             sequence = repo.sequence_from_row(
                 repo.load_owned(conn, "sequence", sequence_id, tenant_key)

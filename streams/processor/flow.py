@@ -20,6 +20,7 @@ from dripdrop_core.errors import DripDropError, RecordError
 from dripdrop_core.explain import explain
 from dripdrop_core.health import HealthOutcome, fire_health_timer, next_health_timer
 from dripdrop_core.lifecycle import RotationState, choose_lifecycle_adapter
+from dripdrop_core.limits import validate_message_size
 from dripdrop_core.mail_threads import (
     advance_thread,
     break_thread,
@@ -477,6 +478,7 @@ class Processor:
                 e.thread, is_override=is_override or not threaded, message_id=message_id
             )
             subject, body = render_step(step, e.data)
+            validate_message_size(subject, body)
             validate_headers(
                 {"Subject": subject, "To": e.recipient, "From": adapter.from_address or ""}
             )

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from dripdrop_core.errors import RecordError
+from dripdrop_core.limits import MAX_DATA_BYTES, MAX_MESSAGE_BYTES
 from dripdrop_core.policy import OutboundPolicy
 from streams.processor import inputs
 from streams.processor.flow import Processor
@@ -33,7 +35,9 @@ def _config(p: Processor, entity_type: str, entity_id: str, payload: dict[str, A
     inputs.on_config(p, change, T0, 0)
 
 
-def world(p: Processor, *, daily_cap: int | None = None, steps: int = 2) -> dict[str, Any]:
+def world(
+    p: Processor, *, daily_cap: int | None = None, steps: int = 2, body: str = "b"
+) -> dict[str, Any]:
     adapter, pool, seq, ver = (str(uuid.uuid4()) for _ in range(4))
     _config(
         p,
@@ -89,7 +93,7 @@ def world(p: Processor, *, daily_cap: int | None = None, steps: int = 2) -> dict
                 "position": position,
                 "delay_seconds": 3600 * position,
                 "subject_template": "Hi {{ name }}",
-                "body_template": "b",
+                "body_template": body,
             },
         )
     return {"adapter": adapter, "pool": pool, "sequence": seq}
@@ -298,3 +302,53 @@ def test_sweep_puts_back_a_lost_health_timer(processor: Processor) -> None:
     out = processor.on_tick(0, resting.resting_until + timedelta(minutes=2))
     moved = [t["attributes"]["to"] for t in out.telemetry if t["name"] == "health.state_changed"]
     assert moved == ["probing"]
+
+
+def test_a_step_rendered_past_the_size_limit_is_rejected_not_claimed(
+    processor: Processor,
+) -> None:
+    """Found only when the send command reached Kafka, the step would be refused there and
+    redriven (and refused) every few minutes; it is rejected when decided instead."""
+    w = world(processor, steps=2, body="{{ name }}{{ name }}{{ name }}")
+    out = inputs.on_enrollment_command(
+        processor,
+        {
+            "command": "enroll",
+            "tenant_key": TENANT,
+            "enrollment_id": str(uuid.uuid4()),
+            "sequence_id": w["sequence"],
+            "subscriber_id": "big",
+            "recipient": "big@x.org",
+            "data": json.dumps({"name": "x" * (MAX_MESSAGE_BYTES // 3 + 1)}),
+        },
+        T0,
+        0,
+    )
+    assert not claims(out)
+    rejected = [t for t in out.telemetry if t["name"] == "dispatch.rejected"]
+    assert [t["attributes"]["reason"] for t in rejected] == ["message_too_large"]
+    failed = [op["row"] for op in out.sink if op["op"] == "event"]
+    assert [r["data"]["reason"] for r in failed] == ["message_too_large"]
+
+
+def test_enrollment_data_past_the_size_limit_is_a_record_error(processor: Processor) -> None:
+    """One enrollment's table value is one changelog record: refused before it is written
+    (the pipeline dead-letters a ``RecordError`` with its code)."""
+    w = world(processor)
+    with pytest.raises(RecordError) as info:
+        inputs.on_enrollment_command(
+            processor,
+            {
+                "command": "enroll",
+                "tenant_key": TENANT,
+                "enrollment_id": str(uuid.uuid4()),
+                "sequence_id": w["sequence"],
+                "subscriber_id": "big",
+                "recipient": "big@x.org",
+                "data": json.dumps({"notes": "x" * MAX_DATA_BYTES}),
+            },
+            T0,
+            0,
+        )
+    assert info.value.code == "data_too_large"
+    assert claims(*enroll(processor, w, 1))  # the next enrollment goes on

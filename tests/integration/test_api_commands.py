@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine
 
 from dripdrop_core.errors import ConflictError, NotFoundError
+from dripdrop_core.limits import MAX_DATA_BYTES
 from streams.api import DripDrop, InvalidInputError, NotPoolMemberError, enrollment_id_for
 from streams.codecs import partition_for
 from streams.settings import Settings
@@ -61,6 +62,7 @@ def test_enroll_produces_command_keyed_by_tenant_with_deterministic_id(
         ({"subscriber_id": " "}, "subscriber_id"),
         ({"recipient_timezone": "Nowhere/City"}, "timezone"),
         ({"data": {"when": object()}}, "JSON"),
+        ({"data": {"notes": "x" * MAX_DATA_BYTES}}, "the limit is"),
     ],
 )
 def test_enroll_bad_input_is_invalid(

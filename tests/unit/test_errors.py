@@ -8,6 +8,7 @@ from dripdrop_core.errors import (
     HeaderInjectionError,
     InputError,
     InvariantError,
+    MessageTooLargeError,
     NotFoundError,
     RecordError,
     TenantMismatchError,
@@ -28,6 +29,7 @@ def test_root_error_direct_construction_raises_type_error() -> None:
         (ConflictError, InputError, "conflict"),
         (RecordError, DripDropError, "record"),
         (HeaderInjectionError, RecordError, "header_injection"),
+        (MessageTooLargeError, RecordError, "message_too_large"),
         (InvariantError, DripDropError, "invariant"),
     ],
 )

@@ -1,0 +1,45 @@
+"""Size limits of what travels as one Kafka record (1 MB per record by default).
+
+A value over the limit found only when it is produced fails late and again on every
+retry; these checks refuse it where it enters: the API, the enrollment command, the
+decided step.
+"""
+
+from __future__ import annotations
+
+from dripdrop_core.errors import MessageTooLargeError, RecordError
+
+MAX_MESSAGE_BYTES = 512 * 1024
+"""Rendered subject plus body, UTF-8. A send command is one record, and so is its claim on
+``sink``; Gmail already clips bodies past ~102 KB."""
+
+MAX_DATA_BYTES = 256 * 1024
+"""An enrollment's ``data`` as JSON: it is stored in the enrollment's table value (one
+changelog record) and rendered into every step."""
+
+
+def validate_message_size(subject: str, body: str) -> None:
+    """Refuse a message that could not travel as one record.
+
+    Raises:
+        MessageTooLargeError: With the size, never the content.
+    """
+    size = len(subject.encode()) + len(body.encode())
+    if size > MAX_MESSAGE_BYTES:
+        raise MessageTooLargeError(
+            f"rendered subject and body are {size} bytes; the limit is {MAX_MESSAGE_BYTES}"
+        )
+
+
+def validate_data_size(data_json: str) -> None:
+    """Refuse enrollment data whose JSON is over ``MAX_DATA_BYTES``.
+
+    Raises:
+        RecordError: ``data_too_large``, with the size.
+    """
+    size = len(data_json.encode())
+    if size > MAX_DATA_BYTES:
+        raise RecordError(
+            f"enrollment data is {size} bytes as JSON; the limit is {MAX_DATA_BYTES}",
+            code="data_too_large",
+        )

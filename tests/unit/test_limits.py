@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dripdrop_core.errors import MessageTooLargeError, RecordError
+from dripdrop_core.limits import (
+    MAX_DATA_BYTES,
+    MAX_MESSAGE_BYTES,
+    validate_data_size,
+    validate_message_size,
+)
+
+
+def test_message_size_allows_the_limit_and_refuses_one_byte_more() -> None:
+    validate_message_size("S", "b" * (MAX_MESSAGE_BYTES - 1))
+    with pytest.raises(MessageTooLargeError) as info:
+        validate_message_size("S", "b" * MAX_MESSAGE_BYTES)
+    assert info.value.code == "message_too_large"
+    assert "bbbb" not in str(info.value)
+    with pytest.raises(MessageTooLargeError):  # UTF-8 bytes, not characters
+        validate_message_size("", "é" * (MAX_MESSAGE_BYTES // 2 + 1))
+
+
+def test_data_size_counts_the_json_bytes() -> None:
+    at_limit = json.dumps({"k": "x" * (MAX_DATA_BYTES - len('{"k": ""}'))})
+    assert len(at_limit) == MAX_DATA_BYTES
+    validate_data_size(at_limit)
+    with pytest.raises(RecordError) as info:
+        validate_data_size(at_limit + " ")
+    assert info.value.code == "data_too_large"
