@@ -40,6 +40,7 @@ from dripdrop_core.errors import (
     HeaderInjectionError,
     InputError,
     InvariantError,
+    MessageTooLargeError,
     NotFoundError,
     RecordError,
     TenantMismatchError,
@@ -56,6 +57,12 @@ from dripdrop_core.health import (
     next_health_timer,
 )
 from dripdrop_core.lifecycle import LifecycleChoice, RotationState, choose_lifecycle_adapter
+from dripdrop_core.limits import (
+    MAX_DATA_BYTES,
+    MAX_MESSAGE_BYTES,
+    validate_data_size,
+    validate_message_size,
+)
 from dripdrop_core.mail_threads import (
     ThreadState,
     advance_thread,
@@ -110,6 +117,9 @@ __all__ = [
     "IntentEffect",
     "InvariantError",
     "LifecycleChoice",
+    "MAX_DATA_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "MessageTooLargeError",
     "NotFoundError",
     "OutboundPolicy",
     "Pause",
@@ -167,6 +177,8 @@ __all__ = [
     "terminal_reason",
     "thread_headers",
     "tick_bucket",
+    "validate_data_size",
     "validate_headers",
     "validate_member",
+    "validate_message_size",
 ]
