@@ -7,13 +7,13 @@ N small records (200 bytes, 8 partitions) are produced first. Then, in turn:
 * **faust**: a Faust worker (same engine settings as ours: at-least-once, uvloop) whose only
   agent counts the records (``async for event in stream.events()``);
 * **librdkafka**: a confluent-kafka ``Consumer`` fetching batches of 500, as
-  ``streams/sink_consumer.py`` does, touching each record once.
+  ``streams/batch_consumer.py`` does, touching each record once.
 
 Each prints records per second (first record → last) and the CPU seconds its process used
 per record (user + system, start-up included, so slightly high). The pipeline's worker
-consumes three records per enrollment through Faust (the enrollment, its send command in
-the sender agent, the send result), which bounds its rate at floor / 3 on a free core
-before any work is done (docs/benchmarks.md).
+consumes two records per enrollment through Faust (the enrollment and its send result,
+both in the processor), which bounds its rate at floor / 2 on a free core before any work
+is done (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -173,8 +173,8 @@ def main() -> None:
         cpu = statistics.median(c for _, c in got) / n * 1e6
         print(f"median {name}: {rate:,.0f} records/s, {cpu:.1f} µs CPU per record")
     print(
-        "pipeline floor (3 Faust records per enrollment, no work): "
-        f"{statistics.median(r for r, _ in results['faust']) / 3:,.0f} enrollments/s"
+        "pipeline floor (2 Faust records per enrollment, no work): "
+        f"{statistics.median(r for r, _ in results['faust']) / 2:,.0f} enrollments/s"
     )
 
 

@@ -35,10 +35,10 @@ from confluent_kafka import Consumer, Producer
 
 from streams.admin import create_topics, delete_topics_with_prefix
 from streams.api import DripDrop
+from streams.batch_consumer import consumer_group
 from streams.codecs import Codecs
 from streams.localrun import WorkerProcess
 from streams.settings import Settings
-from streams.sink_consumer import sink_group
 
 TENANTS = 8
 
@@ -171,10 +171,10 @@ def wait_idle(settings: Settings, timeout: float = 300.0) -> None:
             "health-signals",
             "config",
             "dispatch-results",
-            "dispatch",
             "sink-feedback",
         ],
-        sink_group(settings): ["sink"],
+        consumer_group(settings, "sink"): ["sink"],
+        consumer_group(settings, "sender"): ["dispatch"],
     }
     deadline = time.monotonic() + timeout
     for group, names in groups.items():

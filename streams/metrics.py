@@ -128,10 +128,10 @@ class Metrics:
         self.health_states.labels(state=state).inc()
 
     async def update_lag(
-        self, app: faust.App, *, prefix: str, app_id: str, sink: Any = None
+        self, app: faust.App, *, prefix: str, app_id: str, stages: Any = ()
     ) -> None:
         """Sum highwater − position over the partitions this worker is assigned (the Faust
-        consumer's, and the sink consumer's, ``streams/sink_consumer.py``)."""
+        consumer's, and the stateless stages' own, ``streams/batch_consumer.py``)."""
         consumer = app.consumer
         totals: dict[str, int] = {}
         for tp in consumer.assignment():
@@ -141,8 +141,9 @@ class Metrics:
                 continue
             short = tp.topic.removeprefix(prefix).removeprefix(f"{app_id}-")
             totals[short] = totals.get(short, 0) + max(0, highwater - position)
-        if sink is not None and (sink_lag := await asyncio.to_thread(sink.lag)) is not None:
-            totals["sink"] = sink_lag
+        for stage in stages:
+            if (stage_lag := await asyncio.to_thread(stage.lag)) is not None:
+                totals[stage.topic] = stage_lag
         for topic, lag in totals.items():
             self.lag.labels(topic=topic).set(lag)
 
@@ -180,7 +181,7 @@ def start(settings: Settings, app: faust.App, pipeline: Any) -> Metrics | None:
                 app,
                 prefix=settings.topic_prefix,
                 app_id=settings.app_id,
-                sink=getattr(pipeline, "sink_consumer", None),
+                stages=getattr(pipeline, "consumers", ()),
             )
         except Exception as exc:  # noqa: BLE001 - a metric must never stop the worker
             log.debug("consumer lag unavailable: %s", exc)

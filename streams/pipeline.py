@@ -1,10 +1,13 @@
-"""Wires the pipeline into a Faust app: topics, tables, the four agents and the tick timer.
+"""Wires the pipeline into a Faust app: topics, tables, the processor agent, the two
+stateless stages and the tick timer.
 
-* ``processor`` (stateful, per event): enrollments, inbound-messages, health-signals,
-  config, dispatch-results, ``ticks`` and ``sink-feedback`` → ``Processor`` → outputs.
-* ``sink`` (stateless, batched): row operations → PostgreSQL (``PostgresSink``) → granted
-  send commands on ``dispatch``, refused claims back to the processor, ``message-events``.
-* ``sender`` (stateless, batched): ``dispatch`` → ``Sender`` (ledger + provider) →
+* ``processor`` (Faust agent, stateful, per event): enrollments, inbound-messages,
+  health-signals, config, dispatch-results, ``ticks`` and ``sink-feedback`` → ``Processor``
+  → outputs.
+* ``sink`` (own consumer, batched; ``streams/batch_consumer.py``): row operations →
+  PostgreSQL (``PostgresSink``) → granted send commands on ``dispatch``, refused claims back
+  to the processor, ``message-events``.
+* ``sender`` (own consumer, batched): ``dispatch`` → ``Sender`` (ledger + provider) →
   ``dispatch-results``.
 * a timer on every worker ticks each partition it owns, so due steps fire by themselves.
 
@@ -31,6 +34,7 @@ from dripdrop_core.errors import RecordError
 from dripdrop_core.models import Adapter
 from dripdrop_core.policy import OutboundPolicy
 from streams import metrics
+from streams.batch_consumer import BatchConsumer
 from streams.changelog import changelog_tables
 from streams.clock import Clock
 from streams.codecs import CodecError, Codecs, partition_for
@@ -44,7 +48,6 @@ from streams.providers import ProviderRegistry
 from streams.sender import Sender
 from streams.settings import Settings
 from streams.sink import PostgresSink, SinkDatabaseError
-from streams.sink_consumer import SinkConsumer
 
 log = logging.getLogger("dripdrop.pipeline")
 
@@ -61,6 +64,8 @@ ARRIVAL_REDRIVE_REAL_SECONDS = 15.0
 """Sends found in flight when a partition arrives in this process are re-issued this soon."""
 PARKED_MAX = 300
 """Records parked per partition (one table value: it must stay well under 1 MB)."""
+SENDER_BATCH = 256
+"""Send commands per sender batch (the sender runs up to 8 sends at a time within one)."""
 SINK_RECORD_BYTES = 256 * 1024
 """Row operations per sink record stop growing past this size (the broker's limit is 1 MB)."""
 SWEEP_REAL_SECONDS = 600.0
@@ -156,7 +161,25 @@ class Pipeline:
         self._ticks_in_flight: dict[int, float] = {}
         self._last_sweep: dict[int, float] = {}  # partition → when swept in this process
         self._resynced: set[int] = set()
-        self.sink_consumer = SinkConsumer(settings, self.sink_batch, self._sink_failed)
+        # The stateless stages read with their own consumers (streams/batch_consumer.py).
+        self.consumers = [
+            BatchConsumer(
+                settings,
+                topic="sink",
+                role="sink",
+                batch_size=settings.sink_batch_size,
+                handle=self.sink_batch,
+                on_failure=self._stage_failed,
+            ),
+            BatchConsumer(
+                settings,
+                topic="dispatch",
+                role="sender",
+                batch_size=SENDER_BATCH,
+                handle=self.sender_batch,
+                on_failure=self._stage_failed,
+            ),
+        ]
         self._chain_flush()
         self._register()
         app.on_partitions_revoked.connect(self._on_rebalance)
@@ -209,18 +232,15 @@ class Pipeline:
                 await self.process(event)
 
         @app.task
-        async def start_sink() -> None:  # after table recovery, like the agents
-            self.sink_consumer.start()
+        async def start_stages() -> None:  # after table recovery, like the agents
+            for consumer in self.consumers:
+                consumer.start()
 
-        async def stop_sink(sender: Any, **_: Any) -> None:
-            await self.sink_consumer.stop()
+        async def stop_stages(sender: Any, **_: Any) -> None:
+            for consumer in self.consumers:
+                await consumer.stop()
 
-        app.on_before_shutdown.connect(stop_sink)
-
-        @app.agent(topics["dispatch"], name="sender")
-        async def sender(stream: faust.StreamT[bytes]) -> None:
-            async for batch in stream.take(256, within=0.05):
-                await self.deliver([self.codecs.for_topic("dispatch").decode(v) for v in batch])
+        app.on_before_shutdown.connect(stop_stages)
 
         @app.timer(self.settings.tick_interval_seconds)
         async def tick() -> None:
@@ -495,7 +515,7 @@ class Pipeline:
         return None
 
     async def sink_batch(self, messages: list[Any]) -> None:
-        """A batch of sink records (``SinkConsumer``): one per processed event, carrying
+        """A batch of sink records (``BatchConsumer``): one per processed event, carrying
         all of its row operations (a bare operation: a record written before that format).
         A record that is not JSON is dead-lettered; the others are written."""
         ops: list[dict[str, Any]] = []
@@ -512,7 +532,7 @@ class Pipeline:
             await self.write_sink(ops)
         await self.publisher.barrier()
 
-    async def _sink_failed(self, exc: BaseException) -> None:
+    async def _stage_failed(self, exc: BaseException) -> None:
         await self.app.crash(exc)
 
     async def write_sink(self, ops: list[dict[str, Any]]) -> None:
@@ -563,6 +583,22 @@ class Pipeline:
             )
 
     # ------------------------------------------------------------ sender
+
+    async def sender_batch(self, messages: list[Any]) -> None:
+        """A batch of send commands (``BatchConsumer`` on ``dispatch``): delivered, their
+        results acknowledged on ``dispatch-results``. A record that is not a valid command
+        is dead-lettered."""
+        codec = self.codecs.for_topic("dispatch")
+        commands: list[dict[str, Any]] = []
+        for message in messages:
+            try:
+                commands.append(codec.decode(message.value()))
+            except CodecError as exc:
+                reason = getattr(exc, "reason", None) or exc.code
+                await self.dead_letter(_Message(message), str(reason), str(exc))
+        if commands:
+            await self.deliver(commands)
+        await self.publisher.barrier()
 
     async def deliver(self, commands: list[dict[str, Any]]) -> None:
         pool = await self.pool()

@@ -98,7 +98,7 @@ def test_worker_metrics_endpoint_counts_sends_pins_deferrals_and_logs_json(
     assert dripdrop and not any("_created" in name for name in dripdrop)
     labels = " ".join(dripdrop)
     assert tenant not in labels and adapter.id not in labels and "@" not in labels
-    # The Faust consumer's topics and the sink's own consumer (streams/sink_consumer.py).
+    # The Faust consumer's topics and the sink's own consumer (streams/batch_consumer.py).
     wait_for(
         lambda: (
             {

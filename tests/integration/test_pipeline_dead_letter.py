@@ -285,12 +285,12 @@ def test_a_malformed_sink_record_is_dead_lettered_and_the_sink_commits_the_rest(
     smtp: SmtpSink,
     worker_factory: Callable[..., WorkerProcess],
 ) -> None:
-    """The sink has its own consumer (``streams/sink_consumer.py``): a record on ``sink``
+    """The sink has its own consumer (``streams/batch_consumer.py``): a record on ``sink``
     that is not a JSON object is dead-lettered, the records after it are still written, and
     a graceful stop commits the sink group's offsets to the end (nothing is replayed)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from streams.sink_consumer import sink_group
+    from streams.batch_consumer import consumer_group
 
     topics()
     tenant = f"dls-{uuid.uuid4().hex[:8]}"
@@ -330,7 +330,10 @@ def test_a_malformed_sink_record_is_dead_lettered_and_the_sink_commits_the_rest(
     assert worker.stop() == 0, worker.log_tail()
 
     probe = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": sink_group(settings)}
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": consumer_group(settings, "sink"),
+        }
     )
     try:
         sink_topic = settings.topic("sink")

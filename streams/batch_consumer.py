@@ -1,18 +1,20 @@
-"""The sink's own Kafka consumer: ``sink`` records → PostgreSQL, outside Faust's consumer.
+"""The stateless stages' own Kafka consumers: ``sink`` → PostgreSQL, ``dispatch`` → sender.
 
-Why not a Faust agent: Faust feeds all agents of a worker from one consumer, one record at a
-time (~85 µs of CPU per record on the 2-core bench machine, ``benchmarks/faust_floor.py``).
-The processor emits one sink record per event, so the sink was two of the five records
-Faust handled per enrollment; and while the processor had a backlog its full queue held
-the sink's records back, so no send command left before the backlog was drained. Here
-librdkafka fetches whole batches on its own thread and hands them over in one call.
+Why not Faust agents: Faust feeds all agents of a worker from one consumer, one record at
+a time (~90 µs of CPU per record on the 2-core bench machine, ``benchmarks/faust_floor.py``;
+librdkafka's batch consume: ~2 µs), and while the processor has a backlog its full queue
+holds every other agent's records back: no send command was written, and no mail sent,
+before the backlog was drained. The sink and the sender keep no table state, so they need
+nothing of Faust; each gets a ``BatchConsumer`` in its own consumer group
+(``{app_id}-sink``, ``{app_id}-sender``), which may split partitions differently from the
+Faust group. The processor, whose tables need Faust's co-partitioning and recovery, stays
+a Faust agent.
 
-At-least-once, as with Faust: a batch's offsets are stored only after its rows are
-committed in PostgreSQL and every record it caused (send commands, feedback, message
-events) is acknowledged (``StreamPublisher.barrier``); librdkafka commits stored offsets
-every ``COMMIT_INTERVAL_MS`` and on close. The rows are idempotent, so a batch replayed after
-a crash changes nothing. The sink keeps no state, so its consumer group
-(``{app_id}-sink``) may split partitions differently from the Faust group.
+At-least-once, as with Faust: a batch's offsets are stored only after ``handle`` returned,
+i.e. after its rows are committed in PostgreSQL and every record it caused is acknowledged
+(``StreamPublisher.barrier``); librdkafka commits stored offsets every
+``COMMIT_INTERVAL_MS`` and on close. A batch replayed after a crash changes nothing: sink
+rows are idempotent and the sender's ledger refuses a second delivery.
 """
 
 from __future__ import annotations
@@ -25,33 +27,42 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streams.settings import Settings
 
-log = logging.getLogger("dripdrop.sink")
+log = logging.getLogger("dripdrop.consumer")
 
 COMMIT_INTERVAL_MS = 500
 POLL_SECONDS = 0.05
+MAX_POLL_INTERVAL_MS = 1_000_000
+"""Faust's own default: a batch of slow SMTP sends must not cost the consumer its group."""
 
 
-def sink_group(settings: Settings) -> str:
-    """The consumer group of the sink records (docs/topics.md)."""
-    return f"{settings.app_id}-sink"
+def consumer_group(settings: Settings, role: str) -> str:
+    """The consumer group of a stateless stage (``sink``, ``sender``; docs/topics.md)."""
+    return f"{settings.app_id}-{role}"
 
 
-class SinkConsumer:
-    """Feeds batches of raw sink records to ``handle``; see the module docstring.
+class BatchConsumer:
+    """Feeds batches of raw records of one topic to ``handle``; see the module docstring.
 
-    ``handle`` returns once the batch's rows are committed and the records they caused are
-    acknowledged; it must not raise for bad records (it dead-letters them). If it raises,
-    nothing more is consumed or committed in this process and ``on_failure`` is called
-    (the worker crashes, so the records are replayed by the next owner).
+    ``handle`` returns once the batch is done and everything it caused is acknowledged; it
+    must not raise for bad records (it dead-letters them). If it raises, nothing more is
+    consumed or committed in this process and ``on_failure`` is called (the worker crashes,
+    so the records are replayed by the next owner).
     """
 
     def __init__(
         self,
         settings: Settings,
+        *,
+        topic: str,
+        role: str,
+        batch_size: int,
         handle: Callable[[list[Message]], Awaitable[None]],
         on_failure: Callable[[BaseException], Awaitable[None]],
     ) -> None:
+        self.topic = topic
+        self.role = role
         self._settings = settings
+        self._batch_size = batch_size
         self._handle = handle
         self._on_failure = on_failure
         self._consumer: Consumer | None = None
@@ -63,17 +74,19 @@ class SinkConsumer:
         self._consumer = Consumer(
             {
                 "bootstrap.servers": self._settings.kafka_bootstrap,
-                "group.id": sink_group(self._settings),
+                "group.id": consumer_group(self._settings, self.role),
+                "client.id": f"{self._settings.app_id}-{self.role}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": COMMIT_INTERVAL_MS,
+                "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
                 "fetch.wait.max.ms": 50,
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
             }
         )
-        self._consumer.subscribe([self._settings.topic("sink")])
+        self._consumer.subscribe([self._settings.topic(self.topic)])
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -88,29 +101,27 @@ class SinkConsumer:
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        batch_size = self._settings.sink_batch_size
-        timeout = min(self._settings.sink_batch_seconds, POLL_SECONDS)
         while not self._stopping:
             try:
-                messages = await asyncio.to_thread(consumer.consume, batch_size, timeout)
+                messages = await asyncio.to_thread(consumer.consume, self._batch_size, POLL_SECONDS)
                 records = []
                 for message in messages:
                     if message.error() is None:
                         records.append(message)
                     else:
-                        log.warning("sink consumer: %s", message.error())
+                        log.warning("%s consumer: %s", self.role, message.error())
                 if not records:
                     continue
                 await self._handle(records)
                 self._store(consumer, records)
             except Exception as exc:  # noqa: BLE001 - stop committing; the next owner replays
-                log.critical("the sink stopped; its records will be replayed: %r", exc)
+                log.critical("the %s stopped; its records will be replayed: %r", self.role, exc)
                 self.failed = exc
                 await self._on_failure(exc)
                 return
 
     def lag(self) -> int | None:
-        """Records on this consumer's ``sink`` partitions not yet consumed (for the metrics);
+        """Records on this consumer's partitions not yet consumed (for the metrics);
         ``None`` before the first assignment. Blocking: call it off the event loop."""
         consumer = self._consumer
         if consumer is None or not (assigned := consumer.assignment()):
@@ -122,8 +133,7 @@ class SinkConsumer:
                 total += max(0, high - tp.offset)
         return total
 
-    @staticmethod
-    def _store(consumer: Consumer, records: list[Message]) -> None:
+    def _store(self, consumer: Consumer, records: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
         for m in records:
             last[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0)
@@ -131,4 +141,4 @@ class SinkConsumer:
         try:
             consumer.store_offsets(offsets=offsets)
         except KafkaException as exc:  # revoked meanwhile: the new owner replays them
-            log.info("sink offsets not stored (partitions moved): %s", exc)
+            log.info("%s offsets not stored (partitions moved): %s", self.role, exc)

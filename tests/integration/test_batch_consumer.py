@@ -1,4 +1,4 @@
-"""``SinkConsumer`` on a real broker: offsets are committed only for batches that were
+"""``BatchConsumer`` on a real broker: offsets are committed only for batches that were
 handled, so a failed batch (and everything after it) is consumed again by the next owner."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.batch_consumer import BatchConsumer, consumer_group
 from streams.settings import Settings
-from streams.sink_consumer import SinkConsumer, sink_group
 from tests.integration.support import producer
 
 
@@ -23,7 +23,10 @@ def produce_sink(settings: Settings, values: list[bytes]) -> None:
 
 def committed(settings: Settings) -> int:
     probe = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": sink_group(settings)}
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": consumer_group(settings, "sink"),
+        }
     )
     try:
         (tp,) = probe.committed([TopicPartition(settings.topic("sink"), 0)], timeout=10)
@@ -32,7 +35,13 @@ def committed(settings: Settings) -> int:
         probe.close()
 
 
-async def run_until(sink: SinkConsumer, done: Callable[[], bool], timeout: float = 30.0) -> None:
+def stage(settings: Settings, handle: Any, on_failure: Any) -> BatchConsumer:
+    return BatchConsumer(
+        settings, topic="sink", role="sink", batch_size=500, handle=handle, on_failure=on_failure
+    )
+
+
+async def run_until(sink: BatchConsumer, done: Callable[[], bool], timeout: float = 30.0) -> None:
     sink.start()
     try:
         loop = asyncio.get_running_loop()
@@ -58,7 +67,7 @@ def test_handled_batches_are_committed_at_stop(
     async def on_failure(exc: BaseException) -> None:
         failures.append(exc)
 
-    sink = SinkConsumer(settings, handle, on_failure)
+    sink = stage(settings, handle, on_failure)
     asyncio.run(run_until(sink, lambda: len(seen) >= 3))
     assert seen == [b"1", b"2", b"3"]
     assert not failures
@@ -78,7 +87,7 @@ def test_a_failed_batch_is_not_committed_and_is_replayed(
     async def on_failure(exc: BaseException) -> None:
         failures.append(exc)
 
-    first = SinkConsumer(settings, broken, on_failure)
+    first = stage(settings, broken, on_failure)
     asyncio.run(run_until(first, lambda: bool(failures)))
     assert isinstance(first.failed, RuntimeError)
     assert committed(settings) < 0  # nothing stored: no offset ever committed
@@ -88,7 +97,7 @@ def test_a_failed_batch_is_not_committed_and_is_replayed(
     async def handle(messages: list[Any]) -> None:
         replayed.extend(m.value() for m in messages)
 
-    second = SinkConsumer(settings, handle, on_failure)
+    second = stage(settings, handle, on_failure)
     asyncio.run(run_until(second, lambda: len(replayed) >= 2))
     assert replayed == [b"a", b"b"]
     assert committed(settings) == 2
