@@ -21,16 +21,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings
 
 log = logging.getLogger("dripdrop.consumer")
 
 COMMIT_INTERVAL_MS = 500
-POLL_SECONDS = 0.05
+STOP_GRACE_SECONDS = 20.0
+"""How long ``stop`` lets the batch in hand finish (e.g. SMTP sends) before cancelling it;
+a cancelled batch is not committed, and the ledger and idempotent rows make its replay
+safe."""
 MAX_POLL_INTERVAL_MS = 1_000_000
 """Faust's own default: a batch of slow SMTP sends must not cost the consumer its group."""
 
@@ -56,21 +67,28 @@ class BatchConsumer:
         topic: str,
         role: str,
         batch_size: int,
+        batch_seconds: float,
         handle: Callable[[list[Message]], Awaitable[None]],
         on_failure: Callable[[BaseException], Awaitable[None]],
+        seed_group: str | None = None,
     ) -> None:
         self.topic = topic
         self.role = role
         self._settings = settings
         self._batch_size = batch_size
+        self._batch_seconds = batch_seconds
+        self._seed_group = seed_group
         self._handle = handle
         self._on_failure = on_failure
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._lock = threading.Lock()
         self.failed: BaseException | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        if self._seed_group is not None:
+            await asyncio.to_thread(self._seed_offsets, self._seed_group)
         self._consumer = Consumer(
             {
                 "bootstrap.servers": self._settings.kafka_bootstrap,
@@ -88,22 +106,79 @@ class BatchConsumer:
         )
         self._consumer.subscribe([self._settings.topic(self.topic)])
         self._task = asyncio.ensure_future(self._run())
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        if (exc := task.exception()) is not None:  # e.g. on_failure itself failed
+            log.critical("the %s consumer ended: %r", self.role, exc)
 
     async def stop(self) -> None:
-        """Finish the batch in hand, commit what was stored, leave the group."""
+        """Finish the batch in hand (up to ``STOP_GRACE_SECONDS``), commit what was
+        stored, leave the group."""
         self._stopping = True
-        if self._task is not None:
-            await asyncio.wait([self._task])
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task], timeout=STOP_GRACE_SECONDS)
+            if not task.done():
+                log.warning("%s: the batch in hand is abandoned (replayed later)", self.role)
+                task.cancel()
+                await asyncio.wait([task])
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.info("%s consumer stopped: %r", self.role, exc)
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await asyncio.to_thread(consumer.close)
+            await asyncio.to_thread(self._close, consumer)
+
+    def _close(self, consumer: Consumer) -> None:
+        with self._lock:  # not while ``lag`` reads it
+            consumer.close()
+
+    def _seed_offsets(self, seed_group: str) -> None:
+        """A new group starts where ``seed_group`` stopped, not at the topic's beginning.
+
+        Before this consumer existed its topic was read by Faust's group (``{app_id}``):
+        the first start after the upgrade would otherwise replay the whole retained topic
+        ahead of new records. Only a group with no committed offset is seeded.
+        """
+        topic = self._settings.topic(self.topic)
+        ours = consumer_group(self._settings, self.role)
+        bootstrap = self._settings.kafka_bootstrap
+        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": ours})
+        try:
+            meta = probe.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None:
+                return
+            tps = [TopicPartition(topic, p) for p in meta.partitions]
+            if any(tp.offset >= 0 for tp in probe.committed(tps, timeout=10)):
+                return
+        finally:
+            probe.close()
+        old = Consumer({"bootstrap.servers": bootstrap, "group.id": seed_group})
+        try:
+            found = [tp for tp in old.committed(tps, timeout=10) if tp.offset >= 0]
+        finally:
+            old.close()
+        if not found:
+            return
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        request = ConsumerGroupTopicPartitions(ours, found)
+        try:
+            for future in admin.alter_consumer_group_offsets([request]).values():
+                future.result(timeout=10)
+            log.info("%s: started from %s's offsets on %s", self.role, seed_group, topic)
+        except KafkaException as exc:  # another worker of the group got there first
+            log.info("%s: offsets not seeded from %s: %s", self.role, seed_group, exc)
 
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         while not self._stopping:
             try:
-                messages = await asyncio.to_thread(consumer.consume, self._batch_size, POLL_SECONDS)
+                messages = await asyncio.to_thread(
+                    consumer.consume, self._batch_size, self._batch_seconds
+                )
                 records = []
                 for message in messages:
                     if message.error() is None:
@@ -123,15 +198,16 @@ class BatchConsumer:
     def lag(self) -> int | None:
         """Records on this consumer's partitions not yet consumed (for the metrics);
         ``None`` before the first assignment. Blocking: call it off the event loop."""
-        consumer = self._consumer
-        if consumer is None or not (assigned := consumer.assignment()):
-            return None
-        total = 0
-        for tp in consumer.position(assigned):
-            high = consumer.get_watermark_offsets(tp, timeout=5, cached=True)[1]
-            if tp.offset >= 0 and high >= 0:
-                total += max(0, high - tp.offset)
-        return total
+        with self._lock:  # not while ``stop`` closes the consumer
+            consumer = self._consumer
+            if consumer is None or not (assigned := consumer.assignment()):
+                return None
+            total = 0
+            for tp in consumer.position(assigned):
+                high = consumer.get_watermark_offsets(tp, timeout=5, cached=True)[1]
+                if tp.offset >= 0 and high >= 0:
+                    total += max(0, high - tp.offset)
+            return total
 
     def _store(self, consumer: Consumer, records: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}

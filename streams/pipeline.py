@@ -22,12 +22,13 @@ import base64
 import logging
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import orjson
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from dripdrop_core.errors import RecordError
@@ -45,15 +46,19 @@ from streams.processor.inputs import ConfigNotReadyError
 from streams.processor.runtime import Outputs, stable_id
 from streams.processor.store import TABLES
 from streams.providers import ProviderRegistry
-from streams.sender import Sender
+from streams.sender import Sender, SenderDatabaseError
 from streams.settings import Settings
 from streams.sink import PostgresSink, SinkDatabaseError
 
 log = logging.getLogger("dripdrop.pipeline")
+T = TypeVar("T")
 
 PUBLIC_INPUTS = ("enrollments", "inbound-messages", "health-signals", "config", "dispatch-results")
 INTERNAL = ("ticks", "sink", "sink-feedback")
 RETRIES = 5
+"""Attempts at a sender batch that fails for another reason than an unreachable database."""
+MAX_RETRY_SECONDS = 10.0
+"""Longest wait between two attempts at a write while PostgreSQL is unreachable."""
 REDRIVE_REAL_SECONDS = 300.0
 """A send command unanswered this long (real time) is re-issued (``Processor._redrive``).
 
@@ -77,6 +82,24 @@ TICK_IN_FLIGHT_SECONDS = 2.0
 a busy processor must not fall further behind on a queue of ticks. Ticks carry ``now`` and
 ``on_tick`` fires everything due by then, so a skipped tick loses nothing. The bound lets a
 tick lost to a rebalance (processed by another worker, or never) stop blocking."""
+
+
+class StopRetrying(BaseException):  # noqa: N818 - a signal, not an error
+    """The worker is stopping while PostgreSQL is unreachable: abandon the input without
+    committing it (the next owner replays it). A ``BaseException``, so no ``except
+    Exception`` on the way turns it into a dead letter."""
+
+
+def _transient(exc: BaseException) -> bool:
+    """Database trouble that goes away by itself (connection, pool, serialization)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SinkDatabaseError):
+            return seen.transient
+        if isinstance(seen, psycopg.OperationalError | psycopg.InterfaceError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 class _Parked:
@@ -168,16 +191,20 @@ class Pipeline:
                 topic="sink",
                 role="sink",
                 batch_size=settings.sink_batch_size,
+                batch_seconds=settings.sink_batch_seconds,
                 handle=self.sink_batch,
                 on_failure=self._stage_failed,
+                seed_group=settings.app_id,  # the Faust group read it before
             ),
             BatchConsumer(
                 settings,
                 topic="dispatch",
                 role="sender",
                 batch_size=SENDER_BATCH,
+                batch_seconds=0.05,
                 handle=self.sender_batch,
                 on_failure=self._stage_failed,
+                seed_group=settings.app_id,
             ),
         ]
         self._chain_flush()
@@ -234,7 +261,7 @@ class Pipeline:
         @app.task
         async def start_stages() -> None:  # after table recovery, like the agents
             for consumer in self.consumers:
-                consumer.start()
+                await consumer.start()
 
         async def stop_stages(sender: Any, **_: Any) -> None:
             for consumer in self.consumers:
@@ -416,7 +443,7 @@ class Pipeline:
             )
         metrics.observe(out)  # Prometheus counters from telemetry (streams/metrics.py)
         if out.urgent:
-            result = await self._write_with_retry(out.urgent)
+            result = await self._write_urgent(out.urgent, partition)
             await self._publish_events(result.events if result else [])
         if out.sink:
             await self._publish_sink(out.sink, partition)
@@ -486,59 +513,88 @@ class Pipeline:
 
     # ------------------------------------------------------------ sink
 
-    async def _write_with_retry(self, ops: list[dict[str, Any]]) -> Any:
-        sink = PostgresSink(await self.pool())
-        for attempt in range(RETRIES):
+    async def _until_written(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` until it succeeds. Transient database trouble is retried for as long
+        as it lasts (nothing is committed meanwhile, so nothing is lost); when the worker
+        stops first, ``StopRetrying`` leaves the input uncommitted. Anything else is raised.
+        """
+        attempt = 0
+        while True:
             try:
-                return await sink.write(ops)
-            except SinkDatabaseError as exc:
-                log.warning("sink write failed (attempt %d): %s", attempt + 1, exc)
-                await asyncio.sleep(0.2 * 2**attempt)
-        for op in ops:
-            await self.publisher.send(
-                self.settings.topic("dead-letter"),
-                key=None,
-                value=self.codecs.for_topic("dead-letter").encode(
-                    {
-                        "source_topic": self.settings.topic("sink"),
-                        "partition": 0,
-                        "offset": 0,
-                        "key": None,
-                        "value": _json(op),
-                        "reason": "retries_exhausted",
-                        "detail": "PostgreSQL write failed",
-                        "failed_at": datetime.now(UTC),
-                    }
-                ),
-            )
-        await self.publisher.barrier()  # acked before the batch is: nothing lost
-        return None
+                return await call()
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                if self.app.should_stop:
+                    raise StopRetrying(what) from exc
+                attempt += 1
+                delay = min(0.2 * 2**attempt, MAX_RETRY_SECONDS)
+                log.warning(
+                    "%s failed (attempt %d, again in %.1f s): %s", what, attempt, delay, exc
+                )
+                await asyncio.sleep(delay)
+
+    async def _write_urgent(self, ops: list[dict[str, Any]], partition: int) -> Any:
+        """Rows that must be committed before the event is (a reply's stop): written here,
+        not through ``sink``. Operations PostgreSQL refuses for good are dead-lettered."""
+        sink = PostgresSink(await self.pool())
+        try:
+            return await self._until_written("urgent write", lambda: sink.write(ops))
+        except SinkDatabaseError as exc:
+            log.error("urgent rows refused by PostgreSQL: %s", exc)
+            place = {"offset": -1, "key": ""}
+            parked = _Parked(self.settings.topic("sink"), partition, place, _json({"ops": ops}))
+            await self.dead_letter(parked, "sink_rejected", str(exc))
+            return None
 
     async def sink_batch(self, messages: list[Any]) -> None:
         """A batch of sink records (``BatchConsumer``): one per processed event, carrying
         all of its row operations (a bare operation: a record written before that format).
-        A record that is not JSON is dead-lettered; the others are written."""
-        ops: list[dict[str, Any]] = []
+
+        A record that is not an object with a list of operations is dead-lettered
+        (``invalid_sink_record``); so is one PostgreSQL refuses for good (``sink_rejected``:
+        bad data, a malformed operation), found by halving the batch. The others are
+        written. While PostgreSQL is unreachable the batch waits (``_until_written``).
+        """
+        records: list[tuple[Any, list[dict[str, Any]]]] = []
         for message in messages:
             try:
                 record = orjson.loads(message.value())
                 if not isinstance(record, dict):
                     raise ValueError("a sink record must be a JSON object")
+                ops = record.get("ops", [record])
+                if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
+                    raise ValueError("a sink record's ops must be a list of objects")
             except ValueError as exc:  # orjson.JSONDecodeError is one
                 await self.dead_letter(_Message(message), "invalid_sink_record", str(exc))
                 continue
-            ops.extend(record.get("ops", [record]))
-        if ops:
-            await self.write_sink(ops)
+            records.append((message, ops))
+        await self._write_records(records)
         await self.publisher.barrier()
+
+    async def _write_records(self, records: list[tuple[Any, list[dict[str, Any]]]]) -> None:
+        if not records:
+            return
+        sink = PostgresSink(await self.pool())
+        ops = [op for _, record_ops in records for op in record_ops]
+        try:
+            result = await self._until_written("sink batch", lambda: sink.write(ops))
+        except SinkDatabaseError as exc:
+            if len(records) == 1:
+                log.error("sink record refused by PostgreSQL: %s", exc)
+                await self.dead_letter(_Message(records[0][0]), "sink_rejected", str(exc))
+                return
+            half = len(records) // 2
+            await self._write_records(records[:half])
+            await self._write_records(records[half:])
+            return
+        await self._publish_result(result)
 
     async def _stage_failed(self, exc: BaseException) -> None:
         await self.app.crash(exc)
 
-    async def write_sink(self, ops: list[dict[str, Any]]) -> None:
-        result = await self._write_with_retry(ops)
-        if result is None:
-            return
+    async def _publish_result(self, result: Any) -> None:
+        """What a committed sink batch means for Kafka: feedback, commands, events."""
         for refused in result.refused:  # before the commands: a replayed claim's Message-ID
             await self.publisher.send(
                 self.settings.topic("sink-feedback"),
@@ -607,18 +663,36 @@ class Pipeline:
             pool, lambda aid: self.registry.provider_for(self.adapters[aid]), clock=self.clock.now
         )
         results: list[Any] = []
-        for attempt in range(RETRIES):
+        failures = 0
+
+        async def attempt() -> None:
+            nonlocal results
             try:
                 outcome = await sender.deliver(commands)
-                # Finished before (a replay after a crash that lost the result): say it again.
-                results = [
-                    *outcome.results,
-                    *await sender.finished_results(commands, outcome.duplicates),
-                ]
+            except SenderDatabaseError as exc:
+                # Outcomes already delivered when recording them failed: real results (a
+                # retried batch reports those rows ambiguous).
+                await self._publish_results(exc.results)
+                raise
+            # Finished before (a replay after a crash that lost the result): say it again.
+            results = [
+                *outcome.results,
+                *await sender.finished_results(commands, outcome.duplicates),
+            ]
+
+        while True:
+            try:
+                await self._until_written("sender batch", attempt)
                 break
-            except Exception as exc:  # noqa: BLE001 - SenderDatabaseError and friends
-                log.warning("sender batch failed (attempt %d): %s", attempt + 1, exc)
-                await asyncio.sleep(0.2 * 2**attempt)
+            except Exception as exc:  # noqa: BLE001 - not the database being away: a bug
+                failures += 1
+                log.error("sender batch failed (attempt %d): %r", failures, exc)
+                if failures >= RETRIES:
+                    return  # the processor redrives these sends (REDRIVE_REAL_SECONDS)
+                await asyncio.sleep(0.2 * 2**failures)
+        await self._publish_results(results)
+
+    async def _publish_results(self, results: Sequence[Any]) -> None:
         codec = self.codecs.for_topic("dispatch-results")
         for r in results:
             value = dict(r) if isinstance(r, dict) else r.as_record()

@@ -76,7 +76,16 @@ ON CONFLICT (id) DO NOTHING
 
 
 class SinkDatabaseError(Exception):
-    """The batch could not be written; it is safe to retry (every statement is idempotent)."""
+    """The batch could not be written; it is safe to retry (every statement is idempotent).
+
+    ``transient``: the database could not be reached or asked for a retry (connection,
+    pool, serialization): the same batch will succeed later. Otherwise an operation in the
+    batch is wrong (bad data, a malformed operation) and will fail every time.
+    """
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass
@@ -94,9 +103,9 @@ class PostgresSink:
 
     async def write(self, ops: Sequence[dict[str, Any]]) -> SinkResult:
         """Write ``ops`` in one transaction, in dependency order (enrollments first)."""
-        ordered = sorted(ops, key=lambda op: ORDER[op["op"]])
         result = SinkResult()
         try:
+            ordered = sorted(ops, key=lambda op: ORDER[op["op"]])
             async with self.pool.connection() as conn, conn.transaction():
                 async with conn.cursor() as cur:
                     await self._enrollments(
@@ -110,8 +119,19 @@ class PostgresSink:
                         cur, [o["row"] for o in ordered if o["op"] == "suppression"]
                     )
                     await self._health(cur, [o for o in ordered if o["op"] == "health"])
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise SinkDatabaseError(
+                f"sink batch of {len(ops)} failed: {exc}", transient=True
+            ) from exc
         except psycopg.Error as exc:
-            raise SinkDatabaseError(f"sink batch of {len(ops)} failed: {exc}") from exc
+            raise SinkDatabaseError(
+                f"sink batch of {len(ops)} refused: {exc}", transient=False
+            ) from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SinkDatabaseError(
+                f"malformed row operation in a batch of {len(ops)}: {type(exc).__name__}: {exc}",
+                transient=False,
+            ) from exc
         return result
 
     async def _enrollments(self, cur: psycopg.AsyncCursor[Any], rows: list[dict[str, Any]]) -> None:

@@ -37,12 +37,18 @@ def committed(settings: Settings) -> int:
 
 def stage(settings: Settings, handle: Any, on_failure: Any) -> BatchConsumer:
     return BatchConsumer(
-        settings, topic="sink", role="sink", batch_size=500, handle=handle, on_failure=on_failure
+        settings,
+        topic="sink",
+        role="sink",
+        batch_size=500,
+        batch_seconds=0.05,
+        handle=handle,
+        on_failure=on_failure,
     )
 
 
 async def run_until(sink: BatchConsumer, done: Callable[[], bool], timeout: float = 30.0) -> None:
-    sink.start()
+    await sink.start()
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -101,3 +107,48 @@ def test_a_failed_batch_is_not_committed_and_is_replayed(
     asyncio.run(run_until(second, lambda: len(replayed) >= 2))
     assert replayed == [b"a", b"b"]
     assert committed(settings) == 2
+
+
+def test_a_new_group_starts_where_the_faust_group_stopped(
+    settings: Settings, topics: Callable[..., list[str]]
+) -> None:
+    """Upgrading from the sink / sender as Faust agents: their records were committed by
+    the Faust group (``{app_id}``); the new group must not replay the whole topic."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+
+    topics("sink")
+    produce_sink(settings, [b"old-1", b"old-2", b"new-1"])
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    done = ConsumerGroupTopicPartitions(
+        settings.app_id, [TopicPartition(settings.topic("sink"), 0, 2)]
+    )
+    for future in admin.alter_consumer_group_offsets([done]).values():
+        future.result(timeout=10)
+    seen: list[bytes] = []
+
+    async def handle(messages: list[Any]) -> None:
+        seen.extend(m.value() for m in messages)
+
+    async def on_failure(exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    def seeded() -> BatchConsumer:
+        return BatchConsumer(
+            settings,
+            topic="sink",
+            role="sink",
+            batch_size=500,
+            batch_seconds=0.05,
+            handle=handle,
+            on_failure=on_failure,
+            seed_group=settings.app_id,
+        )
+
+    asyncio.run(run_until(seeded(), lambda: len(seen) >= 1))
+    assert seen == [b"new-1"]
+    assert committed(settings) == 3
+    # Seeded once only: the group's own offsets win from then on.
+    produce_sink(settings, [b"new-2"])
+    asyncio.run(run_until(seeded(), lambda: len(seen) >= 2))
+    assert seen == [b"new-1", b"new-2"]

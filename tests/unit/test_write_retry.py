@@ -1,0 +1,70 @@
+"""The pipeline's write-retry policy (``Pipeline._until_written``): an unreachable database
+is waited out, a refused write is raised at once, a stopping worker abandons the input."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+import pytest
+
+from streams import pipeline
+from streams.pipeline import Pipeline, StopRetrying, _transient
+from streams.sink import SinkDatabaseError
+
+
+def wrapped(cause: BaseException, *, transient: bool | None = None) -> Exception:
+    """An exception raised ``from cause``, as the sink and the sender raise theirs."""
+    outer = SinkDatabaseError("x", transient=transient) if transient is not None else RuntimeError()
+    outer.__cause__ = cause
+    return outer
+
+
+def test_transient_means_the_database_went_away_not_that_it_refused() -> None:
+    assert _transient(SinkDatabaseError("down", transient=True))
+    assert not _transient(SinkDatabaseError("check violation", transient=False))
+    assert _transient(psycopg.OperationalError("connection refused"))
+    assert _transient(wrapped(psycopg.OperationalError("server closed the connection")))
+    assert not _transient(wrapped(psycopg.errors.CheckViolation("reason")))
+    assert not _transient(KeyError("op"))
+
+
+def run(calls: list[BaseException | str], *, stopping: bool = False) -> tuple[Any, int]:
+    attempts = 0
+
+    async def call() -> str:
+        nonlocal attempts
+        outcome = calls[attempts]
+        attempts += 1
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    host = SimpleNamespace(app=SimpleNamespace(should_stop=stopping))
+    result = asyncio.run(Pipeline._until_written(host, "write", call))  # type: ignore[arg-type]
+    return result, attempts
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "MAX_RETRY_SECONDS", 0.0)
+
+
+def test_an_unreachable_database_is_retried_until_the_write_succeeds() -> None:
+    down = SinkDatabaseError("down", transient=True)
+    assert run([down, down, down, "written"]) == ("written", 4)
+
+
+def test_a_refused_write_is_raised_without_retrying() -> None:
+    refused = SinkDatabaseError("check violation", transient=False)
+    with pytest.raises(SinkDatabaseError):
+        run([refused, "never"])
+
+
+def test_a_stopping_worker_abandons_the_input_instead_of_dead_lettering_it() -> None:
+    down = SinkDatabaseError("down", transient=True)
+    with pytest.raises(StopRetrying) as info:
+        run([down, "never"], stopping=True)
+    assert not isinstance(info.value, Exception)  # no ``except Exception`` swallows it
