@@ -532,6 +532,9 @@ class Processor:
                 ),
             }
         )
+        # A reply can come back before this send's result is processed (an auto-reply while
+        # the result waits behind a backlog): its Message-ID is indexed now, not on the result.
+        self._index_message_id(e, pending.message_id)
         # The enrollment row first: the claim's execution row references it.
         e = self.save_enrollment(e, out)
         out.sink.append(claim)
@@ -683,20 +686,11 @@ class Processor:
             "step_execution_id": pending.step_execution_id,
         }
         if status == "sent":
-            # The correlation index maps each id of the sent mail to the execution itself,
-            # so a reply or a bounce finds it in one read (one changelog record per id).
-            execution = {
-                "step_execution_id": pending.step_execution_id,
-                "enrollment_id": e.id,
-                "step_id": pending.step_id,
-                "adapter_id": pending.adapter_id,
-                "recipient": e.recipient,
-            }
-            rfc = normalize_message_id(pending.message_id) or pending.message_id
-            self.index[index_key(e.tenant_key, rfc, "rfc")] = execution
+            # Indexed when decided; a send decided by an earlier version is indexed here.
+            self._index_message_id(e, pending.message_id, only_if_missing=True)
             if result.get("provider_message_id"):
                 pid = normalize_message_id(result["provider_message_id"]) or ""
-                self.index[index_key(e.tenant_key, pid, "provider")] = execution
+                self.index[index_key(e.tenant_key, pid, "provider")] = _execution_ref(e)
             thread = advance_thread(
                 e.thread, is_override=pending.is_override, message_id=pending.message_id
             )
@@ -714,6 +708,17 @@ class Processor:
         if e.state in TERMINAL:
             return self._stored(e, out)
         return self._finish_step(e, now, partition, out)
+
+    def _index_message_id(
+        self, e: EnrollmentRuntime, message_id: str, *, only_if_missing: bool = False
+    ) -> None:
+        """Map the Message-ID of ``e``'s pending send to the execution itself, so a reply
+        or a bounce finds it in one read (one changelog record per id)."""
+        rfc = normalize_message_id(message_id) or message_id
+        key = index_key(e.tenant_key, rfc, "rfc")
+        if only_if_missing and self.index.get(key) is not None:
+            return
+        self.index[key] = _execution_ref(e)
 
     def _stored(self, e: EnrollmentRuntime, out: Outputs) -> Outputs:
         self.save_enrollment(e.model_copy(update={"pending": None}), out)
@@ -747,7 +752,8 @@ class Processor:
             stored = feedback.get("message_id") or e.pending.message_id
             if stored != e.pending.message_id:
                 pending = e.pending.model_copy(update={"message_id": stored})
-                self.save_enrollment(e.model_copy(update={"pending": pending}), out)
+                e = self.save_enrollment(e.model_copy(update={"pending": pending}), out)
+                self._index_message_id(e, stored)
             return out
         self._resync_sent(feedback, exact=False)
         out.emit(
@@ -965,6 +971,18 @@ class Processor:
             if e.state is EnrollmentState.PAUSED:
                 continue
             self.pin_unavailable(e, now, partition, out, cause="sender_unavailable")
+
+
+def _execution_ref(e: EnrollmentRuntime) -> dict[str, Any]:
+    """What the correlation index holds for ``e``'s pending send."""
+    assert e.pending is not None
+    return {
+        "step_execution_id": e.pending.step_execution_id,
+        "enrollment_id": e.id,
+        "step_id": e.pending.step_id,
+        "adapter_id": e.pending.adapter_id,
+        "recipient": e.recipient,
+    }
 
 
 def suppression_key(tenant_key: str, recipient: str) -> str:

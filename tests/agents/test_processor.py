@@ -352,3 +352,45 @@ def test_enrollment_data_past_the_size_limit_is_a_record_error(processor: Proces
         )
     assert info.value.code == "data_too_large"
     assert claims(*enroll(processor, w, 1))  # the next enrollment goes on
+
+
+def test_a_reply_before_the_send_result_is_processed_still_stops_the_enrollment(
+    processor: Processor,
+) -> None:
+    """Under a backlog the send's result can wait behind other records while the mail is
+    already out and answered (an auto-reply takes seconds): the reply must correlate, and
+    the late result must not schedule the next step."""
+    w = world(processor, steps=2)
+    (out,) = enroll(processor, w, 1)
+    command = claims(out)[0]["command"]
+    reply = inputs.on_inbound(
+        processor,
+        {
+            "tenant_key": TENANT,
+            "adapter_id": w["adapter"],
+            "message_id": "<early@x.org>",
+            "in_reply_to": command["headers"]["Message-ID"],
+            "references": [],
+            "headers": {},
+            "intent": "reply",
+            "from": "p0@x.org",
+            "subject": "Re",
+        },
+        T0 + timedelta(seconds=3),
+        0,
+    )
+    assert not [t for t in reply.telemetry if t["name"] == "ingest.unmatched"]
+    rows = [op["row"] for op in reply.urgent if op["op"] == "enrollment"]
+    assert rows and rows[-1]["state"] == "replied"
+    late = processor.on_result(
+        {
+            "enrollment_id": command["enrollment_id"],
+            "status": "sent",
+            "step_execution_id": command["step_execution_id"],
+        },
+        T0 + timedelta(seconds=4),
+        0,
+    )
+    assert not claims(late)
+    later = processor.on_tick(0, T0 + timedelta(days=2))
+    assert not claims(later), "no step after the reply"
