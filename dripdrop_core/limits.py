@@ -7,11 +7,14 @@ decided step.
 
 from __future__ import annotations
 
+import json
+
 from dripdrop_core.errors import MessageTooLargeError, RecordError
 
 MAX_MESSAGE_BYTES = 512 * 1024
-"""Rendered subject plus body, UTF-8. A send command is one record, and so is its claim on
-``sink``; Gmail already clips bodies past ~102 KB."""
+"""Rendered subject plus body as JSON strings (UTF-8, escapes counted: a body of quotes or
+line breaks doubles). A send command is one record, and so is its claim on ``sink`` (JSON);
+Gmail already clips bodies past ~102 KB."""
 
 MAX_DATA_BYTES = 256 * 1024
 """An enrollment's ``data`` as JSON: it is stored in the enrollment's table value (one
@@ -24,11 +27,15 @@ def validate_message_size(subject: str, body: str) -> None:
     Raises:
         MessageTooLargeError: With the size, never the content.
     """
-    size = len(subject.encode()) + len(body.encode())
+    size = _json_bytes(subject) + _json_bytes(body)
     if size > MAX_MESSAGE_BYTES:
         raise MessageTooLargeError(
-            f"rendered subject and body are {size} bytes; the limit is {MAX_MESSAGE_BYTES}"
+            f"rendered subject and body are {size} bytes as JSON; the limit is {MAX_MESSAGE_BYTES}"
         )
+
+
+def _json_bytes(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2  # without the quotes
 
 
 def validate_data_size(data_json: str) -> None:

@@ -165,11 +165,23 @@ class BatchConsumer:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         request = ConsumerGroupTopicPartitions(ours, found)
         try:
-            for future in admin.alter_consumer_group_offsets([request]).values():
-                future.result(timeout=10)
-            log.info("%s: started from %s's offsets on %s", self.role, seed_group, topic)
-        except KafkaException as exc:  # another worker of the group got there first
+            done = [
+                tp
+                for future in admin.alter_consumer_group_offsets([request]).values()
+                for tp in future.result(timeout=10).topic_partitions or []
+                if tp.error is None
+            ]
+        except KafkaException as exc:  # e.g. another worker of the group got there first
             log.info("%s: offsets not seeded from %s: %s", self.role, seed_group, exc)
+            return
+        log.info(
+            "%s: %d of %d partitions start from %s's offsets on %s",
+            self.role,
+            len(done),
+            len(found),
+            seed_group,
+            topic,
+        )
 
     async def _run(self) -> None:
         consumer = self._consumer

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -48,7 +49,7 @@ from streams.processor.store import TABLES
 from streams.providers import ProviderRegistry
 from streams.sender import Sender, SenderDatabaseError
 from streams.settings import Settings
-from streams.sink import PostgresSink, SinkDatabaseError
+from streams.sink import PostgresSink, SinkDatabaseError, is_transient
 
 log = logging.getLogger("dripdrop.pipeline")
 T = TypeVar("T")
@@ -96,10 +97,33 @@ def _transient(exc: BaseException) -> bool:
     while seen is not None:
         if isinstance(seen, SinkDatabaseError):
             return seen.transient
-        if isinstance(seen, psycopg.OperationalError | psycopg.InterfaceError):
-            return True
+        if isinstance(seen, psycopg.Error):
+            return is_transient(seen)
         seen = seen.__cause__
     return False
+
+
+EXIT_UNCOMMITTED = 75
+"""Exit status of a worker that stopped during a PostgreSQL outage without committing."""
+
+
+def _exit_uncommitted(message: Any) -> None:
+    """Leave the process now, so the event in hand is never committed.
+
+    Faust acks an agent's current event when the agent's loop is left, even by an
+    exception, and commits acked offsets while it stops: raising would commit an event
+    whose rows were never written (a reply's stop among them). Exiting at once commits
+    nothing more; every uncommitted input is replayed by the next owner, and all writes
+    are idempotent.
+    """
+    log.critical(
+        "stopping while PostgreSQL is unreachable: exiting without committing %s[%s]@%s",
+        message.topic,
+        message.partition,
+        message.offset,
+    )
+    logging.shutdown()
+    os._exit(EXIT_UNCOMMITTED)
 
 
 class _Parked:
@@ -237,8 +261,10 @@ class Pipeline:
 
     async def pool(self) -> AsyncConnectionPool:
         if self._pool is None:
+            # timeout: how long a request waits for a connection before PoolTimeout, which
+            # the callers treat as PostgreSQL being unreachable (``_until_written``).
             self._pool = AsyncConnectionPool(
-                self.settings.database_url, min_size=1, max_size=4, open=False
+                self.settings.database_url, min_size=1, max_size=4, open=False, timeout=10.0
             )
             await self._pool.open()
         return self._pool
@@ -256,7 +282,10 @@ class Pipeline:
         @app.agent(source, name="processor")
         async def processor(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
-                await self.process(event)
+                try:
+                    await self.process(event)
+                except StopRetrying:
+                    _exit_uncommitted(event.message)
 
         @app.task
         async def start_stages() -> None:  # after table recovery, like the agents
@@ -334,13 +363,19 @@ class Pipeline:
         are still capped, and deferred, by the claims).
         """
         pool = await self.pool()
-        async with pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute(
-                "SELECT adapter_id::text, local_day, sent, last_sent_at"
-                " FROM dripdrop.adapter_day_counters WHERE local_day >= %s",
-                ((self.clock.now() - timedelta(days=2)).date(),),
-            )
-            rows = await cur.fetchall()
+
+        async def read() -> list[Any]:
+            async with pool.connection() as conn, conn.cursor() as cur:
+                await cur.execute(
+                    "SELECT adapter_id::text, local_day, sent, last_sent_at"
+                    " FROM dripdrop.adapter_day_counters WHERE local_day >= %s",
+                    ((self.clock.now() - timedelta(days=2)).date(),),
+                )
+                return await cur.fetchall()
+
+        # Unreachable PostgreSQL is waited out here too: failing, the event would be
+        # dead-lettered as a bug and committed.
+        rows = await self._until_written("counter resync", read)
         counters = {(r[0], r[1]): (int(r[2]), r[3]) for r in rows}
         self.processor.resync_adapters(partition, counters, self.clock.now())
         self._resynced.add(partition)
@@ -658,7 +693,6 @@ class Pipeline:
 
     async def deliver(self, commands: list[dict[str, Any]]) -> None:
         pool = await self.pool()
-        await self._load_adapters(pool, {c["adapter_id"] for c in commands})
         sender = Sender(
             pool, lambda aid: self.registry.provider_for(self.adapters[aid]), clock=self.clock.now
         )
@@ -667,6 +701,7 @@ class Pipeline:
 
         async def attempt() -> None:
             nonlocal results
+            await self._load_adapters(pool, {c["adapter_id"] for c in commands})
             try:
                 outcome = await sender.deliver(commands)
             except SenderDatabaseError as exc:

@@ -75,6 +75,25 @@ ON CONFLICT (id) DO NOTHING
 """
 
 
+REFUSED_SQLSTATE_CLASSES = ("22", "23", "54")
+"""Data exception, integrity violation, program limit exceeded: the rows are wrong, and
+writing them again fails again."""
+
+
+def is_transient(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` says the database was unavailable rather than the rows wrong.
+
+    By SQLSTATE, not by exception class: psycopg files ``ProgramLimitExceeded`` (an index
+    row too large: permanent) under ``OperationalError`` and ``ReadOnlySqlTransaction`` (a
+    failover: transient) under ``InternalError``. No SQLSTATE means no answer from the
+    server (connection refused or lost, pool timeout). Everything else that is not the
+    rows' fault (a failover, a migration not yet applied, permissions, resources) heals
+    without touching the records, so it is waited out rather than dead-lettered.
+    """
+    state = exc.sqlstate
+    return state is None or state[:2] not in REFUSED_SQLSTATE_CLASSES
+
+
 class SinkDatabaseError(Exception):
     """The batch could not be written; it is safe to retry (every statement is idempotent).
 
@@ -119,13 +138,11 @@ class PostgresSink:
                         cur, [o["row"] for o in ordered if o["op"] == "suppression"]
                     )
                     await self._health(cur, [o for o in ordered if o["op"] == "health"])
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise SinkDatabaseError(
-                f"sink batch of {len(ops)} failed: {exc}", transient=True
-            ) from exc
         except psycopg.Error as exc:
+            transient = is_transient(exc)
+            verb = "failed" if transient else "refused"
             raise SinkDatabaseError(
-                f"sink batch of {len(ops)} refused: {exc}", transient=False
+                f"sink batch of {len(ops)} {verb}: {exc}", transient=transient
             ) from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SinkDatabaseError(

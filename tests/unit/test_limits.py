@@ -21,6 +21,9 @@ def test_message_size_allows_the_limit_and_refuses_one_byte_more() -> None:
     assert "bbbb" not in str(info.value)
     with pytest.raises(MessageTooLargeError):  # UTF-8 bytes, not characters
         validate_message_size("", "é" * (MAX_MESSAGE_BYTES // 2 + 1))
+    with pytest.raises(MessageTooLargeError):  # as JSON: each quote is escaped
+        validate_message_size("", '"' * (MAX_MESSAGE_BYTES // 2 + 1))
+    validate_message_size("", '"' * (MAX_MESSAGE_BYTES // 2 - 1))
 
 
 def test_data_size_counts_the_json_bytes() -> None:

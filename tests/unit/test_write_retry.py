@@ -12,7 +12,7 @@ import pytest
 
 from streams import pipeline
 from streams.pipeline import Pipeline, StopRetrying, _transient
-from streams.sink import SinkDatabaseError
+from streams.sink import SinkDatabaseError, is_transient
 
 
 def wrapped(cause: BaseException, *, transient: bool | None = None) -> Exception:
@@ -29,6 +29,26 @@ def test_transient_means_the_database_went_away_not_that_it_refused() -> None:
     assert _transient(wrapped(psycopg.OperationalError("server closed the connection")))
     assert not _transient(wrapped(psycopg.errors.CheckViolation("reason")))
     assert not _transient(KeyError("op"))
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        # psycopg files these under OperationalError, but the rows are at fault
+        (psycopg.errors.ProgramLimitExceeded, False),  # an index row too large
+        (psycopg.errors.StringDataRightTruncation, False),
+        (psycopg.errors.CheckViolation, False),
+        # and these elsewhere, though they heal by themselves
+        (psycopg.errors.ReadOnlySqlTransaction, True),  # a failover (InternalError)
+        (psycopg.errors.UndefinedTable, True),  # a migration not applied yet
+        (psycopg.errors.AdminShutdown, True),
+        (psycopg.errors.SerializationFailure, True),
+        (psycopg.errors.TooManyConnections, True),
+    ],
+)
+def test_transient_is_decided_by_sqlstate(error: type[psycopg.Error], transient: bool) -> None:
+    assert is_transient(error("x")) is transient
+    assert _transient(wrapped(error("x"))) is transient
 
 
 def run(calls: list[BaseException | str], *, stopping: bool = False) -> tuple[Any, int]:
