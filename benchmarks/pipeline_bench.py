@@ -24,6 +24,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -205,8 +206,14 @@ def wait_idle(settings: Settings, timeout: float = 300.0) -> None:
 
 
 def reply_latencies(
-    settings: Settings, commands: list[dict[str, Any]], worlds: list[dict[str, str]], replies: int
+    settings: Settings,
+    commands: list[dict[str, Any]],
+    worlds: list[dict[str, str]],
+    replies: int,
+    gap: float | None = None,
 ) -> list[float]:
+    """Reply to ``commands`` and time each until its enrollment is ``replied``: one at a
+    time, or (``gap``) produced ``gap`` seconds apart and awaited together."""
     codec = Codecs(settings).for_topic("inbound-messages")
     producer = Producer(
         {
@@ -216,6 +223,7 @@ def reply_latencies(
         }
     )
     latencies = []
+    pending: dict[str, float] = {}
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         for command in commands[:replies]:
             value = codec.encode(
@@ -240,6 +248,10 @@ def reply_latencies(
                 settings.topic("inbound-messages"), key=command["tenant_key"].encode(), value=value
             )
             producer.flush(10)
+            if gap is not None:
+                pending[command["enrollment_id"]] = started
+                time.sleep(gap)
+                continue
             while True:
                 row = conn.execute(
                     "SELECT state FROM dripdrop.enrollments WHERE id = %s",
@@ -251,7 +263,46 @@ def reply_latencies(
                     raise RuntimeError("reply not applied within 30 s")
                 time.sleep(0.002)
             latencies.append(time.perf_counter() - started)
+        deadline = time.perf_counter() + 120
+        while pending and time.perf_counter() < deadline:
+            done = conn.execute(
+                "SELECT id::text FROM dripdrop.enrollments WHERE id = ANY(%s)"
+                " AND state = 'replied'",
+                (list(pending),),
+            ).fetchall()
+            now = time.perf_counter()
+            for (eid,) in done:
+                latencies.append(now - pending.pop(eid))
+            time.sleep(0.005)
+        if pending:
+            raise RuntimeError(f"{len(pending)} replies not applied within 120 s")
     return latencies
+
+
+def replies_under_load(
+    settings: Settings, worlds: list[dict[str, str]], replies: int, out: list[float]
+) -> None:
+    """While the worker still has a backlog: reply to the first ``replies`` send commands
+    as they appear (an auto-reply comes back within seconds), 50 ms apart, and time each
+    reply to its enrollment row ``replied``. Runs on its own thread; fills ``out``."""
+    codec = Codecs(settings).for_topic("dispatch")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"bench-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.topic("dispatch")])
+    commands: list[dict[str, Any]] = []
+    try:
+        while len(commands) < replies:
+            for msg in consumer.consume(replies - len(commands), 0.5):
+                if msg.error() is None:
+                    commands.append(codec.decode(msg.value()))
+    finally:
+        consumer.close()
+    out.extend(reply_latencies(settings, commands, worlds, replies, gap=0.05))
 
 
 CLEANUP_ORDER = (
@@ -290,7 +341,9 @@ def forget_run(settings: Settings, run: str) -> None:
                 )
 
 
-def one_run(base: Settings, n: int, replies: int) -> tuple[float, float, float, list[float]]:
+def one_run(
+    base: Settings, n: int, replies: int, loaded: int = 0
+) -> tuple[float, float, float, list[float], list[float]]:
     run = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="dripdrop-bench-"))
     settings = base.model_copy(
@@ -306,6 +359,12 @@ def one_run(base: Settings, n: int, replies: int) -> tuple[float, float, float, 
             worlds = author(dd, run)
         produce_enrollments(settings, worlds, n)
         worker = WorkerProcess(settings, tmp / "worker.log")
+        under_load: list[float] = []
+        loader = threading.Thread(
+            target=replies_under_load, args=(settings, worlds, loaded, under_load), daemon=True
+        )
+        if loaded:
+            loader.start()
         try:
             first, last, commands = dispatch_span(settings, n, timeout=max(120.0, n / 50))
             # The worker's first output for the first enrollment it processed.
@@ -314,6 +373,8 @@ def one_run(base: Settings, n: int, replies: int) -> tuple[float, float, float, 
             _, delivered, _ = dispatch_span(
                 settings, n, timeout=max(120.0, n / 50), topic="dispatch-results"
             )
+            if loaded:
+                loader.join(180)
             latencies: list[float] = []
             if replies:
                 wait_idle(settings)
@@ -325,6 +386,7 @@ def one_run(base: Settings, n: int, replies: int) -> tuple[float, float, float, 
             (n - 1) / ((last - first) / 1000),
             n / ((delivered - started) / 1000),
             latencies,
+            under_load,
         )
     finally:
         delete_topics_with_prefix(settings)
@@ -336,10 +398,22 @@ def main() -> None:
     parser.add_argument("--enrollments", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--replies", type=int, default=100)
+    parser.add_argument(
+        "--replies-under-load",
+        type=int,
+        default=0,
+        help="also reply to this many of the first sends while the backlog is processed",
+    )
     args = parser.parse_args()
-    rates, spans, sent, latencies = [], [], [], []
+    rates, spans, sent, latencies, loaded = [], [], [], [], []
     for i in range(args.runs):
-        rate, span, done, lat = one_run(Settings(), args.enrollments, args.replies if i == 0 else 0)
+        rate, span, done, lat, under = one_run(
+            Settings(),
+            args.enrollments,
+            args.replies if i == 0 else 0,
+            args.replies_under_load if i == 0 else 0,
+        )
+        loaded.extend(under)
         rates.append(rate)
         spans.append(span)
         sent.append(done)
@@ -356,12 +430,13 @@ def main() -> None:
         f" {statistics.median(spans):,.0f}/s between first and last send command,"
         f" {statistics.median(sent):,.0f}/s to the last send delivered"
     )
-    if latencies:
-        q = statistics.quantiles(latencies, n=100, method="inclusive")
-        print(
-            f"reply-to-stop over {len(latencies)} replies: p50 {q[49] * 1000:.0f} ms, "
-            f"p99 {q[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
-        )
+    for what, values in (("", latencies), (" during the backlog", loaded)):
+        if values:
+            q = statistics.quantiles(values, n=100, method="inclusive")
+            print(
+                f"reply-to-stop{what} over {len(values)} replies: p50 {q[49] * 1000:.0f} ms, "
+                f"p99 {q[98] * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"
+            )
 
 
 if __name__ == "__main__":
