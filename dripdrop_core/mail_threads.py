@@ -92,12 +92,23 @@ def break_thread(thread: ThreadState) -> ThreadState:
     return ThreadState()
 
 
+LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00")
+"""CR, LF, and what Python's ``str.splitlines`` (hence the ``email`` package) also breaks
+lines at, plus NUL: any of them in a header value could start a header of its own."""
+
+
+def has_line_break(value: str) -> bool:
+    """Whether ``value`` holds a character of ``LINE_BREAKS``."""
+    return not LINE_BREAKS.isdisjoint(value)
+
+
 def validate_headers(headers: dict[str, str]) -> None:
-    """Reject header injection: no CR or LF in any header name or value (SPEC §7).
+    """Reject header injection: no line break (CR, LF or ``LINE_BREAKS``) in any header
+    name or value (SPEC §7).
 
     Raises:
         HeaderInjectionError: Names the header, never its value.
     """
     for name, value in headers.items():
-        if any(c in name or c in value for c in "\r\n"):
-            raise HeaderInjectionError(f"header {name!r} contains CR or LF")
+        if has_line_break(name) or has_line_break(value):
+            raise HeaderInjectionError(f"header {name!r} contains CR or LF (or another line break)")

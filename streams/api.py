@@ -44,6 +44,7 @@ from dripdrop_core.errors import (
     TenantMismatchError,
 )
 from dripdrop_core.limits import validate_data_size
+from dripdrop_core.mail_threads import has_line_break
 from dripdrop_core.models import (
     Adapter,
     DelayFrom,
@@ -215,8 +216,10 @@ def _validated(model: type[M], values: Mapping[str, Any]) -> M:
 
 
 def _no_newline(name: str, value: str | None) -> None:
-    if value is not None and ("\r" in value or "\n" in value):
-        raise InvalidInputError(f"{name} must not contain CR or LF", code="header_injection")
+    if value is not None and has_line_break(value):
+        raise InvalidInputError(
+            f"{name} must not contain CR or LF (or another line break)", code="header_injection"
+        )
 
 
 def _timezone(name: str, value: str | None) -> None:

@@ -98,7 +98,20 @@ def test_thread_state_json_round_trip() -> None:
     assert ThreadState.model_validate(thread.model_dump(mode="json")) == thread
 
 
-@pytest.mark.parametrize("value", ["evil\r\nBcc: x@y.z", "a\nb", "a\rb"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "evil\r\nBcc: x@y.z",
+        "a\nb",
+        "a\rb",
+        "a\x0bb",
+        "a\x0cb",
+        "a\x1cb",
+        "a\x85b",
+        "a\u2028b",
+        "a\x00b",
+    ],
+)
 def test_validate_headers_cr_or_lf_rejected(value: str) -> None:
     with pytest.raises(HeaderInjectionError) as info:
         validate_headers({"Subject": value})
@@ -118,3 +131,10 @@ def test_derived_uuid7_millisecond_precision() -> None:
         derived_uuid7(SEED, at).int >> 80
         == int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000) + 999
     )
+
+
+def test_line_breaks_are_exactly_what_splitlines_breaks_at_plus_nul() -> None:
+    from dripdrop_core.mail_threads import LINE_BREAKS
+
+    splitting = {chr(i) for i in range(0x110000) if len(f"a{chr(i)}b".splitlines()) > 1}
+    assert splitting | {"\x00"} == LINE_BREAKS
