@@ -99,7 +99,13 @@ def world(
     return {"adapter": adapter, "pool": pool, "sequence": seq}
 
 
-def enroll(p: Processor, w: dict[str, Any], n: int, at: datetime = T0) -> list[Any]:
+def enroll(
+    p: Processor,
+    w: dict[str, Any],
+    n: int,
+    at: datetime = T0,
+    data: dict[str, Any] | None = None,
+) -> list[Any]:
     return [
         inputs.on_enrollment_command(
             p,
@@ -110,7 +116,7 @@ def enroll(p: Processor, w: dict[str, Any], n: int, at: datetime = T0) -> list[A
                 "sequence_id": w["sequence"],
                 "subscriber_id": f"s{i}",
                 "recipient": f"p{i}@x.org",
-                "data": json.dumps({"name": "Ada"}),
+                "data": json.dumps(data or {"name": "Ada"}),
             },
             at,
             0,
@@ -134,6 +140,28 @@ def first_step_sent(p: Processor, w: dict[str, Any]) -> dict[str, Any]:
     }
     p.on_result(sent, T0, 0)
     return command
+
+
+def reply_to(
+    p: Processor, w: dict[str, Any], command: dict[str, Any], message_id: str, at: datetime
+) -> Any:
+    """A reply to the mail ``command`` sent, received at ``at``."""
+    return inputs.on_inbound(
+        p,
+        {
+            "tenant_key": TENANT,
+            "adapter_id": w["adapter"],
+            "message_id": message_id,
+            "in_reply_to": command["headers"]["Message-ID"],
+            "references": [],
+            "headers": {},
+            "intent": "reply",
+            "from": "p0@x.org",
+            "subject": "Re",
+        },
+        at,
+        0,
+    )
 
 
 @pytest.fixture
@@ -261,22 +289,7 @@ def test_a_reply_correlates_through_an_index_written_by_the_previous_version(
     processor.index[f"exec:{record['step_execution_id']}"] = {
         k: v for k, v in record.items() if k != "step_execution_id"
     }
-    reply = inputs.on_inbound(
-        processor,
-        {
-            "tenant_key": TENANT,
-            "adapter_id": w["adapter"],
-            "message_id": "<r1@x.org>",
-            "in_reply_to": command["headers"]["Message-ID"],
-            "references": [],
-            "headers": {},
-            "intent": "reply",
-            "from": "p0@x.org",
-            "subject": "Re",
-        },
-        T0 + timedelta(minutes=5),
-        0,
-    )
+    reply = reply_to(processor, w, command, "<r1@x.org>", T0 + timedelta(minutes=5))
     rows = [op["row"] for op in reply.urgent if op["op"] == "enrollment"]
     assert rows and rows[-1]["state"] == "replied"
 
@@ -310,20 +323,7 @@ def test_a_step_rendered_past_the_size_limit_is_rejected_not_claimed(
     """Found only when the send command reached Kafka, the step would be refused there and
     redriven (and refused) every few minutes; it is rejected when decided instead."""
     w = world(processor, steps=2, body="{{ name }}{{ name }}{{ name }}")
-    out = inputs.on_enrollment_command(
-        processor,
-        {
-            "command": "enroll",
-            "tenant_key": TENANT,
-            "enrollment_id": str(uuid.uuid4()),
-            "sequence_id": w["sequence"],
-            "subscriber_id": "big",
-            "recipient": "big@x.org",
-            "data": json.dumps({"name": "x" * (MAX_MESSAGE_BYTES // 3 + 1)}),
-        },
-        T0,
-        0,
-    )
+    (out,) = enroll(processor, w, 1, data={"name": "x" * (MAX_MESSAGE_BYTES // 3 + 1)})
     assert not claims(out)
     rejected = [t for t in out.telemetry if t["name"] == "dispatch.rejected"]
     assert [t["attributes"]["reason"] for t in rejected] == ["message_too_large"]
@@ -336,20 +336,7 @@ def test_enrollment_data_past_the_size_limit_is_a_record_error(processor: Proces
     (the pipeline dead-letters a ``RecordError`` with its code)."""
     w = world(processor)
     with pytest.raises(RecordError) as info:
-        inputs.on_enrollment_command(
-            processor,
-            {
-                "command": "enroll",
-                "tenant_key": TENANT,
-                "enrollment_id": str(uuid.uuid4()),
-                "sequence_id": w["sequence"],
-                "subscriber_id": "big",
-                "recipient": "big@x.org",
-                "data": json.dumps({"notes": "x" * MAX_DATA_BYTES}),
-            },
-            T0,
-            0,
-        )
+        enroll(processor, w, 1, data={"notes": "x" * MAX_DATA_BYTES})
     assert info.value.code == "data_too_large"
     assert claims(*enroll(processor, w, 1))  # the next enrollment goes on
 
@@ -363,22 +350,7 @@ def test_a_reply_before_the_send_result_is_processed_still_stops_the_enrollment(
     w = world(processor, steps=2)
     (out,) = enroll(processor, w, 1)
     command = claims(out)[0]["command"]
-    reply = inputs.on_inbound(
-        processor,
-        {
-            "tenant_key": TENANT,
-            "adapter_id": w["adapter"],
-            "message_id": "<early@x.org>",
-            "in_reply_to": command["headers"]["Message-ID"],
-            "references": [],
-            "headers": {},
-            "intent": "reply",
-            "from": "p0@x.org",
-            "subject": "Re",
-        },
-        T0 + timedelta(seconds=3),
-        0,
-    )
+    reply = reply_to(processor, w, command, "<early@x.org>", T0 + timedelta(seconds=3))
     assert not [t for t in reply.telemetry if t["name"] == "ingest.unmatched"]
     rows = [op["row"] for op in reply.urgent if op["op"] == "enrollment"]
     assert rows and rows[-1]["state"] == "replied"

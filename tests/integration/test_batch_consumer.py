@@ -35,7 +35,9 @@ def committed(settings: Settings) -> int:
         probe.close()
 
 
-def stage(settings: Settings, handle: Any, on_failure: Any) -> BatchConsumer:
+def stage(
+    settings: Settings, handle: Any, on_failure: Any, seed_group: str | None = None
+) -> BatchConsumer:
     return BatchConsumer(
         settings,
         topic="sink",
@@ -44,6 +46,7 @@ def stage(settings: Settings, handle: Any, on_failure: Any) -> BatchConsumer:
         batch_seconds=0.05,
         handle=handle,
         on_failure=on_failure,
+        seed_group=seed_group,
     )
 
 
@@ -133,22 +136,14 @@ def test_a_new_group_starts_where_the_faust_group_stopped(
     async def on_failure(exc: BaseException) -> None:
         raise AssertionError(exc)
 
-    def seeded() -> BatchConsumer:
-        return BatchConsumer(
-            settings,
-            topic="sink",
-            role="sink",
-            batch_size=500,
-            batch_seconds=0.05,
-            handle=handle,
-            on_failure=on_failure,
-            seed_group=settings.app_id,
-        )
-
-    asyncio.run(run_until(seeded(), lambda: len(seen) >= 1))
+    asyncio.run(
+        run_until(stage(settings, handle, on_failure, settings.app_id), lambda: len(seen) >= 1)
+    )
     assert seen == [b"new-1"]
     assert committed(settings) == 3
     # Seeded once only: the group's own offsets win from then on.
     produce_sink(settings, [b"new-2"])
-    asyncio.run(run_until(seeded(), lambda: len(seen) >= 2))
+    asyncio.run(
+        run_until(stage(settings, handle, on_failure, settings.app_id), lambda: len(seen) >= 2)
+    )
     assert seen == [b"new-1", b"new-2"]

@@ -37,17 +37,8 @@ class Raw:
         self.producer = producer(settings)
 
     def send(self, topic: str, tenant: str, value: bytes) -> tuple[str, int, int, bytes]:
-        got: list[Any] = []
-        self.producer.produce(
-            self.settings.topic(topic),
-            key=tenant.encode(),
-            value=value,
-            on_delivery=lambda err, msg: got.append((err, msg)),
-        )
-        self.producer.flush(10)
-        err, msg = got[0]
-        assert err is None, err
-        return msg.topic(), msg.partition(), msg.offset(), value
+        (placed,) = self.send_many(topic, tenant, [value])
+        return placed
 
     def send_many(
         self, topic: str, tenant: str, values: list[bytes]
