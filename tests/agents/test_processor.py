@@ -366,3 +366,62 @@ def test_a_reply_before_the_send_result_is_processed_still_stops_the_enrollment(
     assert not claims(late)
     later = processor.on_tick(0, T0 + timedelta(days=2))
     assert not claims(later), "no step after the reply"
+
+
+def test_a_replayed_claim_indexes_the_stored_message_id_for_replies(
+    processor: Processor,
+) -> None:
+    """After a crash the re-decided send carries a new Message-ID, but PostgreSQL sends the
+    stored command: a reply to the stored id must correlate, before and after the result."""
+    w = world(processor, steps=2)
+    (out,) = enroll(processor, w, 1)
+    command = claims(out)[0]["command"]
+    stored = "<stored-before-the-crash@x.example>"
+    processor.on_feedback(
+        {
+            "enrollment_id": command["enrollment_id"],
+            "step_execution_id": command["step_execution_id"],
+            "adapter_id": w["adapter"],
+            "tenant_key": TENANT,
+            "reason": "replayed",
+            "message_id": stored,
+            "sent": 1,
+            "day": T0.date().isoformat(),
+            "last_sent_at": None,
+        },
+        T0,
+        0,
+    )
+    reply = reply_to(
+        processor, w, {"headers": {"Message-ID": stored}}, "<r@x.org>", T0 + timedelta(seconds=5)
+    )
+    rows = [op["row"] for op in reply.urgent if op["op"] == "enrollment"]
+    assert rows and rows[-1]["state"] == "replied"
+
+
+def test_a_send_decided_before_the_upgrade_is_indexed_when_its_result_comes(
+    processor: Processor,
+) -> None:
+    """A send decided by the previous version has no index entry yet: the result writes
+    it, as that version did."""
+    from dripdrop_core.correlation import index_key, normalize_message_id
+
+    w = world(processor, steps=2)
+    (out,) = enroll(processor, w, 1)
+    command = claims(out)[0]["command"]
+    rfc = normalize_message_id(command["headers"]["Message-ID"])
+    assert rfc is not None
+    del processor.index[index_key(TENANT, rfc, "rfc")]
+    processor.on_result(
+        {
+            "enrollment_id": command["enrollment_id"],
+            "status": "sent",
+            "step_execution_id": command["step_execution_id"],
+        },
+        T0,
+        0,
+    )
+    assert (
+        processor.index[index_key(TENANT, rfc, "rfc")]["enrollment_id"]
+        == (command["enrollment_id"])
+    )
