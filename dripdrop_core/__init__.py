@@ -61,6 +61,7 @@ from dripdrop_core.limits import (
     MAX_DATA_BYTES,
     MAX_MESSAGE_BYTES,
     validate_data_size,
+    validate_identity,
     validate_message_size,
 )
 from dripdrop_core.mail_threads import (
@@ -179,6 +180,7 @@ __all__ = [
     "tick_bucket",
     "validate_data_size",
     "validate_headers",
+    "validate_identity",
     "validate_member",
     "validate_message_size",
 ]

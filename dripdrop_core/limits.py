@@ -21,6 +21,31 @@ MAX_DATA_BYTES = 256 * 1024
 changelog record) and rendered into every step."""
 
 
+MAX_SUBSCRIBER_ID_CHARS = 255
+MAX_RECIPIENT_CHARS = 320
+"""Both are in unique indexes of ``enrollments``, and PostgreSQL refuses an index entry
+past ~2.7 kB: a longer value would be refused at the sink, long after it was accepted."""
+
+
+def validate_identity(subscriber_id: str, recipient: str) -> None:
+    """Refuse a subscriber id or recipient too long to be stored (see above).
+
+    Raises:
+        RecordError: ``invalid_recipient`` or ``input``, with the length.
+    """
+    if len(recipient) > MAX_RECIPIENT_CHARS:
+        raise RecordError(
+            f"recipient is {len(recipient)} characters; the limit is {MAX_RECIPIENT_CHARS}",
+            code="invalid_recipient",
+        )
+    if len(subscriber_id) > MAX_SUBSCRIBER_ID_CHARS:
+        raise RecordError(
+            f"subscriber_id is {len(subscriber_id)} characters;"
+            f" the limit is {MAX_SUBSCRIBER_ID_CHARS}",
+            code="input",
+        )
+
+
 def validate_message_size(subject: str, body: str) -> None:
     """Refuse a message that could not travel as one record.
 

@@ -43,7 +43,7 @@ from dripdrop_core.errors import (
     RecordError,
     TenantMismatchError,
 )
-from dripdrop_core.limits import validate_data_size
+from dripdrop_core.limits import validate_data_size, validate_identity
 from dripdrop_core.mail_threads import has_line_break
 from dripdrop_core.models import (
     Adapter,
@@ -805,6 +805,7 @@ class DripDrop:
             raise InvalidInputError(f"data is not JSON-serializable: {exc}") from None
         try:
             validate_data_size(data_json)
+            validate_identity(subscriber_id, recipient)
         except RecordError as exc:
             raise InvalidInputError(str(exc)) from None
         with self.engine.connect() as conn:

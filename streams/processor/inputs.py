@@ -23,7 +23,7 @@ from dripdrop_core.correlation import (
 from dripdrop_core.decisions import Pin
 from dripdrop_core.errors import RecordError
 from dripdrop_core.health import ExternalHealth, apply_external, count_outcome
-from dripdrop_core.limits import validate_data_size
+from dripdrop_core.limits import validate_data_size, validate_identity
 from dripdrop_core.mail_threads import has_line_break
 from dripdrop_core.models import EnrollmentState, HealthState, Mode, ReplyBehavior
 from dripdrop_core.pools import decide_pin, decide_repin, reserve_pin
@@ -161,6 +161,7 @@ def enroll(p: Processor, cmd: dict[str, Any], now: datetime, partition: int) -> 
     recipient = (cmd.get("recipient") or "").strip()
     if not recipient or "@" not in recipient or has_line_break(recipient):
         raise RecordError("recipient is not an email address", code="invalid_recipient")
+    validate_identity(cmd.get("subscriber_id") or recipient, recipient)
     raw_data = cmd.get("data")
     validate_data_size(raw_data if isinstance(raw_data, str) else json.dumps(raw_data or {}))
     data = json.loads(raw_data) if isinstance(raw_data, str) else raw_data or {}

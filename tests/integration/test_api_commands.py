@@ -63,6 +63,7 @@ def test_enroll_produces_command_keyed_by_tenant_with_deterministic_id(
         ({"recipient_timezone": "Nowhere/City"}, "timezone"),
         ({"data": {"when": object()}}, "JSON"),
         ({"data": {"notes": "x" * MAX_DATA_BYTES}}, "the limit is"),
+        ({"subscriber_id": "s" * 3000}, "subscriber_id is 3000 characters"),
     ],
 )
 def test_enroll_bad_input_is_invalid(

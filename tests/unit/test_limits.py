@@ -8,7 +8,10 @@ from dripdrop_core.errors import MessageTooLargeError, RecordError
 from dripdrop_core.limits import (
     MAX_DATA_BYTES,
     MAX_MESSAGE_BYTES,
+    MAX_RECIPIENT_CHARS,
+    MAX_SUBSCRIBER_ID_CHARS,
     validate_data_size,
+    validate_identity,
     validate_message_size,
 )
 
@@ -33,3 +36,14 @@ def test_data_size_counts_the_json_bytes() -> None:
     with pytest.raises(RecordError) as info:
         validate_data_size(at_limit + " ")
     assert info.value.code == "data_too_large"
+
+
+def test_identity_lengths_fit_postgresql_unique_indexes() -> None:
+    address = "a" * (MAX_RECIPIENT_CHARS - len("@x.example")) + "@x.example"
+    validate_identity("s" * MAX_SUBSCRIBER_ID_CHARS, address)
+    with pytest.raises(RecordError) as info:
+        validate_identity("s", "a" + address)
+    assert info.value.code == "invalid_recipient"
+    with pytest.raises(RecordError) as info:
+        validate_identity("s" * (MAX_SUBSCRIBER_ID_CHARS + 1), address)
+    assert info.value.code == "input"
