@@ -168,6 +168,11 @@ class _Message:
         self.value = message.value()
 
 
+def _reason(exc: RecordError | CodecError) -> str:
+    """The dead-letter reason of bad input: a codec's specific reason, else the code."""
+    return str(getattr(exc, "reason", None) or exc.code)
+
+
 def _json(value: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
@@ -332,8 +337,7 @@ class Pipeline:
                 await self.dead_letter(message, exc.code, f"parking full: {exc}")
             return
         except (RecordError, CodecError) as exc:
-            reason = getattr(exc, "reason", None) or exc.code
-            await self.dead_letter(message, str(reason), str(exc))
+            await self.dead_letter(message, _reason(exc), str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - the one catch-all: a bug, never a lost record
             await self._bug(message, partition, exc)
@@ -424,10 +428,9 @@ class Pipeline:
                 )
             except (RecordError, CodecError) as exc:
                 out = Outputs()
-                reason = getattr(exc, "reason", None) or exc.code
                 await self.dead_letter(
                     _Parked(self.settings.topic(item["name"]), partition, item, value),
-                    str(reason),
+                    _reason(exc),
                     str(exc),
                 )
             except Exception as exc:  # noqa: BLE001 - a bug must not block the partition's ticks
@@ -685,8 +688,7 @@ class Pipeline:
             try:
                 commands.append(codec.decode(message.value()))
             except CodecError as exc:
-                reason = getattr(exc, "reason", None) or exc.code
-                await self.dead_letter(_Message(message), str(reason), str(exc))
+                await self.dead_letter(_Message(message), _reason(exc), str(exc))
         if commands:
             await self.deliver(commands)
         await self.publisher.barrier()
@@ -696,11 +698,9 @@ class Pipeline:
         sender = Sender(
             pool, lambda aid: self.registry.provider_for(self.adapters[aid]), clock=self.clock.now
         )
-        results: list[Any] = []
         failures = 0
 
-        async def attempt() -> None:
-            nonlocal results
+        async def attempt() -> list[Any]:
             await self._load_adapters(pool, {c["adapter_id"] for c in commands})
             try:
                 outcome = await sender.deliver(commands)
@@ -710,14 +710,14 @@ class Pipeline:
                 await self._publish_results(exc.results)
                 raise
             # Finished before (a replay after a crash that lost the result): say it again.
-            results = [
+            return [
                 *outcome.results,
                 *await sender.finished_results(commands, outcome.duplicates),
             ]
 
         while True:
             try:
-                await self._until_written("sender batch", attempt)
+                results = await self._until_written("sender batch", attempt)
                 break
             except Exception as exc:  # noqa: BLE001 - not the database being away: a bug
                 failures += 1
