@@ -426,14 +426,8 @@ class DripDrop:
             before = repo.adapter_from_row(repo.load_owned(conn, "adapter", adapter_id, tenant_key))
             after = _validated(Adapter, {**before.model_dump(), **changes})
             repo.update_adapter(conn, after)
-            if after.health_state != before.health_state:
-                repo.insert_health_transition(
-                    conn,
-                    before=before,
-                    after=after,
-                    reason="external_signal",
-                    source="update_channel_adapter",
-                )
+            # A health change reaches the processor as this config change; the worker
+            # records its transition row (one writer: see set_adapter_health).
             self._config(conn, "adapter", after.id, tenant_key, after)
         self._after_commit()
         return after
@@ -451,8 +445,11 @@ class DripDrop:
         """External health signal (SPEC §5.7): set any state, with ``resting_until`` and a score.
 
         ``resting_until`` and ``health_score`` are overwritten (cleared when omitted).
-        Writes the adapter and a transition row, and emits the ``config`` change and a
-        ``set_health`` record on ``health-signals`` through the outbox, atomically.
+        Writes the adapter, and emits the ``config`` change and a ``set_health`` record on
+        ``health-signals`` through the outbox, atomically. The transition row is the
+        worker's to write, once, when it applies whichever of the two arrives first (the
+        runtime state it changes lives there): the API writing one too made two rows of
+        every transition.
         """
         _nonempty("source", source)
         with self.engine.begin() as conn:
@@ -467,9 +464,6 @@ class DripDrop:
                 },
             )
             repo.update_adapter(conn, after)
-            repo.insert_health_transition(
-                conn, before=before, after=after, reason="external_signal", source=source
-            )
             self._config(conn, "adapter", after.id, tenant_key, after)
             signal = {
                 "event_id": str(uuid.uuid4()),

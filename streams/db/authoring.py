@@ -32,7 +32,6 @@ from dripdrop_core.models import (
     Step,
 )
 from streams.db.tables import (
-    adapter_health_transitions,
     adapter_pool_members,
     adapter_pools,
     channel_adapters,
@@ -242,30 +241,6 @@ def update_adapter(conn: Connection, adapter: Adapter) -> None:
             .where(channel_adapters.c.tenant_key == adapter.tenant_key)
             .values(**values, updated_at=func.now())
         )
-
-
-def insert_health_transition(
-    conn: Connection,
-    *,
-    before: Adapter,
-    after: Adapter,
-    reason: str,
-    source: str,
-) -> None:
-    conn.execute(
-        adapter_health_transitions.insert().values(
-            id=new_id(),
-            tenant_key=after.tenant_key,
-            adapter_id=after.id,
-            from_state=None if before.health_state is None else str(before.health_state),
-            to_state=None if after.health_state is None else str(after.health_state),
-            reason=reason,
-            source=source,
-            health_score=after.health_score,
-            resting_until=after.resting_until,
-            at=func.now(),
-        )
-    )
 
 
 def insert_pool(conn: Connection, pool: Pool) -> None:

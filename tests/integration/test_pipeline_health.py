@@ -8,6 +8,7 @@ event and a ``dripdrop.adapter_health_transitions`` row.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from streams.api import DripDrop
 from streams.settings import Settings
 from tests.integration.pipeline_support import (
+    DAY,
     TopicReader,
     attrs_of,
     build_outbound,
@@ -148,5 +150,71 @@ def test_health_bounce_rests_then_timer_probes_then_clean_probes_ramp(
     assert state[0] == "ramping"
     # The ramp restarts from the floor at the promotion.
     assert abs(state[1] - ramping["at"]) < timedelta(milliseconds=1)
+    telemetry.close()
+    assert worker.stop() == 0, worker.log_tail()
+
+
+def test_each_health_change_through_the_api_writes_exactly_one_transition_row(
+    settings: Settings,
+    client: DripDrop,
+    smtp: SmtpSink,
+    worker_factory: Callable[..., WorkerProcess],
+) -> None:
+    """One row per transition, the same ones as the ``health.state_changed`` events.
+
+    ``set_adapter_health`` publishes a config change and a ``set_health`` record, and it
+    used to record a row itself as well: each change left two rows (or three), so
+    ``adapter show`` listed transitions that never happened twice.
+    """
+    key = tenant()
+    world = build_outbound(client, smtp, tenant_key=key, steps=1)
+    mailbox = world.adapters[0].id
+    telemetry = TopicReader(settings, "telemetry")
+    worker = start_worker(worker_factory)
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    changes = [
+        lambda: client.set_adapter_health(
+            mailbox,
+            tenant_key=key,
+            health_state="resting",
+            resting_until=until,
+            health_score=0.3,
+            source="postmaster",
+        ),
+        lambda: client.set_adapter_health(
+            mailbox, tenant_key=key, health_state="resting", resting_until=until + DAY
+        ),
+        lambda: client.set_adapter_health(mailbox, tenant_key=key, health_state="active"),
+        lambda: client.update_channel_adapter(mailbox, tenant_key=key, health_state="ramping"),
+    ]
+    expected = [("active", "resting"), ("resting", "resting"), ("resting", "active")]
+    expected.append(("active", "ramping"))
+    for count, change in enumerate(changes, start=1):
+        change()
+        telemetry.wait(
+            telemetry_named("health.state_changed", adapter_id=mailbox),
+            count=count,
+            what=f"transition {count}",
+        )
+    telemetry.poll(1.0)  # a second event of one change would arrive by now
+    events = [
+        (attrs_of(r)["from"], attrs_of(r)["to"])
+        for r in telemetry.records
+        if telemetry_named("health.state_changed", adapter_id=mailbox)(r)
+    ]
+    assert events == expected
+
+    def transitions() -> list[tuple[Any, ...]] | None:
+        found = rows(
+            settings,
+            "SELECT from_state, to_state FROM dripdrop.adapter_health_transitions"
+            " WHERE adapter_id = %s ORDER BY at, inserted_at",
+            mailbox,
+        )
+        return found if len(found) >= len(expected) else None
+
+    wait_for(transitions, what="transition rows")
+    time.sleep(1.0)  # a late duplicate row from the sink
+    assert transitions() == expected
     telemetry.close()
     assert worker.stop() == 0, worker.log_tail()
