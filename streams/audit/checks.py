@@ -9,11 +9,19 @@ records, plus what PostgreSQL says about the adapters, steps and step executions
 * ``sent_twice``: a step execution (or a step of one enrollment) sent more than once;
 * ``send_after_reply``: a send decided after the enrollment's committed reply;
 * ``threading``: headers that break the chain rules of SPEC §5.6;
-* ``db_mismatch``: PostgreSQL ``step_executions`` and the log disagree.
+* ``db_mismatch``: PostgreSQL ``step_executions`` and the log disagree;
+* ``lost_enrollment``: an ``enroll`` command the processor committed has no row in
+  ``dripdrop.enrollments`` (by id, or the live enrollment of the same subscriber) and was
+  not dead-lettered;
+* ``enrollment_state``: an enrollment row's state contradicts the log (the log ended it
+  but the row is still live, or ended it otherwise, or the row ended without a cause);
+* ``lost_step``: a step execution the log decided (a ``dispatch`` command or a result)
+  has no ``step_executions`` row, or its row never got the logged outcome.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +36,8 @@ from streams.audit.records import (
     KINDS,
     AuditInput,
     AuditReport,
+    Completeness,
+    EnrollmentRow,
     ExecutionRow,
     Kind,
     SentSend,
@@ -40,17 +50,21 @@ __all__ = [
     "KINDS",
     "AuditInput",
     "AuditReport",
+    "Completeness",
+    "EnrollmentRow",
     "ExecutionRow",
     "Kind",
     "SentSend",
     "Violation",
     "attributes",
     "check_caps",
+    "check_completeness",
     "check_database",
     "check_gaps",
     "check_send_after_reply",
     "check_sent_twice",
     "check_threading",
+    "dead_letter_sources",
     "run_checks",
     "sent_sends",
     "thread_breaks",
@@ -405,6 +419,189 @@ def _row_problem(row: ExecutionRow | None, send: SentSend | None) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- completeness
+
+ENDING_EVENTS: Mapping[str, str] = {
+    "enrollment.completed": "completed",
+    "enrollment.replied": "replied",
+    "enrollment.stopped": "stopped",
+    "enrollment.unenrolled": "unenrolled",
+    "dispatch.pool_exhausted": "rejected",
+}
+"""Telemetry that ends an enrollment, and the row state it ends in."""
+ENDED = frozenset({"completed", "replied", "stopped", "unenrolled", "rejected"})
+LIVE = frozenset({"active", "paused"})
+UNFINISHED = frozenset({"intent", "sending"})
+"""Ledger states before an outcome: a row still here although the log has a result lost it."""
+
+
+def dead_letter_sources(
+    dead_letters: Iterable[Mapping[str, Any]], *, enrollments_topic: str, sink_topic: str
+) -> tuple[frozenset[tuple[int, int]], frozenset[str]]:
+    """(partition, offset) of dead-lettered ``enrollments`` records, and the enrollment ids
+    whose row a dead-lettered ``sink`` record carried (``sink_rejected``, urgent writes)."""
+    commands: set[tuple[int, int]] = set()
+    refused: set[str] = set()
+    for d in dead_letters:
+        if d.get("source_topic") == enrollments_topic:
+            commands.add((int(d.get("partition", -1)), int(d.get("offset", -1))))
+        elif d.get("source_topic") == sink_topic and d.get("value"):
+            try:
+                record = json.loads(d["value"])
+            except (TypeError, ValueError):
+                continue
+            ops = record.get("ops", [record]) if isinstance(record, dict) else []
+            for op in ops if isinstance(ops, list) else []:
+                row = op.get("row") if isinstance(op, dict) else None
+                if op.get("op") == "enrollment" and isinstance(row, dict) and row.get("id"):
+                    refused.add(str(row["id"]))
+    return frozenset(commands), frozenset(refused)
+
+
+def _endings(telemetry: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """The first event that ended each enrollment: enrollment id -> (state, event name)."""
+    ended: dict[str, tuple[datetime, str, str]] = {}
+    for t in telemetry:
+        state = ENDING_EVENTS.get(t.get("name", ""))
+        enrollment_id = attributes(t).get("enrollment_id") if state else None
+        if state and enrollment_id:
+            at = t["at"]
+            if enrollment_id not in ended or at < ended[enrollment_id][0]:
+                ended[enrollment_id] = (at, state, t["name"])
+    return {k: (state, name) for k, (_, state, name) in ended.items()}
+
+
+def check_completeness(
+    data: Completeness,
+    commands: Sequence[Mapping[str, Any]],
+    results: Sequence[Mapping[str, Any]],
+    telemetry: Sequence[Mapping[str, Any]],
+) -> tuple[list[Violation], list[str]]:
+    """Every committed ``enroll`` ended in a row whose state follows from the log, and every
+    step execution the log decided is in the ledger. Returns violations and notes.
+
+    A duplicate ``enroll`` (same id, or the same tenant, sequence and subscriber as a live
+    row) maps to that enrollment. A command on ``dead-letter``, or whose row PostgreSQL
+    refused (``sink_rejected``), is accounted for by its dead letter. ``sent`` results are
+    left to ``check_database``; here a result of any other status, and a command without
+    a result, need a row, and a result needs the row to have left ``intent``/``sending``.
+    """
+    out: list[Violation] = []
+    notes: list[str] = []
+    endings = _endings(telemetry)
+    unenrolled = {c["enrollment_id"] for c in data.enrollments if c.get("command") == "unenroll"}
+    checked: set[str] = set()
+    dead = 0
+    for c in data.enrollments:
+        if c.get("command") != "enroll":
+            continue
+        enrollment_id, tenant = c.get("enrollment_id", ""), c.get("tenant_key", "")
+        subscriber = c.get("subscriber_id") or (c.get("recipient") or "").strip()
+        row = data.rows.get(enrollment_id)
+        if row is None:
+            row = data.live_rows.get((tenant, c.get("sequence_id") or "", subscriber))
+            if row is not None:
+                continue  # a duplicate of the live enrollment of the same subscriber
+            place = (c["_partition"], c["_offset"])
+            if place in data.dead_lettered or enrollment_id in data.refused_rows:
+                dead += 1
+                continue
+            out.append(
+                Violation(
+                    kind="lost_enrollment",
+                    message=f"enroll command at enrollments[{place[0]}]@{place[1]} for"
+                    f" enrollment {enrollment_id}: no row in PostgreSQL and no dead letter",
+                    tenant_key=tenant,
+                    enrollment_id=enrollment_id,
+                )
+            )
+            continue
+        if enrollment_id in checked:
+            continue
+        checked.add(enrollment_id)
+        problem = _state_problem(
+            row.state,
+            endings.get(enrollment_id),
+            unenrolled=enrollment_id in unenrolled,
+            log_complete=data.log_complete,
+        )
+        if problem:
+            out.append(
+                Violation(
+                    kind="enrollment_state",
+                    message=f"enrollment {enrollment_id}: {problem}",
+                    tenant_key=tenant,
+                    enrollment_id=enrollment_id,
+                )
+            )
+    out.extend(_lost_steps(data.execution_status, commands, results, notes))
+    if dead:
+        notes.append(f"{dead} enroll command(s) accounted for by a dead letter")
+    if data.unprocessed:
+        notes.append(
+            f"{data.unprocessed} enrollments record(s) not yet committed by the processor:"
+            " completeness unchecked for them"
+        )
+    return out, notes
+
+
+def _state_problem(
+    state: str, ending: tuple[str, str] | None, *, unenrolled: bool, log_complete: bool
+) -> str | None:
+    if ending is not None:
+        expected, event = ending
+        if state != expected:
+            return f"row is {state!r} but the log ended it {expected!r} ({event})"
+        return None
+    if state in ENDED and log_complete and not (state == "unenrolled" and unenrolled):
+        return f"row is {state!r} but nothing in the log ended it"
+    return None
+
+
+def _lost_steps(
+    status: Mapping[str, str],
+    commands: Sequence[Mapping[str, Any]],
+    results: Sequence[Mapping[str, Any]],
+    notes: list[str],
+) -> list[Violation]:
+    outcome: dict[str, Mapping[str, Any]] = {}
+    for r in results:
+        if outcome.get(r["step_execution_id"], {}).get("status") != "sent":
+            outcome[r["step_execution_id"]] = r  # a sent result is final, else the latest
+    decided: dict[str, Mapping[str, Any]] = {c["step_execution_id"]: c for c in commands}
+    for exec_id, r in outcome.items():
+        decided.setdefault(exec_id, r)
+    out: list[Violation] = []
+    waiting = 0
+    for exec_id, source in decided.items():
+        result = outcome.get(exec_id)
+        if result is not None and result.get("status") == "sent":
+            continue  # check_database
+        row_status = status.get(exec_id)
+        problem = None
+        if row_status is None:
+            what = f"a {result.get('status')!r} result" if result else "a dispatch command"
+            problem = f"{what} in the log but no row in step_executions"
+        elif result is not None and row_status in UNFINISHED:
+            problem = f"result {result.get('status')!r} in the log but the row is {row_status!r}"
+        elif result is None and row_status in UNFINISHED:
+            waiting += 1
+        if problem:
+            out.append(
+                Violation(
+                    kind="lost_step",
+                    message=f"step execution {exec_id}: {problem}",
+                    tenant_key=source.get("tenant_key"),
+                    adapter_id=source.get("adapter_id"),
+                    enrollment_id=source.get("enrollment_id"),
+                    step_execution_id=exec_id,
+                )
+            )
+    if waiting:
+        notes.append(f"{waiting} granted step execution(s) still waiting for their result")
+    return out
+
+
 # ---------------------------------------------------------------- all of it
 
 
@@ -434,6 +631,16 @@ def run_checks(data: AuditInput) -> AuditReport:
         violations.extend(check_database(sends, data.results, data.executions))
     else:
         notes.append("PostgreSQL comparison skipped")
+    records: dict[str, int] = {}
+    if data.completeness is not None:
+        found, more = check_completeness(
+            data.completeness, data.commands, data.results, data.telemetry
+        )
+        violations.extend(found)
+        notes.extend(more)
+        records["enrollments"] = len(data.completeness.enrollments) + data.completeness.unprocessed
+    else:
+        notes.append("completeness check skipped")
     unknown = sorted({s.adapter_id for s in sends if s.adapter_id not in data.adapters})
     if unknown:
         notes.append(f"{len(unknown)} adapter(s) unknown to PostgreSQL: caps and gaps unchecked")
@@ -443,6 +650,7 @@ def run_checks(data: AuditInput) -> AuditReport:
             "dispatch-results": len(data.results),
             "message-events": len(data.events),
             "telemetry": len(data.telemetry),
+            **records,
         },
         sends=len(sends),
         violations=tuple(violations),

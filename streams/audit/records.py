@@ -14,7 +14,17 @@ from typing import Any, Literal
 from dripdrop_core.models import Adapter
 from dripdrop_core.policy import HealthPolicy
 
-Kind = Literal["over_cap", "min_gap", "sent_twice", "send_after_reply", "threading", "db_mismatch"]
+Kind = Literal[
+    "over_cap",
+    "min_gap",
+    "sent_twice",
+    "send_after_reply",
+    "threading",
+    "db_mismatch",
+    "lost_enrollment",
+    "enrollment_state",
+    "lost_step",
+]
 KINDS: tuple[Kind, ...] = (
     "over_cap",
     "min_gap",
@@ -22,6 +32,9 @@ KINDS: tuple[Kind, ...] = (
     "send_after_reply",
     "threading",
     "db_mismatch",
+    "lost_enrollment",
+    "enrollment_state",
+    "lost_step",
 )
 
 
@@ -64,6 +77,45 @@ class ExecutionRow:
 
 
 @dataclass(frozen=True, slots=True)
+class EnrollmentRow:
+    """The ``dripdrop.enrollments`` columns the completeness check compares with the log."""
+
+    id: str
+    tenant_key: str
+    sequence_id: str
+    subscriber_id: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completeness:
+    """What the completeness check needs besides the output topics (``None``: skipped).
+
+    Attributes:
+        enrollments: ``enrollments`` commands the processor has committed, in log order,
+            each with its ``_partition`` and ``_offset``.
+        unprocessed: commands of the range the processor had not committed yet (skipped).
+        rows: enrollment rows by id (the ids the commands name).
+        live_rows: rows by (tenant, sequence, subscriber): the one enrollment a duplicate
+            command under another id maps to.
+        dead_lettered: (partition, offset) of ``enrollments`` records on ``dead-letter``.
+        refused_rows: enrollment ids whose row PostgreSQL refused (``sink_rejected``).
+        execution_status: ``step_executions.status`` by id (the ids the log names).
+        log_complete: the replay reads to the end of the log (no ``--to``): a terminal
+            row state needs a terminal event in the log.
+    """
+
+    enrollments: Sequence[Mapping[str, Any]] = ()
+    unprocessed: int = 0
+    rows: Mapping[str, EnrollmentRow] = field(default_factory=dict)
+    live_rows: Mapping[tuple[str, str, str], EnrollmentRow] = field(default_factory=dict)
+    dead_lettered: frozenset[tuple[int, int]] = frozenset()
+    refused_rows: frozenset[str] = frozenset()
+    execution_status: Mapping[str, str] = field(default_factory=dict)
+    log_complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class AuditInput:
     """Everything the checks need, already decoded and loaded.
 
@@ -77,6 +129,7 @@ class AuditInput:
         executions: PostgreSQL rows of the audited tenants (and time range), by id.
         recorded_caps: the cap each (adapter, local day) was claimed against, when known.
         policy: health policy (the probe budget is the cap while probing).
+        completeness: enrollment commands and rows for the completeness check.
     """
 
     commands: Sequence[Mapping[str, Any]] = ()
@@ -89,6 +142,7 @@ class AuditInput:
     executions: Mapping[str, ExecutionRow] | None = None
     recorded_caps: Mapping[tuple[str, date], int] = field(default_factory=dict)
     policy: HealthPolicy = field(default_factory=HealthPolicy)
+    completeness: Completeness | None = None
 
 
 @dataclass(frozen=True, slots=True)

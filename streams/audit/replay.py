@@ -1,9 +1,12 @@
 """Read the output topics for the audit (confluent-kafka) and load what PostgreSQL knows.
 
-Reads ``dispatch``, ``dispatch-results``, ``message-events`` and ``telemetry`` from the start,
-or between two record timestamps (``offsets_for_times``), up to the high watermark seen when
-the replay started, with a manually assigned consumer (no group offsets are committed).
-The checks themselves live in ``streams.audit.checks`` and do no I/O.
+Reads ``dispatch``, ``dispatch-results``, ``message-events``, ``telemetry`` and ``enrollments``
+from the start, or between two record timestamps (``offsets_for_times``), up to the high
+watermark seen when the replay started, with a manually assigned consumer (no group offsets
+are committed); ``dead-letter`` from the same start to its end, since a record's dead letter
+may come after the range. The processor group's committed offsets on ``enrollments`` say
+which commands it has finished (the completeness check skips the others). The checks
+themselves live in ``streams.audit.checks`` and do no I/O.
 """
 
 from __future__ import annotations
@@ -18,12 +21,30 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sqlalchemy import Connection
 
-from streams.audit.checks import AuditInput, AuditReport, run_checks, sent_sends
+from streams.audit.checks import (
+    AuditInput,
+    AuditReport,
+    Completeness,
+    dead_letter_sources,
+    run_checks,
+    sent_sends,
+)
 from streams.codecs import CodecError, Codecs
 from streams.db import queries
 from streams.settings import Settings
 
-TOPICS = ("dispatch", "dispatch-results", "message-events", "telemetry")
+TOPICS = (
+    "dispatch",
+    "dispatch-results",
+    "message-events",
+    "telemetry",
+    "enrollments",
+    "dead-letter",
+)
+OPEN_ENDED = frozenset({"dead-letter"})
+"""Read to their end whatever ``--to`` says: a record's dead letter may be written later."""
+POSITIONED = frozenset({"enrollments"})
+"""Decoded records of these keep ``_partition`` and ``_offset`` (dead letters name them)."""
 TIMEOUT_SECONDS = 10.0
 STALL_SECONDS = 60.0
 """Give up when no record arrives for this long although offsets remain (broker gone)."""
@@ -54,6 +75,10 @@ class Replayed:
 
     records: Mapping[str, list[dict[str, Any]]]
     undecodable: int = 0
+    committed: Mapping[int, int] | None = None
+    """The processor group's committed offset per ``enrollments`` partition (-1: none);
+    ``None`` when not read."""
+    topic_prefix: str = ""
 
 
 def _ms(at: datetime) -> int:
@@ -68,8 +93,10 @@ def plan(
     end: datetime | None = None,
     topics: Sequence[str] = TOPICS,
 ) -> list[Span]:
-    """The offset range of every partition of ``topics``, for ``[start, end)``."""
+    """The offset range of every partition of ``topics``, for ``[start, end)``
+    (``[start, high watermark)`` for ``OPEN_ENDED`` topics)."""
     names = [settings.topic(t) for t in topics]
+    open_ended = {settings.topic(t) for t in OPEN_ENDED}
     metadata = consumer.list_topics(timeout=TIMEOUT_SECONDS)
     spans: list[Span] = []
     for name in names:
@@ -81,7 +108,8 @@ def plan(
                 TopicPartition(name, partition), timeout=TIMEOUT_SECONDS
             )
             first = _offset_at(consumer, name, partition, start, default=low, high=high)
-            last = _offset_at(consumer, name, partition, end, default=high, high=high)
+            until = None if name in open_ended else end
+            last = _offset_at(consumer, name, partition, until, default=high, high=high)
             if last > first:
                 spans.append(Span(name, partition, max(first, low), last))
     return spans
@@ -122,11 +150,40 @@ def read_topics(
     )
     try:
         spans = plan(consumer, settings, start=start, end=end, topics=topics)
-        return _consume(consumer, settings, spans, progress)
+        replayed = _consume(consumer, settings, spans, progress)
+        if "enrollments" not in topics:
+            return replayed
+        return Replayed(
+            replayed.records,
+            replayed.undecodable,
+            processed_offsets(settings),
+            settings.topic_prefix,
+        )
     except KafkaException as exc:
         raise ReplayError(f"cannot read the topics: {exc.args[0]}") from exc
     finally:
         consumer.close()
+
+
+def processed_offsets(settings: Settings) -> dict[int, int]:
+    """The offset the processor (the Faust group, ``app_id``) committed per ``enrollments``
+    partition: every command before it is processed and its outputs acknowledged."""
+    topic = settings.topic("enrollments")
+    probe = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.app_id,
+            "enable.auto.commit": False,
+        }
+    )
+    try:  # committed() reads the group's offsets without joining it
+        meta = probe.list_topics(topic, timeout=TIMEOUT_SECONDS).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return {}
+        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        return {tp.partition: tp.offset for tp in probe.committed(tps, timeout=TIMEOUT_SECONDS)}
+    finally:
+        probe.close()
 
 
 def _consume(
@@ -166,6 +223,8 @@ def _consume(
             done += 1
             try:
                 decoded = codecs.for_topic(short[topic]).decode(msg.value() or b"")
+                if short[topic] in POSITIONED:
+                    decoded = {**decoded, "_partition": key[1], "_offset": offset}
                 records[short[topic]].append(decoded)
             except CodecError:
                 undecodable += 1
@@ -196,6 +255,11 @@ def audit_input(
         | ({tenant_key} if tenant_key else set())
     )
     sent_ids = [r["step_execution_id"] for r in results if r.get("status") == "sent"]
+    completeness = None
+    if replayed.committed is not None:
+        completeness = _completeness(
+            conn, replayed, records, commands, results, log_complete=end is None
+        )
     return AuditInput(
         commands=commands,
         results=results,
@@ -208,6 +272,52 @@ def audit_input(
         executions=queries.executions_for_audit(
             conn, tenants=tenants, ids=sent_ids, sent_from=start, sent_to=end
         ),
+        completeness=completeness,
+    )
+
+
+def _completeness(
+    conn: Connection,
+    replayed: Replayed,
+    records: Mapping[str, list[dict[str, Any]]],
+    commands: Sequence[Mapping[str, Any]],
+    results: Sequence[Mapping[str, Any]],
+    *,
+    log_complete: bool,
+) -> Completeness:
+    """The processed enrollment commands of the scope and the rows they and the sends name."""
+    committed = replayed.committed or {}
+    processed = [
+        c
+        for c in records.get("enrollments", [])
+        if c["_offset"] < committed.get(c["_partition"], -1)
+    ]
+    enrolls = [c for c in processed if c.get("command") == "enroll"]
+    rows = queries.enrollments_by_id(conn, {c["enrollment_id"] for c in enrolls})
+    missing = [c for c in enrolls if c["enrollment_id"] not in rows]
+    identities = {
+        (
+            c["tenant_key"],
+            c.get("sequence_id") or "",
+            c.get("subscriber_id") or (c.get("recipient") or "").strip(),
+        )
+        for c in missing
+    }
+    dead_lettered, refused = dead_letter_sources(
+        replayed.records.get("dead-letter", []),
+        enrollments_topic=f"{replayed.topic_prefix}enrollments",
+        sink_topic=f"{replayed.topic_prefix}sink",
+    )
+    named = {c["step_execution_id"] for c in commands} | {r["step_execution_id"] for r in results}
+    return Completeness(
+        enrollments=processed,
+        unprocessed=len(records.get("enrollments", [])) - len(processed),
+        rows=rows,
+        live_rows=queries.live_enrollments(conn, identities),
+        dead_lettered=dead_lettered,
+        refused_rows=refused,
+        execution_status=queries.execution_status(conn, named),
+        log_complete=log_complete,
     )
 
 
@@ -225,5 +335,8 @@ def run_replay(
     report = run_checks(audit_input(conn, replayed, tenant_key=tenant_key, start=start, end=end))
     if replayed.undecodable:
         notes = (*report.notes, f"{replayed.undecodable} record(s) could not be decoded")
+        report = AuditReport(report.records, report.sends, report.violations, notes)
+    if replayed.committed is not None and not any(o >= 0 for o in replayed.committed.values()):
+        notes = (*report.notes, f"no offsets committed by group {settings.app_id} on enrollments")
         report = AuditReport(report.records, report.sends, report.violations, notes)
     return report

@@ -39,7 +39,12 @@ def replay(
     ] = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Read dispatch, dispatch-results, message-events and telemetry; exit 6 on violations."""
+    """Replay the output topics and enrollments (with dead-letter); exit 6 on violations.
+
+    Besides the send invariants: every enroll command the processor committed has its
+    PostgreSQL row in a state that follows from the log, and every step execution the log
+    decided is in the ledger (completeness).
+    """
     start, end = parse_time(from_, "--from"), parse_time(to, "--to")
     show_bar = not json_out and sys.stderr.isatty()
     with (

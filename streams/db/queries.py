@@ -18,7 +18,7 @@ from dripdrop_core.models import Adapter
 from dripdrop_core.policy import HealthPolicy
 from dripdrop_core.ramp import effective_cap, local_day
 from dripdrop_core.state import AdapterState
-from streams.audit.records import ExecutionRow
+from streams.audit.records import EnrollmentRow, ExecutionRow
 from streams.db.authoring import adapter_from_row, fields, load_owned, pool_from_row
 
 LIVE_STATES = ("active", "paused")
@@ -393,3 +393,65 @@ def executions_for_audit(
         )
         for r in rows
     }
+
+
+def _enrollment_row(r: Any) -> EnrollmentRow:
+    return EnrollmentRow(
+        id=str(r["id"]),
+        tenant_key=r["tenant_key"],
+        sequence_id=str(r["sequence_id"]),
+        subscriber_id=r["subscriber_id"],
+        state=r["state"],
+    )
+
+
+def enrollments_by_id(conn: Connection, ids: Collection[str]) -> dict[str, EnrollmentRow]:
+    """The enrollment rows with these ids (the audit's completeness check)."""
+    rows = conn.execute(
+        text(
+            "SELECT id, tenant_key, sequence_id, subscriber_id, state FROM dripdrop.enrollments"
+            " WHERE id = ANY(CAST(:ids AS uuid[]))"
+        ),
+        {"ids": _uuids(ids)},
+    ).mappings()
+    return {str(r["id"]): _enrollment_row(r) for r in rows}
+
+
+def live_enrollments(
+    conn: Connection, identities: Collection[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], EnrollmentRow]:
+    """The live row of each (tenant, sequence, subscriber): what a duplicate maps to."""
+    valid = [(t, s, sub) for t, s, sub in identities if _uuids([s])]
+    if not valid:
+        return {}
+    rows = conn.execute(
+        text(
+            "SELECT e.id, e.tenant_key, e.sequence_id, e.subscriber_id, e.state"
+            " FROM dripdrop.enrollments e"
+            " JOIN unnest(CAST(:tenants AS text[]), CAST(:sequences AS uuid[]),"
+            " CAST(:subscribers AS text[])) AS k(tenant_key, sequence_id, subscriber_id)"
+            " ON e.tenant_key = k.tenant_key AND e.sequence_id = k.sequence_id"
+            " AND e.subscriber_id = k.subscriber_id"
+            " WHERE e.state IN ('active', 'paused')"
+        ),
+        {
+            "tenants": [t for t, _, _ in valid],
+            "sequences": [s for _, s, _ in valid],
+            "subscribers": [sub for _, _, sub in valid],
+        },
+    ).mappings()
+    return {
+        (r["tenant_key"], str(r["sequence_id"]), r["subscriber_id"]): _enrollment_row(r)
+        for r in rows
+    }
+
+
+def execution_status(conn: Connection, ids: Collection[str]) -> dict[str, str]:
+    """``step_executions.status`` by id, for the ids the log names."""
+    rows = conn.execute(
+        text(
+            "SELECT id, status FROM dripdrop.step_executions WHERE id = ANY(CAST(:ids AS uuid[]))"
+        ),
+        {"ids": _uuids(ids)},
+    )
+    return {str(r[0]): r[1] for r in rows}

@@ -3,7 +3,8 @@
 Each test gets a fresh topic prefix, writes a clean history (dispatch commands, sent results,
 telemetry, and the matching ``step_executions`` rows), injects one kind of violation into a
 topic (or PostgreSQL), and runs the real ``dripdrop`` executable: exit 0 for the clean
-history, exit 6 naming exactly the injected kind otherwise.
+history, exit 6 naming exactly the injected kind otherwise. The completeness check is also
+run after a real worker's run, before and after rows are taken out of PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from streams.api import DripDrop
 from streams.codecs import Codecs
 from streams.settings import Settings
 from tests.integration._api_fixtures import api, db_engine, insert_enrollment, run_cli  # noqa: F401
+from tests.integration.pipeline_support import build_outbound, enroll_many, start_worker
+from tests.integration.smtp_sink import SmtpSink
+from tests.integration.support import WorkerProcess, wait_for
 
 EXIT_VIOLATIONS = 6
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
@@ -370,3 +374,119 @@ def test_audit_time_range_reads_only_records_inside_it(
     human = run_cli(settings, "audit", "replay", "--tenant", history.tenant)
     assert human.exit_code == EXIT_VIOLATIONS
     assert "VIOLATION [sent_twice]" in human.stdout and "FAILED: 1 violation(s)" in human.stdout
+
+
+# ---------------------------------------------------------------- completeness
+
+
+def _lost_step_no_row(h: History) -> None:
+    # A granted send (its command is on dispatch) whose result failed: no ledger row.
+    exec_id = str(uuid.uuid4())
+    at = T0 + timedelta(minutes=6)
+    h.produce(
+        "dispatch",
+        {
+            "event_id": f"{exec_id}:1",
+            "tenant_key": h.tenant,
+            "step_execution_id": exec_id,
+            "enrollment_id": h.enrollments[1],
+            "step_id": h.steps[0],
+            "adapter_id": h.adapter_id,
+            "channel": "email",
+            "recipient": "prospect@example.com",
+            "from_address": "rep@send.example",
+            "subject": "Hello",
+            "body_text": "Hi",
+            "body_html": None,
+            "headers": {"Message-ID": f"<{exec_id}@send.example>"},
+            "idempotency_key": exec_id,
+            "attempt": 1,
+            "decided_at": at,
+        },
+        at,
+    )
+    h.produce(
+        "dispatch-results",
+        {
+            "event_id": f"{exec_id}:1",
+            "tenant_key": h.tenant,
+            "step_execution_id": exec_id,
+            "enrollment_id": h.enrollments[1],
+            "adapter_id": h.adapter_id,
+            "attempt": 1,
+            "status": "failed",
+            "provider_message_id": None,
+            "error": "550 user unknown",
+            "finished_at": at + timedelta(seconds=1),
+        },
+        at + timedelta(seconds=1),
+    )
+
+
+def test_audit_decided_step_without_ledger_row_is_lost_step(
+    settings: Settings, history: History
+) -> None:
+    history.clean()
+    _lost_step_no_row(history)
+    history.flush()
+    code, report = audit(settings)
+    assert code == EXIT_VIOLATIONS
+    assert named(report) == {"lost_step"}, report["violations"]
+    (violation,) = report["violations"]
+    assert "a 'failed' result in the log but no row" in violation["message"]
+
+
+def _enrollment_rows(engine: Engine, ids: list[str]) -> dict[str, str]:
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT id::text, state FROM dripdrop.enrollments WHERE id::text = ANY(:ids)"),
+            {"ids": ids},
+        )
+        return {r[0]: r[1] for r in found}
+
+
+def test_audit_completeness_after_a_real_run_then_injected_losses(
+    settings: Settings,
+    client: DripDrop,
+    smtp: SmtpSink,
+    db_engine: Engine,  # noqa: F811
+    worker_factory: Callable[..., WorkerProcess],
+) -> None:
+    """A clean run passes; a deleted enrollment row and a completed row set back to
+    active (what issue 11's crashes left behind) fail, named as such."""
+    key = f"acct_{uuid.uuid4().hex[:12]}"
+    world = build_outbound(client, smtp, tenant_key=key, steps=2)
+    worker = start_worker(worker_factory)
+    ids = enroll_many(client, world, key, 4)
+    enroll_many(client, world, key, 1)  # a duplicate of the first: the same enrollment
+
+    def completed() -> bool:
+        assert worker.alive(), worker.log_tail()
+        states = _enrollment_rows(db_engine, ids)
+        return len(states) == 4 and set(states.values()) == {"completed"}
+
+    wait_for(completed, timeout=90, what="4 enrollments completed")
+    assert worker.stop() == 0, worker.log_tail()  # commits the processor's offsets
+
+    code, report = audit(settings, "--tenant", key)
+    assert code == 0, report["violations"]
+    assert report["records"]["enrollments"] == 5 and report["sends"] == 8
+    assert not any("not yet committed" in n for n in report["notes"]), report["notes"]
+
+    lost, reopened = ids[1], ids[2]
+    with db_engine.begin() as conn:  # the row and (cascade) its step executions
+        conn.execute(text("DELETE FROM dripdrop.enrollments WHERE id = :id"), {"id": lost})
+        conn.execute(
+            text("UPDATE dripdrop.enrollments SET state = 'active' WHERE id = :id"),
+            {"id": reopened},
+        )
+    code, report = audit(settings, "--tenant", key)
+    assert code == EXIT_VIOLATIONS
+    assert named(report) == {"lost_enrollment", "enrollment_state", "db_mismatch"}
+    by_kind = {v["kind"]: v for v in report["violations"]}
+    assert by_kind["lost_enrollment"]["enrollment_id"] == lost
+    assert by_kind["enrollment_state"]["enrollment_id"] == reopened
+    assert report["counts"]["lost_enrollment"] == 1 and report["counts"]["db_mismatch"] == 2
+    human = run_cli(settings, "audit", "replay", "--tenant", key)
+    assert human.exit_code == EXIT_VIOLATIONS
+    assert "VIOLATION [lost_enrollment]" in human.stdout

@@ -10,13 +10,17 @@ from dripdrop_core.models import Adapter, HealthState
 from dripdrop_core.policy import HealthPolicy
 from streams.audit.checks import (
     AuditInput,
+    Completeness,
+    EnrollmentRow,
     ExecutionRow,
     check_caps,
+    check_completeness,
     check_database,
     check_gaps,
     check_send_after_reply,
     check_sent_twice,
     check_threading,
+    dead_letter_sources,
     run_checks,
     sent_sends,
     thread_breaks,
@@ -377,6 +381,9 @@ def test_run_checks_clean_history_is_ok() -> None:
         "send_after_reply": 0,
         "threading": 0,
         "db_mismatch": 0,
+        "lost_enrollment": 0,
+        "enrollment_state": 0,
+        "lost_step": 0,
     }
 
 
@@ -422,3 +429,160 @@ def test_check_caps_recorded_claim_cap_wins_over_formula() -> None:
         sends, {"a1": adapter(daily_cap=40)}, [], policy=POLICY, recorded_caps={("a1", day): 2}
     )
     assert [v.step_execution_id for v in found] == ["se2"]
+
+
+# ---------------------------------------------------------------- completeness
+
+
+def enroll_cmd(n: int, *, offset: int | None = None, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "command": "enroll",
+        "tenant_key": "t1",
+        "enrollment_id": f"e{n}",
+        "sequence_id": "q1",
+        "subscriber_id": f"p{n}",
+        "recipient": f"p{n}@example.org",
+        "_partition": 0,
+        "_offset": n if offset is None else offset,
+    }
+    return {**base, **fields}
+
+
+def enrollment(n: int, state: str = "active", **fields: Any) -> EnrollmentRow:
+    base: dict[str, Any] = {
+        "id": f"e{n}",
+        "tenant_key": "t1",
+        "sequence_id": "q1",
+        "subscriber_id": f"p{n}",
+        "state": state,
+    }
+    return EnrollmentRow(**{**base, **fields})
+
+
+def completeness(
+    commands: list[dict[str, Any]],
+    rows: list[EnrollmentRow],
+    *,
+    telemetry_records: list[dict[str, Any]] | None = None,
+    dispatch: list[dict[str, Any]] | None = None,
+    results: list[dict[str, Any]] | None = None,
+    **fields: Any,
+) -> tuple[list[Any], list[str]]:
+    data = Completeness(enrollments=commands, rows={r.id: r for r in rows}, **fields)
+    return check_completeness(data, dispatch or [], results or [], telemetry_records or [])
+
+
+def test_completeness_every_enroll_with_its_row_passes() -> None:
+    found, notes = completeness([enroll_cmd(0), enroll_cmd(1)], [enrollment(0), enrollment(1)])
+    assert found == [] and notes == []
+
+
+def test_completeness_enroll_without_row_is_lost() -> None:
+    found, _ = completeness([enroll_cmd(0), enroll_cmd(1, offset=7)], [enrollment(0)])
+    assert [(v.kind, v.enrollment_id) for v in found] == [("lost_enrollment", "e1")]
+    assert "enrollments[0]@7" in found[0].message
+
+
+def test_completeness_duplicate_enroll_maps_to_the_one_enrollment() -> None:
+    # The same id twice, and another id for the same live (tenant, sequence, subscriber).
+    commands = [enroll_cmd(0), enroll_cmd(0, offset=1), enroll_cmd(9, subscriber_id="p0")]
+    found, _ = completeness(
+        commands, [enrollment(0)], live_rows={("t1", "q1", "p0"): enrollment(0)}
+    )
+    assert found == []
+
+
+def test_completeness_dead_lettered_or_refused_enroll_is_accounted_for() -> None:
+    commands = [enroll_cmd(0, offset=4), enroll_cmd(1, offset=5)]
+    found, notes = completeness(
+        commands, [], dead_lettered=frozenset({(0, 4)}), refused_rows=frozenset({"e1"})
+    )
+    assert found == []
+    assert notes == ["2 enroll command(s) accounted for by a dead letter"]
+
+
+def test_completeness_other_commands_need_no_row() -> None:
+    commands = [enroll_cmd(0), {**enroll_cmd(0, offset=1), "command": "pause"}]
+    found, _ = completeness(commands, [enrollment(0, "paused")])
+    assert found == []
+
+
+def test_completeness_row_state_must_follow_the_ending_event() -> None:
+    ended = [
+        telemetry("enrollment.completed", T0, enrollment_id="e0"),
+        telemetry("dispatch.pool_exhausted", T0, enrollment_id="e1"),
+        telemetry("enrollment.replied", T0, enrollment_id="e2"),
+        telemetry("enrollment.completed", T0 + timedelta(hours=1), enrollment_id="e2"),
+    ]
+    rows = [enrollment(0, "active"), enrollment(1, "rejected"), enrollment(2, "completed")]
+    found, _ = completeness(
+        [enroll_cmd(0), enroll_cmd(1), enroll_cmd(2)], rows, telemetry_records=ended
+    )
+    assert [(v.kind, v.enrollment_id) for v in found] == [
+        ("enrollment_state", "e0"),
+        ("enrollment_state", "e2"),
+    ]
+    assert "'active' but the log ended it 'completed'" in found[0].message
+    assert "'replied'" in found[1].message  # the first ending wins
+
+
+def test_completeness_ended_row_without_an_ending_event() -> None:
+    rows = [enrollment(0, "completed"), enrollment(1, "unenrolled")]
+    commands = [enroll_cmd(0), enroll_cmd(1), {**enroll_cmd(1, offset=2), "command": "unenroll"}]
+    found, _ = completeness(commands, rows)
+    assert [(v.kind, v.enrollment_id) for v in found] == [("enrollment_state", "e0")]
+    # A range that stops before the end of the log may cut the event off: not judged.
+    assert completeness(commands, rows, log_complete=False)[0] == []
+
+
+def test_completeness_decided_step_without_row_is_lost() -> None:
+    dispatch = [command(0, at=T0), command(1, at=T0), command(2, at=T0)]
+    results = [result(1, "failed"), result(2)]  # se2 sent: check_database's
+    found, _ = completeness([], [], dispatch=dispatch, results=results)
+    assert [(v.kind, v.step_execution_id) for v in found] == [
+        ("lost_step", "se0"),
+        ("lost_step", "se1"),
+    ]
+    assert "a dispatch command in the log" in found[0].message
+    assert "a 'failed' result" in found[1].message
+
+
+def test_completeness_step_row_must_leave_intent_once_a_result_is_logged() -> None:
+    dispatch = [command(0, at=T0), command(1, at=T0), command(2, at=T0)]
+    status = {"se0": "sending", "se1": "ambiguous", "se2": "intent"}
+    found, notes = completeness(
+        [],
+        [],
+        dispatch=dispatch,
+        results=[result(0, "ambiguous"), result(1, "ambiguous")],
+        execution_status=status,
+    )
+    assert [(v.kind, v.step_execution_id) for v in found] == [("lost_step", "se0")]
+    assert "result 'ambiguous' in the log but the row is 'sending'" in found[0].message
+    assert notes == ["1 granted step execution(s) still waiting for their result"]
+
+
+def test_dead_letter_sources_names_commands_and_refused_rows() -> None:
+    sink_value = json.dumps(
+        {"ops": [{"op": "enrollment", "row": {"id": "e5"}}, {"op": "claim", "command": {}}]}
+    ).encode()
+    letters = [
+        {"source_topic": "p.enrollments", "partition": 3, "offset": 11, "value": b"x"},
+        {"source_topic": "p.sink", "partition": 0, "offset": 2, "value": sink_value},
+        {"source_topic": "p.sink", "partition": 0, "offset": 3, "value": b"not json"},
+        {"source_topic": "p.config", "partition": 0, "offset": 1, "value": b"{}"},
+    ]
+    commands, refused = dead_letter_sources(
+        letters, enrollments_topic="p.enrollments", sink_topic="p.sink"
+    )
+    assert commands == {(3, 11)} and refused == {"e5"}
+
+
+def test_run_checks_completeness_counts_and_notes() -> None:
+    report = run_checks(
+        AuditInput(completeness=Completeness(enrollments=[enroll_cmd(0)], unprocessed=2))
+    )
+    assert report.counts()["lost_enrollment"] == 1
+    assert report.records["enrollments"] == 3
+    assert any("2 enrollments record(s) not yet committed" in n for n in report.notes)
+    assert "completeness check skipped" in run_checks(AuditInput()).notes
