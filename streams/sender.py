@@ -2,10 +2,12 @@
 
 ``dripdrop.step_executions`` is the ledger. A row moves ``intent → sending`` in a claim
 transaction, its email goes out, and a later transaction writes ``sent`` / ``failed`` /
-``ambiguous``. A batch is streamed: it is claimed in chunks (a small first one, so sending
-starts after one short transaction), eight workers send each row as soon as its chunk is
-claimed, and outcomes are written in chunks while other sends are still in flight; every
-transaction travels in one round trip. What makes it safe:
+``ambiguous``. A row becomes ``sending`` only when a send worker is free to hand it to the
+provider at once: each of the ``concurrency`` workers holds at most one row, and one ledger
+task claims a row for every worker that asks, in the same transaction (one round trip) that
+records the outcomes those workers just finished. So at any moment at most ``concurrency``
+rows of a batch are ``sending``, and a crash leaves only those (the sends really in flight)
+``ambiguous``, never a batch claimed ahead (issue 11). What makes it safe:
 
 * Only a row claimed from ``intent`` (by a command of the row's own tenant) is sent, so a
   duplicate or replayed command is a no-op; another tenant's row is never touched.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -52,22 +55,9 @@ DispatchResult = dict[str, Any]
 
 DEFAULT_CONCURRENCY = 8
 """Sends in flight per batch: as many as a Python SMTP sink can absorb (≈8 connections),
-so the server, not the sender, is the limit; more only queues inside the provider pool."""
-
-FIRST_CLAIM_ROUNDS = 2
-"""The first claim of a batch covers this many rounds of sends (× concurrency): small, so
-the first sends start after one short transaction, and enough to keep every connection
-busy while the rest of the batch is claimed."""
-
-CLAIM_CHUNK = 256
-"""Rows per later claim transaction."""
-
-RECORD_CHUNK_ROUNDS = 2
-"""Outcomes are recorded while sends are in flight once this many rounds (× concurrency)
-have finished; whatever is left is recorded when the last send of the batch ends."""
-
-DRAIN_RECORD_DIVISOR = 2
-"""While a batch drains (nothing left to hand out), record every concurrency / this."""
+so the server, not the sender, is the limit; more only queues inside the provider pool.
+Also the most rows of a batch that are ``sending`` at once: what a crash can leave
+``ambiguous``."""
 
 DEFAULT_TRANSIENT_ATTEMPTS = 3
 DEFAULT_BACKOFF_SECONDS = 0.05  # 0.05 s, then 0.2 s: a refused connect is usually brief
@@ -313,17 +303,32 @@ class Sender:
             if id_ in by_id and by_id[id_]["tenant_key"] == tenant_key
         ]
 
-    async def _claim(self, conn: AsyncConnection[Any], by_id: Mapping[str, Command]) -> _Claim:
-        """One transaction in one round trip: lock the rows, mark orphans, claim, cancel."""
+    async def _claim(
+        self,
+        conn: AsyncConnection[Any],
+        by_id: Mapping[str, Command],
+        *,
+        outcomes: Mapping[str, _Delivery] | None = None,
+        then: str | None = None,
+    ) -> _Claim:
+        """One transaction in one round trip: record ``outcomes``, then lock the rows of
+        ``by_id``, mark orphans, claim, cancel; ``then`` runs after the commit."""
         ids = list(by_id)
         tenants = [_tenant_key(by_id[id_]) for id_ in ids]
-        locked, orphans, claims, cancels = await _atomically(
-            conn,
-            (_LOCK_ROWS, (ids,)),
-            (_MARK_ORPHANED, (INTERRUPTED, ids, tenants)),
-            (_CLAIM, (ids, tenants)),
-            (_CANCEL, (ids, tenants)),
-        )
+        statements: list[tuple[str, Sequence[Any]]] = []
+        if outcomes:
+            statements.append(_record_statement(outcomes))
+        if ids:
+            statements += [
+                (_LOCK_ROWS, (ids,)),
+                (_MARK_ORPHANED, (INTERRUPTED, ids, tenants)),
+                (_CLAIM, (ids, tenants)),
+                (_CANCEL, (ids, tenants)),
+            ]
+        replies = await _atomically(conn, *statements, then=then)
+        if not ids:
+            return _Claim((), (), (), (), ())
+        locked, orphans, claims, cancels = replies[-4:]
         intent: list[str] = []
         sending: list[str] = []
         finished: list[str] = []
@@ -389,18 +394,20 @@ class Sender:
 
 
 class _Stream:
-    """One ``deliver`` call as a pipeline over the batch's single ledger connection.
+    """One ``deliver`` call: rows claimed on demand, one per free worker, never ahead.
 
-    The batch is claimed in chunks (a small first chunk, so sends start after one short
-    transaction); each claimed id goes straight to a queue that ``concurrency`` workers
-    drain through the provider; finished sends are recorded in chunks while others are
-    still in flight. Claims and records take turns on the connection (it owns the advisory
-    locks); each claim applies to its chunk the checks and locks a claim of the whole
-    batch applied, and a row is sent only once its claim has committed.
+    Each of ``concurrency`` workers loops: ask the ledger task for a row (handing over the
+    outcome of its previous send), send it, ask again. The ledger task serves everyone who
+    asked since its last transaction in one transaction on the batch's connection (which
+    owns the advisory locks): the outcomes are recorded and as many rows are claimed as
+    workers wait. While one transaction is in flight the next requests queue up, so a
+    slower database means larger transactions, not more rows ``sending``: a row is
+    ``sending`` from the claim that gives it to a free worker until the transaction that
+    records its outcome, so at most ``concurrency`` rows of the batch are at any time.
 
-    A ledger failure stops further claims. Rows already claimed are still sent (as before:
-    a claimed row is always attempted) and their outcomes are recorded if the connection
-    still works; then ``SenderDatabaseError`` carries every outcome delivered so far.
+    A ledger failure stops further claims and records. Rows already claimed are in a
+    worker's hands and are still sent; then ``SenderDatabaseError`` carries every outcome
+    delivered so far.
     """
 
     def __init__(
@@ -408,7 +415,7 @@ class _Stream:
         conn: AsyncConnection[Any],
         by_id: Mapping[str, Command],
         *,
-        claim: Callable[[AsyncConnection[Any], Mapping[str, Command]], Awaitable[_Claim]],
+        claim: Callable[..., Awaitable[_Claim]],
         send: Callable[[Command], Awaitable[_Delivery]],
         clock: Callable[[], datetime],
         concurrency: int,
@@ -418,40 +425,32 @@ class _Stream:
         self._claim = claim
         self._send = send
         self._clock = clock
-        self._first_claim = FIRST_CLAIM_ROUNDS * concurrency
-        self._record_chunk = RECORD_CHUNK_ROUNDS * concurrency
-        self._drain_record_chunk = max(1, concurrency // DRAIN_RECORD_DIVISOR)
-        self._db = asyncio.Lock()  # one statement sequence at a time on the connection
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._todo = deque(by_id)  # ids not claimed yet, in batch order
         self._workers = min(concurrency, len(by_id))
-        self._busy_workers = self._workers
-        self._unsent = 0  # claimed ids no worker has picked up yet
-        self._claiming = True
-        self._progress = asyncio.Event()
+        self._active = self._workers  # workers not yet told that the batch is over
+        self._requests: list[tuple[str | None, asyncio.Future[str | None]]] = []
+        self._wake = asyncio.Event()
         self._claims: list[_Claim] = []
         self._orphaned: list[DispatchResult] = []
         self._delivered: dict[str, _Delivery] = {}
-        self._unrecorded: list[str] = []
-        self._claim_error: Exception | None = None
-        self._record_error: Exception | None = None
+        self._error: Exception | None = None
+        self._error_what = "ledger"
         self.locks_released = False
         """True once the last outcomes were recorded and the advisory locks dropped with them."""
 
     async def run(self) -> BatchOutcome:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._claim_all())
+            tasks.create_task(self._ledger())
             for _ in range(self._workers):
                 tasks.create_task(self._work())
-            tasks.create_task(self._record_all())
         claimed = [id_ for claim in self._claims for id_ in claim.claimed]
         results = self._orphaned + [_result(self._by_id[i], self._delivered[i]) for i in claimed]
-        for error, what in ((self._record_error, "ledger outcome"), (self._claim_error, "ledger")):
-            if isinstance(error, psycopg.Error):
-                raise SenderDatabaseError(
-                    f"{what}: {type(error).__name__}", results=results
-                ) from error
-            if error is not None:
-                raise error  # a bug, not the database: surfaces as before, after the sends
+        if isinstance(self._error, psycopg.Error):
+            raise SenderDatabaseError(
+                f"{self._error_what}: {type(self._error).__name__}", results=results
+            ) from self._error
+        if self._error is not None:
+            raise self._error  # a bug, not the database: surfaces as before, after the sends
         return BatchOutcome(
             results=tuple(results),
             cancelled=tuple(id_ for claim in self._claims for id_ in claim.cancelled),
@@ -459,77 +458,75 @@ class _Stream:
             unknown=tuple(id_ for claim in self._claims for id_ in claim.unknown),
         )
 
-    async def _claim_all(self) -> None:
-        try:
-            for chunk in _chunks(list(self._by_id), self._first_claim):
-                async with self._db:
-                    claim = await self._claim(self._conn, {id_: self._by_id[id_] for id_ in chunk})
-                self._claims.append(claim)
-                now = self._clock()
-                self._orphaned.extend(
-                    _result(self._by_id[id_], _Delivery("ambiguous", None, INTERRUPTED, now))
-                    for id_ in claim.orphaned
-                )
-                for id_ in claim.claimed:
-                    self._queue.put_nowait(id_)
-                self._unsent += len(claim.claimed)
-                await asyncio.sleep(0)  # let the workers start these sends before the next claim
-        except Exception as exc:  # noqa: BLE001 - re-raised by run() once claimed rows are sent
-            self._claim_error = exc  # nothing of this chunk was claimed: its txn rolled back
-        finally:
-            self._claiming = False
-            self._progress.set()
-            for _ in range(self._workers):
-                self._queue.put_nowait(None)
-
     async def _work(self) -> None:
-        try:
-            while (id_ := await self._queue.get()) is not None:
-                self._unsent -= 1
-                self._delivered[id_] = await self._send(self._by_id[id_])
-                self._unrecorded.append(id_)
-                self._progress.set()
-        finally:
-            self._busy_workers -= 1
-            self._progress.set()
-
-    async def _record_all(self) -> None:
-        """Record finished sends in chunks while others are in flight; the rest at the end.
-
-        Once every claimed row is in a worker's hands (the batch is draining), smaller
-        chunks are recorded, so the record that the batch waits for after its last send
-        holds only the last few rows.
-        """
-        minimum = self._record_chunk
-        while self._record_error is None:
-            finished = self._busy_workers == 0
-            if not self._claiming and self._unsent == 0:
-                minimum = self._drain_record_chunk  # draining: keep the last record small
-            if self._unrecorded and (finished or len(self._unrecorded) >= minimum):
-                ids, self._unrecorded = self._unrecorded, []
-                try:
-                    async with self._db:
-                        # The last record of the batch also drops the locks (after COMMIT):
-                        # every claimed row is finished, so they guard nothing any more.
-                        unlock = _UNLOCK_ALL if finished else None
-                        await _record(
-                            self._conn, ids, [self._delivered[i] for i in ids], then=unlock
-                        )
-                    self.locks_released = finished
-                except Exception as exc:  # noqa: BLE001 - re-raised by run() after the sends
-                    self._record_error = exc
-                continue
-            if finished:
+        finished: str | None = None
+        while True:
+            row: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            self._requests.append((finished, row))
+            self._wake.set()
+            id_ = await row
+            if id_ is None:
                 return
-            self._progress.clear()
-            await self._progress.wait()
+            self._delivered[id_] = await self._send(self._by_id[id_])
+            finished = id_
 
+    async def _ledger(self) -> None:
+        while self._active:
+            if not self._requests:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            requests, self._requests = self._requests, []
+            await self._serve(
+                [id_ for id_, _ in requests if id_ is not None], [row for _, row in requests]
+            )
 
-def _chunks(ids: list[str], first: int) -> list[list[str]]:
-    """``first`` ids, then the rest in claims of at most ``CLAIM_CHUNK``."""
-    chunks = [ids[:first]]
-    chunks.extend(ids[start : start + CLAIM_CHUNK] for start in range(first, len(ids), CLAIM_CHUNK))
-    return [chunk for chunk in chunks if chunk]
+    async def _serve(self, finished: list[str], waiting: list[asyncio.Future[str | None]]) -> None:
+        """Record ``finished`` and hand a claimed row to each of ``waiting`` (``None``: done).
+
+        A claim can yield fewer rows than it was given ids (duplicates, cancelled, orphans):
+        then the next ids are claimed for the workers still waiting, until none is left.
+        """
+        while waiting:
+            take = [] if self._error else self._take(len(waiting))
+            # Everyone still working is asking and nothing is left: the batch's last
+            # transaction, which also drops the locks (after COMMIT: they guard nothing now).
+            last = not take and len(waiting) == self._active
+            if (finished or take) and self._error is None:
+                try:
+                    claim = await self._claim(
+                        self._conn,
+                        {id_: self._by_id[id_] for id_ in take},
+                        outcomes={id_: self._delivered[id_] for id_ in finished},
+                        then=_UNLOCK_ALL if last else None,
+                    )
+                except Exception as exc:  # noqa: BLE001 - re-raised by run() after the sends
+                    # Rolled back: nothing of ``take`` was claimed, ``finished`` not recorded.
+                    self._error = exc
+                    self._error_what = "ledger" if take else "ledger outcome"
+                else:
+                    self.locks_released = last
+                    self._add(claim)
+                    for id_ in claim.claimed:
+                        waiting.pop(0).set_result(id_)
+                finished = []
+            if not take:
+                for row in waiting:
+                    row.set_result(None)
+                self._active -= len(waiting)
+                return
+
+    def _take(self, count: int) -> list[str]:
+        """The next ``count`` ids of the batch not claimed yet (fewer near its end)."""
+        return [self._todo.popleft() for _ in range(min(count, len(self._todo)))]
+
+    def _add(self, claim: _Claim) -> None:
+        self._claims.append(claim)
+        now = self._clock()
+        self._orphaned.extend(
+            _result(self._by_id[id_], _Delivery("ambiguous", None, INTERRUPTED, now))
+            for id_ in claim.orphaned
+        )
 
 
 async def _fetch(conn: AsyncConnection[Any], sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -573,27 +570,18 @@ async def _rollback(conn: AsyncConnection[Any]) -> None:
         await conn.close()
 
 
-async def _record(
-    conn: AsyncConnection[Any],
-    ids: Sequence[str],
-    deliveries: Sequence[_Delivery],
-    *,
-    then: str | None = None,
-) -> None:
-    """Write all outcomes in one statement; only rows still ``sending`` change."""
-    await _atomically(
-        conn,
+def _record_statement(outcomes: Mapping[str, _Delivery]) -> tuple[str, Sequence[Any]]:
+    """All outcomes in one statement; only rows still ``sending`` change."""
+    deliveries = list(outcomes.values())
+    return (
+        _RECORD,
         (
-            _RECORD,
-            (
-                list(ids),
-                [d.status for d in deliveries],
-                [d.provider_message_id for d in deliveries],
-                [d.error for d in deliveries],
-                [d.finished_at for d in deliveries],
-            ),
+            list(outcomes),
+            [d.status for d in deliveries],
+            [d.provider_message_id for d in deliveries],
+            [d.error for d in deliveries],
+            [d.finished_at for d in deliveries],
         ),
-        then=then,
     )
 
 
