@@ -32,7 +32,7 @@ from dripdrop_core.decisions import (
     Send,
     Skip,
 )
-from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
+from dripdrop_core.dispatch import DueStep, decide_dispatch, holds_enrollment, terminal_reason
 from dripdrop_core.errors import (
     ConflictError,
     DripDropError,
@@ -156,6 +156,7 @@ __all__ = [
     "explain",
     "fire_health_timer",
     "headroom",
+    "holds_enrollment",
     "index_key",
     "initial_adapter_state",
     "intent_effect",

@@ -81,6 +81,22 @@ def terminal_reason(
     return None
 
 
+SEND_OUTCOME_HOLDS = frozenset({"ambiguous"})
+"""Send outcomes after which the enrollment holds (``holds_enrollment``)."""
+
+
+def holds_enrollment(status: str) -> bool:
+    """Whether a send's outcome holds its enrollment: no later step until it is resolved.
+
+    ``sent``, ``failed`` and the rest are known outcomes: the flow threads (or not) and
+    goes on. ``ambiguous`` (the worker died mid-hand-off, the connection broke during
+    ``DATA``) means the prospect may or may not have the mail: a follow-up would thread
+    under mail they may never have received, so nothing more is scheduled until an
+    operator settles it (``dripdrop sends resolve``: sent, or not sent and re-issued).
+    """
+    return status in SEND_OUTCOME_HOLDS
+
+
 def decide_dispatch(
     due: DueStep,
     adapter: Adapter | None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from dripdrop_core.correlation import index_key, normalize_message_id
 from dripdrop_core.decisions import Defer, Hold, Pause, Reassign, Send, Skip
-from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
+from dripdrop_core.dispatch import DueStep, decide_dispatch, holds_enrollment, terminal_reason
 from dripdrop_core.errors import DripDropError, RecordError
 from dripdrop_core.explain import explain
 from dripdrop_core.health import HealthOutcome, fire_health_timer, next_health_timer
@@ -286,7 +286,7 @@ class Processor:
             if e is None:
                 continue
             if e.status == "dispatching" and e.pending is not None and self.arrival_redrive:
-                if e.id not in in_flight:
+                if e.id not in in_flight and not e.pending.ambiguous:
                     exec_id = e.pending.step_execution_id
                     in_flight[e.id] = (exec_id, now + self.arrival_redrive)
             elif e.status == "scheduled" and e.due_at is not None:
@@ -602,7 +602,7 @@ class Processor:
         """Re-issue the claim of a send still unanswered (same id, Message-ID and day)."""
         e = self.enrollment(enrollment_id)
         pending = e.pending if e is not None else None
-        if e is None or e.status != "dispatching" or pending is None:
+        if e is None or e.status != "dispatching" or pending is None or pending.ambiguous:
             self._in_flight.get(partition, {}).pop(enrollment_id, None)
             return
         if pending.step_execution_id != exec_id:
@@ -679,6 +679,8 @@ class Processor:
             return out  # a duplicate or an old attempt
         self._in_flight.get(partition, {}).pop(e.id, None)
         status = result["status"]
+        if pending.ambiguous and holds_enrollment(status):
+            return out  # held already: a replayed result, or a re-issue ambiguous again
         attrs = {
             "enrollment_id": e.id,
             "step_id": pending.step_id,
@@ -705,6 +707,20 @@ class Processor:
             )
         else:
             out.emit(f"dispatch.{status}", e.tenant_key, now, error=result.get("error"), **attrs)
+        if holds_enrollment(status):
+            out.emit(
+                "send.ambiguous",
+                e.tenant_key,
+                now,
+                error=result.get("error"),
+                out_message_id=pending.message_id,
+                **attrs,
+            )
+            if e.state not in TERMINAL:
+                # Keep the send pending, so the resolution's result still matches it.
+                held = pending.model_copy(update={"ambiguous": True})
+                self.save_enrollment(e.model_copy(update={"pending": held}), out)
+                return out
         if e.state in TERMINAL:
             return self._stored(e, out)
         return self._finish_step(e, now, partition, out)

@@ -49,6 +49,9 @@ class PendingSend(Frozen):
     is_override: bool
     decided_at: AwareDatetime
     first_of_pin: bool = False
+    ambiguous: bool = False
+    """Its outcome came back ``ambiguous``: the enrollment holds (no redrive, no next step)
+    until a resolution's result (``dripdrop sends resolve``) arrives for the same id."""
 
 
 class LastDecision(Frozen):

@@ -425,3 +425,47 @@ def test_a_send_decided_before_the_upgrade_is_indexed_when_its_result_comes(
         processor.index[index_key(TENANT, rfc, "rfc")]["enrollment_id"]
         == (command["enrollment_id"])
     )
+
+
+def test_an_ambiguous_send_holds_its_enrollment_until_a_sent_resolution_arrives() -> None:
+    p = Processor(DictStore(), OutboundPolicy(), redrive_seconds=3600, arrival_redrive_seconds=60)
+    w = world(p)
+    (out,) = enroll(p, w, 1)
+    command = claims(out)[0]["command"]
+    ambiguous = {
+        "enrollment_id": command["enrollment_id"],
+        "status": "ambiguous",
+        "step_execution_id": command["step_execution_id"],
+        "error": "interrupted_while_sending",
+    }
+    held = p.on_result(ambiguous, T0, 0)
+    assert claims(held) == []
+    names = [t["name"] for t in held.telemetry]
+    assert names == ["dispatch.ambiguous", "send.ambiguous"]
+    assert held.telemetry[1]["attributes"]["out_message_id"] == command["headers"]["Message-ID"]
+    assert p.on_result(ambiguous, T0, 0).telemetry == []  # a replayed result: said once
+    # Nothing threads under it: no next step, no redrive, not after a restart either, nor
+    # after a pause and a resume.
+    assert claims(p.on_tick(0, T0 + timedelta(hours=5))) == []
+    p.on_rebalance()
+    assert claims(p.sweep(0, T0 + timedelta(hours=5))) == []
+    assert claims(p.on_tick(0, T0 + timedelta(hours=6))) == []
+    for command_name in ("pause", "resume"):
+        inputs.on_enrollment_command(
+            p,
+            {
+                "command": command_name,
+                "tenant_key": TENANT,
+                "enrollment_id": ambiguous["enrollment_id"],
+            },
+            T0 + timedelta(hours=6),
+            0,
+        )
+    assert claims(p.on_tick(0, T0 + timedelta(hours=7))) == []
+    # Resolved as sent (``dripdrop sends resolve --sent``): it threads and goes on.
+    resolved = p.on_result(
+        {**ambiguous, "status": "sent", "error": None}, T0 + timedelta(hours=7), 0
+    )
+    assert "dispatch.sent" in [t["name"] for t in resolved.telemetry]
+    (follow_up,) = claims(p.on_tick(0, T0 + timedelta(hours=9)))
+    assert follow_up["command"]["headers"]["In-Reply-To"] == command["headers"]["Message-ID"]

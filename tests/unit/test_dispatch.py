@@ -369,3 +369,10 @@ def test_dispatch_random_interleavings_never_exceed_cap_or_gap(
         assert cap_then is None or len(same_day) < cap_then
         if i:
             assert at - sends[i - 1][0] >= timedelta(seconds=gap)
+
+
+def test_only_an_ambiguous_send_holds_its_enrollment() -> None:
+    from dripdrop_core import holds_enrollment
+
+    assert holds_enrollment("ambiguous")
+    assert not any(holds_enrollment(s) for s in ("sent", "failed", "cancelled", "skipped"))
