@@ -26,14 +26,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """A Faust worker in its own process (guides/faust-and-kafka.md §4.2)."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, *, env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.worker", "worker", "-l", "info", "--without-web"],
             cwd=ROOT,
-            env=settings_env(settings),
+            env={**settings_env(settings), **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -37,7 +37,8 @@ from dripdrop_core.models import Adapter
 from dripdrop_core.policy import OutboundPolicy
 from streams import metrics
 from streams.batch_consumer import BatchConsumer
-from streams.changelog import changelog_tables
+from streams.changelog import ChangelogTable, changelog_tables
+from streams.checkpoint import Checkpoint
 from streams.clock import Clock
 from streams.codecs import CodecError, Codecs, partition_for
 from streams.kafka import PublishError, StreamPublisher
@@ -138,23 +139,14 @@ class _Parked:
 
 
 class FaustStore:
-    def __init__(self, tables: dict[str, faust.Table]) -> None:
+    def __init__(self, tables: dict[str, ChangelogTable]) -> None:
         self.tables = tables
 
     def table(self, name: str) -> Any:
         return self.tables[name]
 
     def partition_items(self, name: str, partition: int) -> Iterator[tuple[str, Any]]:
-        """One partition's items: the RocksDB store keeps a database per partition, and
-        iterating the table would decode every partition's values (faust-streaming 0.15's
-        ``Store._db_for_partition`` / ``_visible_items``; pinned in pyproject)."""
-        data = self.tables[name].data
-        if not hasattr(data, "_db_for_partition"):  # memory store: one shared dict
-            yield from list(data.items())
-            return
-        db = data._db_for_partition(partition)  # noqa: SLF001 - see the docstring
-        for key, value in data._visible_items(db):  # noqa: SLF001
-            yield data._decode_key(key), data._decode_value(value)  # noqa: SLF001
+        return self.tables[name].partition_items(partition)
 
 
 class _Message:
@@ -199,7 +191,8 @@ class Pipeline:
             )
         }
         self.publisher = StreamPublisher(settings)
-        tables = changelog_tables(app, TABLES, settings.partitions, self.publisher)
+        self.checkpoint = Checkpoint(self.publisher)
+        tables = changelog_tables(app, TABLES, settings.partitions, self.publisher, self.checkpoint)
         self.processor = Processor(
             FaustStore(tables),
             self.policy,
@@ -238,8 +231,13 @@ class Pipeline:
         ]
         self._chain_flush()
         self._register()
+        app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_revoked.connect(self._on_rebalance)
         app.on_partitions_assigned.connect(self._on_rebalance)
+
+    async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        """Staged writes of partitions leaving this process are dropped (checkpoint.py)."""
+        self.checkpoint.revoke({tp.partition for tp in revoked})
 
     async def _on_rebalance(self, sender: Any, tps: Any, **_: Any) -> None:
         """Recovery may rewrite any table: caches go, counters and sweeps run again."""
@@ -248,19 +246,19 @@ class Pipeline:
         self._last_sweep.clear()
 
     def _chain_flush(self) -> None:
-        """Make Faust's pre-commit flush also wait for ``self.publisher``'s records.
+        """Make Faust's pre-commit flush run the checkpoint's commit.
 
         Faust awaits ``app.producer.flush()`` right before it commits offsets (at-least-once
-        commits, ``faust/transport/consumer.py`` ``_commit_offsets``); outputs produced by
-        librdkafka must be acknowledged by then too, or a crash could lose an output whose
-        input is already committed.
+        commits, ``faust/transport/consumer.py`` ``_commit_offsets``, after it chose the
+        offsets), and offers no other hook there. ``Checkpoint.commit`` makes the outputs,
+        then the changelog, then RocksDB durable, in that order, before the offsets go.
         """
         producer = self.app.producer
         faust_flush = producer.flush
 
         async def flush() -> None:
             await faust_flush()
-            await self.publisher.barrier()
+            await self.checkpoint.commit()
 
         producer.flush = flush  # type: ignore[method-assign]
 

@@ -74,9 +74,11 @@ def worker_factory(settings: Settings, tmp_path: Path) -> Iterator[Callable[...,
     """Start worker subprocesses; every one still running at teardown is stopped."""
     started: list[WorkerProcess] = []
 
-    def start(worker_settings: Settings | None = None) -> WorkerProcess:
+    def start(
+        worker_settings: Settings | None = None, *, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
-        worker = WorkerProcess(worker_settings or settings, log)
+        worker = WorkerProcess(worker_settings or settings, log, env=env)
         started.append(worker)
         return worker
 
