@@ -43,6 +43,8 @@ ErrorCode = Literal[
     "template_error",
     "message_too_large",
     "data_too_large",
+    "not_ambiguous",
+    "already_reissued",
     "invariant",
 ]
 

@@ -69,10 +69,20 @@ from streams.db import authoring as repo
 from streams.db.tables import adapter_pools, outbox
 from streams.kafka import Delivery, KafkaPublisher, Publisher, PublishError
 from streams.outbox import EntityType, enqueue_config_change, pending_count, relay_all
+from streams.sends import (
+    AlreadyReissuedError,
+    AmbiguousSend,
+    NotAmbiguousError,
+    Resolver,
+    SendResolution,
+    list_ambiguous_sends,
+)
 from streams.settings import Settings
 
 __all__ = [
     "Accepted",
+    "AlreadyReissuedError",
+    "AmbiguousSend",
     "ClassMismatchError",
     "ConflictError",
     "DripDrop",
@@ -81,11 +91,13 @@ __all__ = [
     "InboundMessage",
     "InputError",
     "InvalidInputError",
+    "NotAmbiguousError",
     "NotFoundError",
     "NotPoolMemberError",
     "PoolInUseError",
     "PoolView",
     "PublishError",
+    "SendResolution",
     "TenantMismatchError",
     "enrollment_id_for",
 ]
@@ -1004,4 +1016,31 @@ class DripDrop:
             topic=delivery.topic,
             partition=delivery.partition,
             offset=delivery.offset,
+        )
+
+    # ambiguous sends (streams/sends.py)
+
+    def list_ambiguous_sends(self, *, tenant_key: str | None = None) -> list[AmbiguousSend]:
+        """Sends whose outcome is unknown, oldest first; ``None``: every tenant's (operator).
+
+        Each holds its enrollment until ``resolve_ambiguous_send`` settles it.
+        """
+        return list_ambiguous_sends(self.engine, tenant_key=tenant_key)
+
+    def resolve_ambiguous_send(
+        self, step_execution_id: str, *, tenant_key: str, sent: bool
+    ) -> SendResolution:
+        """Settle an ambiguous send (SPEC §4, §7): ``sent=True`` marks it sent and lets the
+        enrollment go on; ``sent=False`` re-issues it once, with the same Message-ID.
+
+        Raises:
+            NotFoundError: no such send in ``tenant_key`` (another tenant's id included).
+            NotAmbiguousError: the send is not ambiguous.
+            AlreadyReissuedError: ``sent=False`` on a send re-issued once already.
+            ConflictError: ``sent=False`` while the enrollment is not active.
+            PublishError: the broker did not acknowledge; nothing was settled.
+        """
+        resolver = Resolver(self.engine, lambda: self.publisher, self.codecs, self.settings)
+        return resolver.resolve(
+            step_execution_id, tenant_key=tenant_key, resolution="sent" if sent else "not_sent"
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import adapter, audit, enrollment, ingest, ops, pool, sequence
+from streams.cli import adapter, audit, enrollment, ingest, ops, pool, sends, sequence
 
 app = typer.Typer(
     name="dripdrop",
@@ -29,6 +29,7 @@ app.add_typer(ops.outbox_app, name="outbox")
 app.add_typer(ops.db_app, name="db")
 app.add_typer(ops.topics_app, name="topics")
 app.add_typer(audit.app, name="audit")
+app.add_typer(sends.app, name="sends")
 
 if __name__ == "__main__":
     app()

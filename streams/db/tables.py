@@ -62,6 +62,8 @@ ENROLLMENT_STATES = (
     "unenrolled",
     "rejected",
 )
+RESOLUTIONS = ("sent", "not_sent")
+"""``step_executions.resolution``: how ``dripdrop sends resolve`` settled an ambiguous send."""
 EXECUTION_STATUSES = ("intent", "sending", "sent", "failed", "ambiguous", "cancelled", "skipped")
 SUPPRESSION_REASONS = ("unsubscribe", "bounce", "complaint", "manual", "provider_block")
 
@@ -337,12 +339,15 @@ step_executions = Table(
     Column("error", Text),
     Column("scheduled_for", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
+    Column("resolution", Text),  # how an operator settled it once ambiguous (migration 0003)
+    Column("resolved_at", DateTime(timezone=True)),
     _inserted_at(),
     _updated_at(),
     _tenant_check(),
     UniqueConstraint("tenant_key", "id"),
     UniqueConstraint("enrollment_id", "step_id", "attempt"),
     CheckConstraint(_in("status", EXECUTION_STATUSES), name="status"),
+    CheckConstraint(_in("resolution", RESOLUTIONS, nullable=True), name="resolution"),
     CheckConstraint("attempt >= 0", name="attempt_nonnegative"),
     CheckConstraint("status <> 'sent' OR sent_at IS NOT NULL", name="sent_has_sent_at"),
     _tenant_fk(("tenant_key", "enrollment_id"), "enrollments", ondelete="CASCADE"),
@@ -361,6 +366,12 @@ step_executions = Table(
         postgresql_where=text("provider_message_id IS NOT NULL"),
     ),
     Index("ix_step_executions_enrollment_id_inserted_at", "enrollment_id", "inserted_at"),
+    Index(
+        "ix_step_executions_tenant_key_updated_at",
+        "tenant_key",
+        "updated_at",
+        postgresql_where=text("status = 'ambiguous'"),
+    ),
 )
 
 message_events = Table(
