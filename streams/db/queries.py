@@ -285,8 +285,9 @@ def why_not_sent(
         c = in_flight[-1]
         if c["status"] == "ambiguous":
             return (
-                f"step {c['step_key']} has an ambiguous outcome (crash mid-send):"
-                " it is never resent automatically"
+                f"step {c['step_key']} has an ambiguous outcome (crash mid-send): it is never"
+                " resent automatically and the enrollment holds until it is resolved"
+                f" (dripdrop sends resolve {c['step_execution_id']} --sent|--not-sent)"
             )
         return f"step {c['step_key']} is being sent ({c['status']})"
     if state == "paused":

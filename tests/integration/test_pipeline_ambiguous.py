@@ -10,6 +10,7 @@ step 1), prospect B ``not sent`` (step 1 is re-issued with its Message-ID, then 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 from streams.api import DripDrop
 from streams.settings import Settings
+from tests.integration._api_fixtures import run_cli
 from tests.integration.pipeline_support import (
     TopicReader,
     build_outbound,
@@ -72,6 +74,12 @@ def test_ambiguous_send_holds_the_enrollment_until_resolved_sent_or_not_sent(
                 [(_, key, status, _)] = executions(settings, enrollment_id)
                 assert (key, status) == ("s0", "ambiguous")
             assert smtp.messages == [] and len(smtp.dropped) == 2
+            explained = run_cli(
+                settings, "enrollment", "explain", enrolled[A], "--tenant", tenant, "--json"
+            )
+            assert explained.exit_code == 0, explained.stderr
+            why = json.loads(explained.stdout)["why"]
+            assert "ambiguous" in why and "dripdrop sends resolve" in why
             first_ids = {e: held[e].message_id for e in held}
 
             smtp.behaviour.drop_after_data.clear()  # the operator checked: A has it, B not
