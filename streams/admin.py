@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.processor.store import TABLES
 from streams.settings import TOPIC_NAMES, Settings
 
 COMPACTED = frozenset({"config"})
@@ -63,8 +64,16 @@ def delete_topics_with_prefix(settings: Settings, *, timeout: float = 30.0) -> l
     piles up thousands of partitions on the broker and slows every later run.
     """
     admin = admin_client(settings)
-    owned = (settings.topic_prefix, f"{settings.app_id}-")
-    names = [t for t in admin.list_topics(timeout=timeout).topics if t.startswith(owned)]
+    # The app's own topics by exact name: a prefix match on "{app_id}-" would take every
+    # other app whose id starts with this one's (the default id "dripdrop" matched every
+    # test worker's changelogs and deleted them under running tests).
+    app_topics = {f"{settings.app_id}-{t}-changelog" for t in TABLES}
+    app_topics.add(f"{settings.app_id}-__assignor-__leader")
+    names = [
+        t
+        for t in admin.list_topics(timeout=timeout).topics
+        if t.startswith(settings.topic_prefix) or t in app_topics
+    ]
     if names:
         for future in admin.delete_topics(names, operation_timeout=timeout).values():
             future.result()
