@@ -154,13 +154,15 @@ class Checkpoint:
             await self._commit()
 
     async def _commit(self) -> None:
-        # 1. Outputs first: the barrier covers every record produced before this call,
-        # which includes every output of the events whose offsets Faust is committing.
-        await self.publisher.barrier()
+        # The epoch is frozen first: every output of its events was produced before this
+        # line, so the barrier below covers them all (an event staged while it waits
+        # belongs to the next epoch, its outputs possibly not yet acknowledged).
         epoch, self._open = self._open, {}
         self._committing = epoch
         self._revoked = set()
         try:
+            # 1. Outputs first, including those of the events Faust is committing.
+            await self.publisher.barrier()
             if not epoch:
                 return
             crashpoints.reached("checkpoint.before_changelog")
