@@ -161,6 +161,24 @@ def finished(settings: Settings, world: World, expected: int) -> bool:
     return sum(by_state.values()) == expected and not by_state.get("active")
 
 
+def resolve_ambiguous(dd: DripDrop, smtp: SmtpSink, world: World) -> int:
+    """Settle the tenant's ambiguous sends as an operator would (docs/operations.md).
+
+    An ambiguous send holds its enrollment (issue 11), so a run with a crash mid-send only
+    finishes once they are resolved: ``sent`` when the SMTP server has the Message-ID, else
+    ``not sent`` (re-issued once with the same Message-ID). Call it once the restarted
+    worker found them (seconds after the kill): the server's sessions that the kill cut are
+    over by then, so "received" is final. Returns how many were settled.
+    """
+    received = {m.header("Message-ID") for m in tenant_messages(smtp, world)}
+    held = dd.list_ambiguous_sends(tenant_key=world.tenant)
+    for send in held:
+        dd.resolve_ambiguous_send(
+            send.step_execution_id, tenant_key=world.tenant, sent=send.message_id in received
+        )
+    return len(held)
+
+
 def assert_exactly_once(settings: Settings, smtp: SmtpSink, world: World) -> dict[str, Any]:
     """Nothing sent twice, nothing lost, no cap exceeded; returns a summary for messages.
 
