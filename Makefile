@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: help venv services services-down services-status topics migrate lint test test-unit demo bench clean
+.PHONY: help venv services services-down services-status topics migrate lint test test-unit demo bench chaos clean
 
 help:
 	@echo "make demo            set everything up, run the demo scenario through the real pipeline"
@@ -12,6 +12,7 @@ help:
 	@echo "make services        start Kafka (KRaft, :19092) and PostgreSQL (:15432) if not running"
 	@echo "make services-down   stop exactly what 'make services' started"
 	@echo "make bench           benchmarks (results: docs/benchmarks.md)"
+	@echo "make chaos           full chaos run: 2 workers, 10,000 x 3 steps, 100 SIGKILLs (docs/reliability.md)"
 
 $(VENV_STAMP): pyproject.toml
 	@test -x .venv/bin/python || python3 -m venv .venv
@@ -52,6 +53,9 @@ demo: venv services migrate
 
 bench: venv services migrate
 	$(PY) -m benchmarks.run
+
+chaos: venv services migrate
+	$(PY) -m tests.chaos.harness $(CHAOS_ARGS)
 
 clean: services-down
 	rm -rf .dripdrop .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,309 @@
+"""Chaos harness: two workers, SIGKILLs at random moments and at named crash points, then a
+reconciliation of every expected (enrollment, step) against PostgreSQL, the log and the
+SMTP server. Modelled on Kafka Streams' EOS system test.
+
+* a real broker, PostgreSQL and SMTP server (aiosmtpd, recording every Message-ID);
+* **two workers in one consumer group**, each on its own data directory;
+* ``--kills`` times, after 1–4 s: one worker is SIGKILLed (or, on every third restart, it
+  is restarted with a crash point, ``streams/crashpoints.py``, and kills itself there), and
+  restarted on its own data directory — every fifth time on an empty one;
+* at the end: nothing sent twice (Message-IDs at the SMTP server and per recipient and
+  step), nothing lost (every enrollment completed with one ledger row per step), no cap
+  exceeded, day counters equal to the ledger, every send through the enrollment's pinned
+  adapter, and ``dripdrop audit replay`` clean.
+
+``make chaos`` runs the full mode (10,000 enrollments × 3 steps, 100 kills);
+``tests/integration/test_chaos_short.py`` a short one inside ``make test``. Figures go to
+``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from streams import crashpoints
+from streams.admin import create_topics, delete_topics_with_prefix
+from streams.api import DripDrop
+from streams.localrun import WorkerProcess, settings_env
+from streams.mailsink import SmtpSink
+from streams.settings import Settings
+from tests.integration.robust_support import (
+    World,
+    assert_exactly_once,
+    build_world,
+    enroll_many,
+    finished,
+    resolve_ambiguous,
+    rows,
+    scaled,
+    tenant_messages,
+    wait_ready,
+)
+
+DAY = 86_400
+
+
+@dataclass
+class Report:
+    enrollments: int
+    steps: int
+    workers: int
+    kills: int = 0
+    crash_points: Counter[str] = field(default_factory=Counter)
+    empty_restarts: int = 0
+    messages: int = 0
+    duplicate_message_ids: int = 0
+    ledger: dict[str, int] = field(default_factory=dict)
+    ambiguous: list[tuple[str, int]] = field(default_factory=list)
+    ambiguous_resolved: int = 0
+    pin_mismatches: int = 0
+    violations: list[str] = field(default_factory=list)
+    audit_exit: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and self.audit_exit == 0
+
+    def table(self) -> str:
+        total = self.enrollments * self.steps
+        ambiguous = len(self.ambiguous)
+        lines = [
+            "| figure | value |",
+            "|---|---|",
+            f"| enrollments × steps | {self.enrollments} × {self.steps} = {total} |",
+            f"| workers | {self.workers} |",
+            f"| SIGKILLs (of which at crash points) | {self.kills} "
+            f"({sum(self.crash_points.values())}) |",
+            f"| restarts on an empty data directory | {self.empty_restarts} |",
+            f"| messages at the SMTP server | {self.messages} |",
+            f"| duplicate Message-IDs | {self.duplicate_message_ids} |",
+            f"| ledger | {json.dumps(self.ledger, sort_keys=True)} |",
+            f"| ambiguous, resolved by the operator's rule | {self.ambiguous_resolved} "
+            f"({100 * self.ambiguous_resolved / max(total, 1):.2f} %) |",
+            f"| ambiguous left at the end | {ambiguous} |",
+            f"| sends not through the pinned adapter | {self.pin_mismatches} |",
+            f"| audit replay exit | {self.audit_exit} |",
+            f"| violations | {len(self.violations)} |",
+            f"| wall time | {self.seconds:.0f} s |",
+        ]
+        for point, n in sorted(self.crash_points.items()):
+            lines.append(f"| crash point {point} | {n} |")
+        lines.extend(f"| violation | {v[:300]} |" for v in self.violations)
+        return "\n".join(lines)
+
+
+class Workers:
+    """Two (or more) worker processes of one group, each on its own data directory."""
+
+    def __init__(self, settings: Settings, count: int, base: Path, rng: random.Random) -> None:
+        self.settings = settings
+        self.base = base
+        self.rng = rng
+        self.dirs = [base / f"w{i}" for i in range(count)]
+        self.procs: list[WorkerProcess] = []
+        self.starts = 0
+        for i in range(count):
+            self.procs.append(self._start(i, None))
+
+    def _start(self, i: int, crash: str | None) -> WorkerProcess:
+        self.starts += 1
+        run = self.settings.model_copy(update={"data_dir": str(self.dirs[i])})
+        env = {crashpoints.ENV: crash} if crash else None
+        return WorkerProcess(run, self.base / f"w{i}-{self.starts}.log", env=env)
+
+    def restart(self, i: int, *, empty: bool, crash: str | None) -> None:
+        if empty:
+            self.dirs[i] = self.base / f"w{i}-empty-{self.starts}"
+        self.procs[i] = self._start(i, crash)
+
+    def stop(self) -> list[int]:
+        return [p.stop() for p in self.procs]
+
+
+def run_chaos(
+    settings: Settings,
+    *,
+    enrollments: int,
+    kills: int,
+    workers: int = 2,
+    seed: int = 1,
+    day_seconds: float = 8.0,
+    finish_timeout: float = 600.0,
+    work_dir: Path | None = None,
+    progress: bool = True,
+) -> Report:
+    """Run one chaos scenario on ``settings``' services; returns the report (never raises
+    on a violation: the caller decides)."""
+    rng = random.Random(seed)
+    base = work_dir or Path(tempfile.mkdtemp(prefix="dripdrop-chaos-"))
+    run_id = uuid.uuid4().hex[:8]
+    run = scaled(
+        settings.model_copy(
+            update={"topic_prefix": f"chaos{run_id}.", "app_id": f"dripdrop-chaos{run_id}"}
+        ),
+        day_seconds=day_seconds,
+    )
+    steps = 3
+    caps = _caps(enrollments)
+    report = Report(enrollments=enrollments, steps=steps, workers=workers)
+    started = time.monotonic()
+    create_topics(run)
+    try:
+        with SmtpSink() as smtp, DripDrop(run) as dd:
+            world = build_world(
+                dd, smtp, tenant=f"chaos-{run_id}", caps=caps, steps=steps, delays=(0, 2 * DAY, DAY)
+            )
+            pool = Workers(run, workers, base, rng)
+            for proc in pool.procs:
+                wait_ready(proc, timeout=90)
+            enroll_many(dd, world, enrollments)
+            _chaos(pool, report, kills, rng, progress)
+            for proc in pool.procs:
+                wait_ready(proc, timeout=120)
+            deadline = time.monotonic() + finish_timeout
+            while time.monotonic() < deadline and not finished(run, world, enrollments):
+                # Ambiguous sends hold their enrollments until settled (docs/operations.md).
+                report.ambiguous_resolved += resolve_ambiguous(dd, smtp, world)
+                for i, proc in enumerate(pool.procs):
+                    if not proc.alive():
+                        proc.kill()  # reap it and close its log
+                        if "crash point" not in proc.log_path.read_text(errors="replace"):
+                            report.violations.append(f"worker {i} died: {proc.log_tail(5)}")
+                        pool.restart(i, empty=False, crash=None)
+                time.sleep(1.0)
+            time.sleep(2.0)  # the last results and rows
+            codes = pool.stop()
+            if any(code not in (0, None) for code in codes):
+                report.violations.append(f"graceful stop exit codes {codes}")
+            _reconcile(run, smtp, world, report)
+            report.audit_exit = _audit(run, world)
+    finally:
+        delete_topics_with_prefix(run)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _caps(enrollments: int) -> tuple[int, int, int]:
+    """Caps that bind but fit every pin in a day (weights = caps, 5:3:2)."""
+    total = max(enrollments, 10)
+    return (total // 2 + 1, total * 3 // 10 + 1, total // 5 + 1)
+
+
+def _chaos(pool: Workers, report: Report, kills: int, rng: random.Random, progress: bool) -> None:
+    while report.kills < kills:
+        time.sleep(rng.uniform(1.0, 4.0))
+        i = rng.randrange(len(pool.procs))
+        proc = pool.procs[i]
+        if proc.alive():
+            proc.kill()
+        else:  # it killed itself at its crash point
+            proc.kill()  # reap it and close its log
+        report.kills += 1
+        empty = report.kills % 5 == 0
+        report.empty_restarts += empty
+        crash = None
+        if report.kills % 3 == 0:
+            point = rng.choice(crashpoints.POINTS)
+            crash = f"{point}:{rng.randint(1, 4)}"
+            report.crash_points[point] += 1
+        pool.restart(i, empty=empty, crash=crash)
+        if progress:
+            print(
+                f"kill {report.kills}/{kills}: worker {i}"
+                f"{' (empty dir)' if empty else ''}{f' armed {crash}' if crash else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _reconcile(run: Settings, smtp: SmtpSink, world: World, report: Report) -> None:
+    messages = tenant_messages(smtp, world)
+    report.messages = len(messages)
+    ids = Counter(m.header("Message-ID") for m in messages)
+    report.duplicate_message_ids = sum(n - 1 for n in ids.values() if n > 1)
+    ledger = rows(
+        run,
+        "SELECT x.status, count(*) FROM dripdrop.step_executions x WHERE x.tenant_key = %s"
+        " GROUP BY 1",
+        world.tenant,
+    )
+    report.ledger = {status: int(n) for status, n in ledger}
+    report.ambiguous = [
+        (str(r[0]), int(r[1]))
+        for r in rows(
+            run,
+            "SELECT x.id::text, s.position FROM dripdrop.step_executions x"
+            " JOIN dripdrop.steps s ON s.id = x.step_id"
+            " WHERE x.tenant_key = %s AND x.status = 'ambiguous'",
+            world.tenant,
+        )
+    ]
+    report.pin_mismatches = int(
+        rows(
+            run,
+            "SELECT count(*) FROM dripdrop.step_executions x"
+            " JOIN dripdrop.enrollments e ON e.id = x.enrollment_id"
+            " WHERE x.tenant_key = %s AND x.adapter_id IS DISTINCT FROM e.adapter_id",
+            world.tenant,
+        )[0][0]
+    )
+    if report.pin_mismatches:
+        report.violations.append(f"{report.pin_mismatches} sends not through the pinned adapter")
+    try:
+        assert_exactly_once(run, smtp, world)
+    except AssertionError as exc:
+        report.violations.append(str(exc))
+
+
+def _audit(run: Settings, world: World) -> int:
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli.main", "audit", "replay", "--tenant", world.tenant],
+        env=settings_env(run),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        print(done.stdout[-3000:], done.stderr[-2000:], file=sys.stderr)
+    return done.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--enrollments", type=int, default=10_000)
+    parser.add_argument("--kills", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--day-seconds", type=float, default=120.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    report = run_chaos(
+        Settings(),
+        enrollments=args.enrollments,
+        kills=args.kills,
+        workers=args.workers,
+        seed=args.seed,
+        day_seconds=args.day_seconds,
+        finish_timeout=1800.0,
+    )
+    if args.json:
+        print(json.dumps(asdict(report), default=str, indent=2))
+    else:
+        print(report.table())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The chaos harness's short mode (``tests/chaos/harness.py``; ``make chaos`` is the full
+one): two workers of one group, 500 enrollments × 3 steps, 6 SIGKILLs (two at named crash
+points, one restart on an empty data directory), then the full reconciliation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.settings import Settings
+from tests.chaos.harness import run_chaos
+
+
+@pytest.mark.timeout(900)
+def test_chaos_short_two_workers_six_kills_nothing_lost_nothing_twice(
+    services: Settings, tmp_path: Path
+) -> None:
+    report = run_chaos(
+        services, enrollments=500, kills=6, seed=7, day_seconds=15.0, work_dir=tmp_path
+    )
+    print(report.table())
+    assert report.kills == 6 and report.empty_restarts == 1
+    assert report.duplicate_message_ids == 0, report.table()
+    assert report.pin_mismatches == 0, report.table()
+    assert not report.violations, report.table()
+    assert report.audit_exit == 0, report.table()
+    total = report.enrollments * report.steps
+    assert report.ledger.get("sent", 0) + len(report.ambiguous) == total, report.table()
+    assert report.messages >= report.ledger.get("sent", 0)
