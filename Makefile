@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: help venv services services-down services-status topics migrate lint test test-unit demo bench chaos clean
+.PHONY: help venv services services-down services-status topics migrate lint test test-unit demo bench chaos fuzz clean
 
 help:
 	@echo "make demo            set everything up, run the demo scenario through the real pipeline"
@@ -12,6 +12,7 @@ help:
 	@echo "make services        start Kafka (KRaft, :19092) and PostgreSQL (:15432) if not running"
 	@echo "make services-down   stop exactly what 'make services' started"
 	@echo "make bench           benchmarks (results: docs/benchmarks.md)"
+	@echo "make fuzz            fuzz every input topic with 100,000 records each (short mode: make test)"
 	@echo "make chaos           full chaos run: 2 workers, 10,000 x 3 steps, 100 SIGKILLs (docs/reliability.md)"
 
 $(VENV_STAMP): pyproject.toml
@@ -53,6 +54,10 @@ demo: venv services migrate
 
 bench: venv services migrate
 	$(PY) -m benchmarks.run
+
+fuzz: venv services migrate
+	DRIPDROP_REQUIRE_SERVICES=1 DRIPDROP_FUZZ_RECORDS=400000 .venv/bin/pytest -p no:cacheprovider \
+		-s tests/integration/test_fuzz_inputs.py
 
 chaos: venv services migrate
 	$(PY) -m tests.chaos.harness $(CHAOS_ARGS)

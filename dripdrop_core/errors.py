@@ -40,6 +40,8 @@ ErrorCode = Literal[
     "not_outbound",
     "no_steps",
     "unknown_entity",
+    "invalid_config",
+    "state_too_large",
     "template_error",
     "message_too_large",
     "data_too_large",

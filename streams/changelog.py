@@ -23,10 +23,22 @@ import faust
 import rocksdict
 from faust.streams import current_event
 
+from dripdrop_core.errors import ErrorCode, RecordError
 from streams.checkpoint import DELETED, MISS, Checkpoint, Write
 from streams.kafka import StreamPublisher
 
 log = logging.getLogger("dripdrop.changelog")
+
+MAX_RECORD_BYTES = 900_000
+"""Largest table record (key + value) staged: the broker refuses records over ~1 MB, and a
+refusal at commit time would stop every commit of the worker; inside the event it only
+fails that event (dead-lettered)."""
+
+
+class StateTooLargeError(RecordError):
+    """A table value over ``MAX_RECORD_BYTES``: the event that wrote it is dead-lettered."""
+
+    code: ErrorCode = "state_too_large"
 
 
 class ChangelogTable(faust.Table[Any, Any]):
@@ -49,6 +61,11 @@ class ChangelogTable(faust.Table[Any, Any]):
             store._encode_value(value),  # noqa: SLF001
             store._decode_value,  # noqa: SLF001
         )
+        size = len(write.key_bytes) + len(write.value_bytes or b"")
+        if size > MAX_RECORD_BYTES:
+            raise StateTooLargeError(
+                f"{self.name}[{key!r}] would be {size} bytes (limit {MAX_RECORD_BYTES})"
+            )
         self.checkpoint.stage(self.name, self._partition(key), key, write)
         self._sensor_on_set(self, key, value)
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,6 +91,7 @@ class Checkpoint:
         self._tables: dict[str, StagedTable] = {}
         self._open: Epoch = {}  # written since the last commit began
         self._committing: Epoch = {}  # the epoch a commit is making durable
+        self._scratch: Epoch | None = None  # the writes of the event being written
         self._lock = asyncio.Lock()
         self._revoked: set[int] = set()  # partitions whose commit in flight is void
         self.commits = 0
@@ -101,14 +103,27 @@ class Checkpoint:
     # ------------------------------------------------------------ staging and reads
 
     def stage(self, table: str, partition: int, key: Any, write: Write) -> None:
-        self._open.setdefault((table, partition), {})[key] = write
+        epoch = self._open if self._scratch is None else self._scratch
+        epoch.setdefault((table, partition), {})[key] = write
+
+    @contextmanager
+    def event(self) -> Iterator[None]:
+        """The writes staged inside land together, or (on an exception) not at all: a
+        value refused midway (over Kafka's size limit) leaves none of its event's writes."""
+        self._scratch = {}
+        try:
+            yield
+            for table_partition, writes in self._scratch.items():
+                self._open.setdefault(table_partition, {}).update(writes)
+        finally:
+            self._scratch = None
 
     def lookup(self, table: str, partition: int | None, key: Any) -> Any:
         """The staged value of ``key`` (``DELETED`` for a staged delete), else ``MISS``.
 
         ``partition`` None (a read outside an event) looks in every partition, as Faust's
         RocksDB store does then."""
-        for epoch in (self._open, self._committing):
+        for epoch in (self._scratch or {}, self._open, self._committing):
             if partition is not None:
                 write = epoch.get((table, partition), {}).get(key)
                 if write is not None:

@@ -188,15 +188,14 @@ class StreamPublisher:
     ) -> bool:
         """One produce attempt; False when librdkafka's queue is full."""
         epoch = self._epoch
-        extra = {} if partition is None else {"partition": partition}
+        on_delivery = functools.partial(self._report, epoch, on_delivered)
         try:
-            self._producer.produce(
-                topic,
-                value=value,
-                key=key,
-                on_delivery=functools.partial(self._report, epoch, on_delivered),
-                **extra,
-            )
+            if partition is None:
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            else:
+                self._producer.produce(
+                    topic, value=value, key=key, partition=partition, on_delivery=on_delivery
+                )
         except BufferError:
             self._producer.poll(0)
             return False

@@ -24,6 +24,7 @@ import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -71,6 +72,8 @@ ARRIVAL_REDRIVE_REAL_SECONDS = 15.0
 """Sends found in flight when a partition arrives in this process are re-issued this soon."""
 PARKED_MAX = 300
 """Records parked per partition (one table value: it must stay well under 1 MB)."""
+PARKED_MAX_BYTES = 512 * 1024
+"""Parked bytes per partition (base64), for the same reason: a few large records fill it."""
 SENDER_BATCH = 256
 """Send commands per sender batch (the sender runs up to 8 sends at a time within one)."""
 SINK_RECORD_BYTES = 256 * 1024
@@ -139,8 +142,12 @@ class _Parked:
 
 
 class FaustStore:
-    def __init__(self, tables: dict[str, ChangelogTable]) -> None:
+    def __init__(self, tables: dict[str, ChangelogTable], checkpoint: Checkpoint) -> None:
         self.tables = tables
+        self.checkpoint = checkpoint
+
+    def atomic(self) -> AbstractContextManager[None]:
+        return self.checkpoint.event()
 
     def table(self, name: str) -> Any:
         return self.tables[name]
@@ -194,7 +201,7 @@ class Pipeline:
         self.checkpoint = Checkpoint(self.publisher)
         tables = changelog_tables(app, TABLES, settings.partitions, self.publisher, self.checkpoint)
         self.processor = Processor(
-            FaustStore(tables),
+            FaustStore(tables, self.checkpoint),
             self.policy,
             redrive_seconds=REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
             arrival_redrive_seconds=ARRIVAL_REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
@@ -387,12 +394,14 @@ class Pipeline:
         is full (the caller dead-letters it)."""
         key = f"parked:{partition}"
         parked = list(self.processor.index.get(key) or [])
-        if len(parked) >= PARKED_MAX:
+        value = base64.b64encode(message.value).decode()
+        size = len(value) + sum(len(item["value"]) for item in parked)
+        if len(parked) >= PARKED_MAX or size > PARKED_MAX_BYTES:
             return False
         parked.append(
             {
                 "name": name,
-                "value": base64.b64encode(message.value).decode(),
+                "value": value,
                 "key": base64.b64encode(message.key or b"").decode(),
                 "offset": message.offset,
                 "attempts": 0,

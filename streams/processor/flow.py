@@ -119,13 +119,12 @@ class Processor:
             table.holding = True
         try:
             yield
-            for table in self._tables.values():
-                table.flush()
+            with self.store.atomic():  # a write refused midway leaves none of the event's
+                for table in self._tables.values():
+                    table.flush()
         except BaseException:
             # Nothing held may leak into the next event (it would be written under that
-            # event's partition). A write that fails midway (a value over Kafka's size
-            # limit) leaves the keys flushed before it written: the caches go, so the
-            # next read sees what the tables hold.
+            # event's partition); the caches go, so the next read sees what the tables hold.
             for table in self._tables.values():
                 table.discard()
             self.forget_caches()

@@ -495,13 +495,27 @@ def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition
 # ---------------------------------------------------------------- config
 
 
+def _config_payload(entity_type: str, raw: Any) -> dict[str, Any]:
+    """The change's entity, checked against its model before anything is stored."""
+    try:
+        payload = json.loads(raw)
+        ENTITY_MODELS[entity_type].model_validate(payload)
+    except (TypeError, ValueError) as exc:  # JSONDecodeError and ValidationError are both
+        raise RecordError(
+            f"{entity_type} payload is not a valid {entity_type}: {exc}", code="invalid_config"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise RecordError(f"{entity_type} payload is not an object", code="invalid_config")
+    return payload
+
+
 def on_config(p: Processor, change: dict[str, Any], now: datetime, partition: int) -> Outputs:
     """Apply an authored change; a sender that became unavailable is handled at once."""
     out = Outputs()
     entity_type = change["entity_type"]
     if entity_type not in ENTITY_MODELS:
         raise RecordError(f"unknown entity type {entity_type}", code="unknown_entity")
-    payload = None if change.get("deleted") else json.loads(change["payload"])
+    payload = None if change.get("deleted") else _config_payload(entity_type, change["payload"])
     previous = p.config.entity(entity_type, change["entity_id"])
     p.config.apply(entity_type, change["entity_id"], payload)
     if entity_type == "adapter" and payload is not None:
@@ -543,8 +557,9 @@ def on_config(p: Processor, change: dict[str, Any], now: datetime, partition: in
     elif entity_type == "adapter" and previous is not None:
         p.pinned_sender_unavailable(change["entity_id"], now, partition, out)
     elif entity_type == "pool_member" and (payload is None or not payload.get("active", True)):
-        adapter_id = (payload or previous.model_dump())["adapter_id"]  # type: ignore[union-attr]
-        p.pinned_sender_unavailable(adapter_id, now, partition, out)
+        member = payload or (previous.model_dump() if previous is not None else None)
+        if member is not None:  # deleting a member never seen is a no-op
+            p.pinned_sender_unavailable(member["adapter_id"], now, partition, out)
     return out
 
 

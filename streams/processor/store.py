@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -29,6 +30,10 @@ class Store(Protocol):
         """The items of ``name`` stored for ``partition`` (all items where not partitioned)."""
         ...
 
+    def atomic(self) -> AbstractContextManager[None]:
+        """Writes inside land together or not at all (one event's)."""
+        ...
+
 
 class DictStore:
     """In-memory store for unit tests and the memory worker."""
@@ -41,6 +46,9 @@ class DictStore:
 
     def partition_items(self, name: str, partition: int) -> Iterator[tuple[str, Any]]:
         return iter(list(self._tables[name].items()))
+
+    def atomic(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 _DELETED = object()

@@ -469,3 +469,19 @@ def test_an_ambiguous_send_holds_its_enrollment_until_a_sent_resolution_arrives(
     assert "dispatch.sent" in [t["name"] for t in resolved.telemetry]
     (follow_up,) = claims(p.on_tick(0, T0 + timedelta(hours=9)))
     assert follow_up["command"]["headers"]["In-Reply-To"] == command["headers"]["Message-ID"]
+
+
+def test_deleting_a_pool_member_never_seen_is_a_no_op(processor: Processor) -> None:
+    """Found by the fuzz test: the delete crashed on the missing previous member."""
+    change = {"entity_type": "pool_member", "entity_id": "p:a", "deleted": True, "payload": ""}
+    assert not inputs.on_config(processor, change, T0, 0).telemetry
+
+
+@pytest.mark.parametrize("payload", ["not json", "null", "[]", '{"id": 1}'])
+def test_a_config_payload_that_is_not_its_entity_is_a_record_error(
+    processor: Processor, payload: str
+) -> None:
+    change = {"entity_type": "adapter", "entity_id": "a", "deleted": False, "payload": payload}
+    with pytest.raises(RecordError) as raised:
+        inputs.on_config(processor, change, T0, 0)
+    assert raised.value.code == "invalid_config"

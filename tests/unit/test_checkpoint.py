@@ -153,3 +153,15 @@ def test_revoked_partitions_are_dropped_never_applied() -> None:
     asyncio.run(checkpoint.commit())
     assert set(table.store) == {0}
     assert checkpoint.lookup("enrollments", 1, "e2") is MISS
+
+
+def test_an_event_that_fails_while_staging_leaves_none_of_its_writes() -> None:
+    checkpoint, _, _, _ = make()
+    with pytest.raises(ValueError), checkpoint.event():
+        checkpoint.stage("enrollments", 0, "e1", write("e1", {"v": 1}))
+        assert checkpoint.lookup("enrollments", 0, "e1") == {"v": 1}  # readable meanwhile
+        raise ValueError("the second write is over Kafka's limit")
+    assert checkpoint.lookup("enrollments", 0, "e1") is MISS
+    with checkpoint.event():
+        checkpoint.stage("enrollments", 0, "e2", write("e2", {"v": 1}))
+    assert checkpoint.lookup("enrollments", 0, "e2") == {"v": 1}
