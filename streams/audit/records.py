@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from dripdrop_core.models import Adapter
 from dripdrop_core.policy import HealthPolicy
@@ -25,17 +25,7 @@ Kind = Literal[
     "enrollment_state",
     "lost_step",
 ]
-KINDS: tuple[Kind, ...] = (
-    "over_cap",
-    "min_gap",
-    "sent_twice",
-    "send_after_reply",
-    "threading",
-    "db_mismatch",
-    "lost_enrollment",
-    "enrollment_state",
-    "lost_step",
-)
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
 @dataclass(frozen=True, slots=True)

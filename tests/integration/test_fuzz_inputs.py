@@ -21,7 +21,6 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from streams.settings import Settings
 from tests.integration.robust_support import TopicReader, World, build_world, rows, wait_ready
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, producer, wait_for
+from tests.integration.test_pipeline_dead_letter import enroll_record
 
 TOPICS = ("enrollments", "inbound-messages", "health-signals", "config")
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -115,23 +115,9 @@ def _world(dd: DripDrop, smtp: SmtpSink, tenant: str) -> World:
 
 
 def _enroll(codecs: Codecs, world: World, i: int) -> bytes:
-    return codecs.for_topic("enrollments").encode(
-        {
-            "event_id": str(uuid.uuid4()),
-            "tenant_key": world.tenant,
-            "occurred_at": datetime.now(UTC),
-            "command": "enroll",
-            "enrollment_id": str(uuid.uuid4()),
-            "sequence_id": world.sequence.id,
-            "sequence_version_id": None,
-            "subscriber_id": f"valid-{i}",
-            "recipient": f"valid{i}@{world.tenant}.example",
-            "recipient_timezone": None,
-            "data": '{"first_name": "V"}',
-            "new_adapter_id": None,
-            "reason": None,
-        }
-    )
+    record = enroll_record(world.tenant, world.sequence.id, f"valid{i}@{world.tenant}.example")
+    record["subscriber_id"] = f"valid-{i}"
+    return codecs.for_topic("enrollments").encode(record)
 
 
 @pytest.mark.timeout(1800)
