@@ -32,7 +32,13 @@ from dripdrop_core.decisions import (
     Send,
     Skip,
 )
-from dripdrop_core.dispatch import DueStep, decide_dispatch, holds_enrollment, terminal_reason
+from dripdrop_core.dispatch import (
+    DueStep,
+    decide_dispatch,
+    holds_enrollment,
+    retry_delay,
+    terminal_reason,
+)
 from dripdrop_core.errors import (
     ConflictError,
     DripDropError,
@@ -172,6 +178,7 @@ __all__ = [
     "record_send",
     "reserve_gap_slot",
     "reserve_pin",
+    "retry_delay",
     "roll_day",
     "split_references",
     "start_of_next_local_day",

@@ -7,7 +7,7 @@ single decision. When it says ``Send`` the shell must call
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dripdrop_core.decisions import (
     Defer,
@@ -83,6 +83,23 @@ def terminal_reason(
 
 SEND_OUTCOME_HOLDS = frozenset({"ambiguous"})
 """Send outcomes after which the enrollment holds (``holds_enrollment``)."""
+
+
+SEND_OUTCOME_RETRIES = frozenset({"retry"})
+"""Send outcomes after which the same send is tried again later (``retry_delay``)."""
+
+RETRY_MAX_DOUBLINGS = 6
+"""A retried send waits ``base × 2^n`` after its n-th consecutive retry, up to ``base × 64``."""
+
+
+def retry_delay(base: timedelta, retries: int) -> timedelta:
+    """How long a send the provider could not take (nothing handed over: connection
+    refused, 421/451 before ``DATA``, an outage) waits before it is tried again.
+
+    Such a failure says nothing about the recipient, so the step is never failed for it
+    (SPEC §7: a wrong password or an outage costs no prospect a step); it is retried with
+    exponential back-off, with the same step execution and Message-ID."""
+    return base * (1 << min(max(retries, 0), RETRY_MAX_DOUBLINGS))
 
 
 def holds_enrollment(status: str) -> bool:

@@ -68,6 +68,9 @@ REDRIVE_REAL_SECONDS = 300.0
 Long, because in steady operation nothing is lost and a late result only means a backlog
 (re-issuing then would add duplicates to it). Losses happen when a worker dies or stops,
 and the sends that were in flight then are re-issued after ARRIVAL_REDRIVE_REAL_SECONDS."""
+RETRY_REAL_SECONDS = 5.0
+"""First wait (real time) before a send the provider could not take is tried again; it
+doubles per consecutive retry up to 64× (``dripdrop_core.retry_delay``)."""
 ARRIVAL_REDRIVE_REAL_SECONDS = 15.0
 """Sends found in flight when a partition arrives in this process are re-issued this soon."""
 PARKED_MAX = 300
@@ -205,6 +208,7 @@ class Pipeline:
             self.policy,
             redrive_seconds=REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
             arrival_redrive_seconds=ARRIVAL_REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
+            retry_seconds=RETRY_REAL_SECONDS / clock.real_seconds(1.0),
             owns=lambda tenant, partition: partition_for(tenant, settings.partitions) == partition,
         )
         self._pool: AsyncConnectionPool | None = None

@@ -120,7 +120,7 @@ _UNLOCK_ALL = "SELECT pg_advisory_unlock_all()"
 
 _RECORD = """
 UPDATE dripdrop.step_executions AS se
-SET status = v.status,
+SET status = CASE WHEN v.status = 'retry' THEN 'intent' ELSE v.status END,
     provider_message_id = v.provider_message_id,
     error = v.error,
     sent_at = CASE WHEN v.status = 'sent' THEN v.finished_at ELSE se.sent_at END,
@@ -364,7 +364,10 @@ class Sender:
             provider = self._providers(str(command["adapter_id"]))
             provider_id = await self._with_retries(lambda: provider.send(email))
         except TransientDeliveryError as exc:
-            return _Delivery("failed", None, f"retries_exhausted: {exc}", self._clock())
+            # Nothing was handed over and nothing is wrong with the recipient (an outage,
+            # a refused connection, 421): the row goes back to ``intent`` and the processor
+            # re-issues the same send later (``dripdrop_core.retry_delay``), never fails it.
+            return _Delivery("retry", None, f"transient: {exc}", self._clock())
         except AmbiguousDeliveryError as exc:
             return _Delivery("ambiguous", None, str(exc), self._clock())
         except ProviderError as exc:
@@ -618,8 +621,11 @@ def _tenant_key(command: Command) -> str | None:
 
 
 def _result(command: Command, delivery: _Delivery) -> DispatchResult:
+    event_id = str(command["event_id"])
+    if delivery.status == "retry":  # one per try: the final outcome keeps the command's id
+        event_id = f"{event_id}:retry:{int(delivery.finished_at.timestamp() * 1000)}"
     return {
-        "event_id": command["event_id"],
+        "event_id": event_id,
         "tenant_key": command["tenant_key"],
         "step_execution_id": str(command["step_execution_id"]),
         "enrollment_id": command.get("enrollment_id"),

@@ -582,9 +582,9 @@ def _lost_steps(
         if row_status is None:
             what = f"a {result.get('status')!r} result" if result else "a dispatch command"
             problem = f"{what} in the log but no row in step_executions"
-        elif result is not None and row_status in UNFINISHED:
+        elif result is not None and result.get("status") != "retry" and row_status in UNFINISHED:
             problem = f"result {result.get('status')!r} in the log but the row is {row_status!r}"
-        elif result is None and row_status in UNFINISHED:
+        elif row_status in UNFINISHED:  # no result yet, or a retry waiting for its next try
             waiting += 1
         if problem:
             out.append(

@@ -15,7 +15,14 @@ from typing import Any
 
 from dripdrop_core.correlation import index_key, normalize_message_id
 from dripdrop_core.decisions import Defer, Hold, Pause, Reassign, Send, Skip
-from dripdrop_core.dispatch import DueStep, decide_dispatch, holds_enrollment, terminal_reason
+from dripdrop_core.dispatch import (
+    SEND_OUTCOME_RETRIES,
+    DueStep,
+    decide_dispatch,
+    holds_enrollment,
+    retry_delay,
+    terminal_reason,
+)
 from dripdrop_core.errors import DripDropError, RecordError
 from dripdrop_core.explain import explain
 from dripdrop_core.health import HealthOutcome, fire_health_timer, next_health_timer
@@ -73,6 +80,7 @@ class Processor:
         bucket_seconds: int = 60,
         redrive_seconds: float | None = None,
         arrival_redrive_seconds: float | None = None,
+        retry_seconds: float = 60.0,
         owns: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.policy = policy
@@ -90,6 +98,8 @@ class Processor:
         self.arrival_redrive = (
             timedelta(seconds=arrival_redrive_seconds) if arrival_redrive_seconds else self.redrive
         )
+        # First wait of a send the provider could not take (then doubling, retry_delay).
+        self.retry_base = timedelta(seconds=retry_seconds)
         self.store = store
         self.cache = ModelCache()
         self._tables = {name: Buffered(store.table(name)) for name in TABLES}
@@ -686,6 +696,8 @@ class Processor:
             "adapter_id": pending.adapter_id,
             "step_execution_id": pending.step_execution_id,
         }
+        if status in SEND_OUTCOME_RETRIES:
+            return self._retry_later(e, result, now, partition, attrs, out)
         if status == "sent":
             # Indexed when decided; a send decided by an earlier version is indexed here.
             self._index_message_id(e, pending.message_id, only_if_missing=True)
@@ -723,6 +735,34 @@ class Processor:
         if e.state in TERMINAL:
             return self._stored(e, out)
         return self._finish_step(e, now, partition, out)
+
+    def _retry_later(
+        self,
+        e: EnrollmentRuntime,
+        result: dict[str, Any],
+        now: datetime,
+        partition: int,
+        attrs: dict[str, Any],
+        out: Outputs,
+    ) -> Outputs:
+        """The provider took nothing: the same send (id, Message-ID) goes again after a
+        back-off, through the redrive; the step is neither failed nor passed by."""
+        pending = e.pending
+        assert pending is not None
+        at = now + retry_delay(self.retry_base, pending.retries)
+        again = pending.model_copy(update={"retries": pending.retries + 1})
+        self.save_enrollment(e.model_copy(update={"pending": again}), out)
+        self._in_flight.setdefault(partition, {})[e.id] = (pending.step_execution_id, at)
+        out.emit(
+            "dispatch.retry_scheduled",
+            e.tenant_key,
+            now,
+            retry_at=at,
+            retries=again.retries,
+            error=result.get("error"),
+            **attrs,
+        )
+        return out
 
     def _index_message_id(
         self, e: EnrollmentRuntime, message_id: str, *, only_if_missing: bool = False

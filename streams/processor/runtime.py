@@ -49,6 +49,8 @@ class PendingSend(Frozen):
     is_override: bool
     decided_at: AwareDatetime
     first_of_pin: bool = False
+    retries: int = 0
+    """Consecutive ``retry`` outcomes (the provider took nothing): the back-off doubles."""
     ambiguous: bool = False
     """Its outcome came back ``ambiguous``: the enrollment holds (no redrive, no next step)
     until a resolution's result (``dripdrop sends resolve``) arrives for the same id."""

@@ -485,3 +485,28 @@ def test_a_config_payload_that_is_not_its_entity_is_a_record_error(
     with pytest.raises(RecordError) as raised:
         inputs.on_config(processor, change, T0, 0)
     assert raised.value.code == "invalid_config"
+
+
+def test_a_send_the_provider_could_not_take_is_retried_with_back_off_never_failed() -> None:
+    """SPEC §7: an outage or a refused connection costs no prospect a step."""
+    p = Processor(DictStore(), OutboundPolicy(), redrive_seconds=3600, retry_seconds=10)
+    w = world(p, steps=2)
+    (out,) = enroll(p, w, 1)
+    command = claims(out)[0]["command"]
+    waits = []
+    at = T0
+    for _ in range(3):
+        retried = p.on_result({**command, "status": "retry", "error": "transient"}, at, 0)
+        (event,) = [t for t in retried.telemetry if t["name"] == "dispatch.retry_scheduled"]
+        waits.append(event["attributes"]["retry_at"] - at)
+        assert not claims(retried)  # no next step, no failure
+        assert not claims(p.on_tick(0, event["attributes"]["retry_at"] - timedelta(seconds=1)))
+        at = event["attributes"]["retry_at"]
+        (again,) = claims(p.on_tick(0, at))
+        assert again["command"]["step_execution_id"] == command["step_execution_id"]
+        assert again["command"]["headers"] == command["headers"]  # the same mail
+    assert waits == [timedelta(seconds=10), timedelta(seconds=20), timedelta(seconds=40)]
+    sent = p.on_result({**command, "status": "sent"}, at, 0)
+    assert "dispatch.sent" in [t["name"] for t in sent.telemetry]
+    state = p.enrollment(command["enrollment_id"])
+    assert state is not None and state.state.value == "active" and state.pending is None

@@ -236,9 +236,11 @@ def test_deliver_header_injection_marks_failed_and_sends_nothing(
     assert sink.messages == [] and sink.dropped == []
 
 
-def test_deliver_unreachable_server_retries_then_fails(
+def test_deliver_unreachable_server_is_a_retry_never_a_failure(
     services: Settings, tenant: LedgerTenant
 ) -> None:
+    """Nothing was handed over and nothing is wrong with the recipient: the row goes back
+    to ``intent`` (the processor re-issues it later), the step is not failed."""
     command = tenant.command()
     config = {"host": "127.0.0.1", "port": free_port()}
 
@@ -249,8 +251,10 @@ def test_deliver_unreachable_server_retries_then_fails(
         config=config,
     )
 
-    assert result["status"] == "failed"
-    assert result["error"].startswith("retries_exhausted: connect_failed")
+    assert result["status"] == "retry"
+    assert result["error"].startswith("transient: connect_failed")
+    assert result["event_id"] != command["event_id"]  # the final outcome keeps that one
+    assert tenant.row(command["step_execution_id"])["status"] == "intent"
 
 
 def test_deliver_unknown_adapter_and_unknown_row(
