@@ -1,6 +1,7 @@
 """Start, stop and inspect the project's own Kafka broker and PostgreSQL server.
 
-Usage: ``python infra/services.py up|down|status``
+Usage: ``python infra/services.py up|down|status`` (and ``kill-kafka`` / ``stop-postgres``, the
+chaos harness's faults: a broker SIGKILL, a database outage; ``up`` brings them back)
 
 * Kafka: Apache Kafka (KRaft, single node) from Maven Central jars (``infra/kafka/pom.xml``),
   listening on 127.0.0.1:19092.
@@ -462,6 +463,10 @@ def main(argv: list[str]) -> int:
             pg_down()
         elif command == "status":
             status()
+        elif command == "kill-kafka":  # the chaos harness: a broker crash, no clean stop
+            stop_pid("kafka", kafka_dir() / "kafka.pid", sig=signal.SIGKILL)
+        elif command == "stop-postgres":  # the chaos harness: a database outage
+            pg_down()
         else:
             print(__doc__, file=sys.stderr)
             return 2

@@ -280,7 +280,13 @@ class DripDrop:
     ) -> None:
         self.settings = settings
         self._owns_engine = engine is None
-        self.engine = engine if engine is not None else create_engine(settings.sqlalchemy_url)
+        # pre_ping: a pooled connection that a PostgreSQL restart closed is replaced, not
+        # handed to the caller as an AdminShutdown error.
+        self.engine = (
+            engine
+            if engine is not None
+            else create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
+        )
         self._publisher = publisher
         self._owns_publisher = publisher is None
         self.codecs = codecs if codecs is not None else Codecs(settings)

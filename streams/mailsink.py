@@ -158,6 +158,7 @@ class SmtpSink:
         self.handler = RecordingHandler(self.behaviour)
         self.host = "127.0.0.1"
         self.port = free_port()
+        self._timeout = idle_timeout_seconds
         self._controller = Controller(
             self.handler, hostname=self.host, port=self.port, timeout=idle_timeout_seconds
         )
@@ -182,6 +183,14 @@ class SmtpSink:
 
     def stop(self) -> None:
         self._controller.stop()
+
+    def restart(self) -> None:
+        """Serve again on the same port after ``stop`` (an SMTP outage in the chaos harness);
+        what was received before is kept."""
+        self._controller = Controller(
+            self.handler, hostname=self.host, port=self.port, timeout=self._timeout
+        )
+        self._controller.start()
 
     def __enter__(self) -> SmtpSink:
         return self.start()

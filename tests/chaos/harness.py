@@ -51,6 +51,13 @@ from tests.integration.robust_support import (
 )
 
 DAY = 86_400
+ROOT = Path(__file__).resolve().parents[2]
+FAULTS = {
+    "broker": 5.0,  # SIGKILL the Kafka broker, bring it back after this many seconds
+    "postgres": 30.0,  # stop PostgreSQL for this long
+    "smtp": 60.0,  # stop the SMTP server for this long
+}
+"""Faults beyond worker crashes (issue 11): each is injected once, in this order."""
 
 
 @dataclass
@@ -69,6 +76,8 @@ class Report:
     pin_mismatches: int = 0
     violations: list[str] = field(default_factory=list)
     audit_exit: int | None = None
+    faults: list[str] = field(default_factory=list)
+    worker_exits: int = 0  # workers that left by themselves (outside crash points)
     seconds: float = 0.0
 
     @property
@@ -95,6 +104,8 @@ class Report:
             f"| sends not through the pinned adapter | {self.pin_mismatches} |",
             f"| audit replay exit | {self.audit_exit} |",
             f"| violations | {len(self.violations)} |",
+            f"| faults injected | {', '.join(self.faults) or 'none'} |",
+            f"| workers that exited by themselves and were restarted | {self.worker_exits} |",
             f"| wall time | {self.seconds:.0f} s |",
         ]
         for point, n in sorted(self.crash_points.items()):
@@ -141,6 +152,7 @@ def run_chaos(
     day_seconds: float = 8.0,
     finish_timeout: float = 600.0,
     work_dir: Path | None = None,
+    faults: tuple[str, ...] = (),
     progress: bool = True,
 ) -> Report:
     """Run one chaos scenario on ``settings``' services; returns the report (never raises
@@ -169,6 +181,8 @@ def run_chaos(
                 wait_ready(proc, timeout=90)
             enroll_many(dd, world, enrollments)
             _chaos(pool, report, kills, rng, progress)
+            for fault in faults:
+                _fault(fault, smtp, pool, report, progress)
             for proc in pool.procs:
                 wait_ready(proc, timeout=120)
             deadline = time.monotonic() + finish_timeout
@@ -177,10 +191,7 @@ def run_chaos(
                 report.ambiguous_resolved += resolve_ambiguous(dd, smtp, world)
                 for i, proc in enumerate(pool.procs):
                     if not proc.alive():
-                        proc.kill()  # reap it and close its log
-                        if "crash point" not in proc.log_path.read_text(errors="replace"):
-                            report.violations.append(f"worker {i} died: {proc.log_tail(5)}")
-                        pool.restart(i, empty=False, crash=None)
+                        _restart_exited(pool, i, report)
                 time.sleep(1.0)
             time.sleep(2.0)  # the last results and rows
             codes = pool.stop()
@@ -198,6 +209,49 @@ def _caps(enrollments: int) -> tuple[int, int, int]:
     """Caps that bind but fit every pin in a day (weights = caps, 5:3:2)."""
     total = max(enrollments, 10)
     return (total // 2 + 1, total * 3 // 10 + 1, total // 5 + 1)
+
+
+def _restart_exited(pool: Workers, i: int, report: Report) -> None:
+    """A worker that left by itself is restarted, as a supervisor would. Outside a crash
+    point that is a violation unless a fault was injected (a worker may stop on a broker
+    it cannot reach; nothing may be lost either way)."""
+    proc = pool.procs[i]
+    proc.kill()  # reap it and close its log
+    if "crash point" not in proc.log_path.read_text(errors="replace"):
+        report.worker_exits += 1
+        if not report.faults:
+            report.violations.append(f"worker {i} exited: {proc.log_tail(5)}")
+    pool.restart(i, empty=False, crash=None)
+
+
+def _services(command: str) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "infra" / "services.py"), command], check=True, timeout=300
+    )
+
+
+def _fault(name: str, smtp: SmtpSink, pool: Workers, report: Report, progress: bool) -> None:
+    """Inject one fault while sends flow, hold it, then restore the service."""
+    hold = FAULTS[name]
+    if progress:
+        print(f"fault: {name} for {hold:.0f} s", file=sys.stderr, flush=True)
+    report.faults.append(name)
+    if name == "smtp":
+        smtp.stop()
+    elif name == "postgres":
+        _services("stop-postgres")
+    elif name == "broker":
+        _services("kill-kafka")
+    deadline = time.monotonic() + hold
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+    if name == "smtp":
+        smtp.restart()
+    else:
+        _services("up")
+    for i, proc in enumerate(pool.procs):
+        if not proc.alive():
+            _restart_exited(pool, i, report)
 
 
 def _chaos(pool: Workers, report: Report, kills: int, rng: random.Random, progress: bool) -> None:
@@ -287,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--day-seconds", type=float, default=120.0)
+    parser.add_argument(
+        "--faults",
+        default="broker,postgres,smtp",
+        help="faults after the kills, comma-separated (broker, postgres, smtp; '' for none)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     report = run_chaos(
@@ -297,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         day_seconds=args.day_seconds,
         finish_timeout=1800.0,
+        faults=tuple(f for f in args.faults.split(",") if f),
     )
     if args.json:
         print(json.dumps(asdict(report), default=str, indent=2))

@@ -28,3 +28,27 @@ def test_chaos_short_two_workers_six_kills_nothing_lost_nothing_twice(
     total = report.enrollments * report.steps
     assert report.ledger.get("sent", 0) + len(report.ambiguous) == total, report.table()
     assert report.messages >= report.ledger.get("sent", 0)
+
+
+@pytest.mark.timeout(900)
+def test_chaos_faults_broker_kill_postgres_and_smtp_outages_lose_nothing(
+    services: Settings, tmp_path: Path
+) -> None:
+    """A broker SIGKILL (back after 5 s), PostgreSQL down 30 s, the SMTP server down 60 s,
+    one after the other while 300 enrollments × 3 steps flow through two workers."""
+    report = run_chaos(
+        services,
+        enrollments=300,
+        kills=0,
+        seed=11,
+        day_seconds=15.0,
+        work_dir=tmp_path,
+        faults=("broker", "postgres", "smtp"),
+    )
+    print(report.table())
+    assert report.faults == ["broker", "postgres", "smtp"]
+    assert report.duplicate_message_ids == 0, report.table()
+    assert not report.violations, report.table()
+    assert report.audit_exit == 0, report.table()
+    total = report.enrollments * report.steps
+    assert report.ledger == {"sent": total}, report.table()
