@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import faust
 import orjson
 import psycopg
+from faust.exceptions import PartitionsMismatch
 from psycopg_pool import AsyncConnectionPool
 
 from dripdrop_core.errors import RecordError
@@ -348,6 +349,12 @@ class Pipeline:
         except (RecordError, CodecError) as exc:
             await self.dead_letter(message, _reason(exc), str(exc))
             return
+        except PartitionsMismatch:
+            # The worker's topics disagree with its tables (a changelog topic deleted or
+            # recreated with another partition count): no event can be processed, and
+            # dead-lettering each as a bug would commit it and lose it. Stop, commit nothing.
+            log.critical("topics and tables disagree:\n%s", traceback.format_exc())
+            _exit_uncommitted(message)
         except Exception as exc:  # noqa: BLE001 - the one catch-all: a bug, never a lost record
             await self._bug(message, partition, exc)
             return
