@@ -291,8 +291,15 @@ class TopicReader:
                 "enable.auto.commit": False,
             }
         )
-        meta = self.consumer.list_topics(settings.topic(topic), timeout=10)
-        partitions = meta.topics[settings.topic(topic)].partitions
+
+        # Right after the topic is created the metadata may not list its partitions yet; a
+        # reader assigned to none would see nothing, ever.
+        def listed() -> dict[int, Any] | None:
+            meta = self.consumer.list_topics(settings.topic(topic), timeout=10)
+            found = meta.topics[settings.topic(topic)].partitions
+            return found if len(found) >= settings.partitions else None
+
+        partitions = wait_for(listed, timeout=30, interval=0.2, what=f"{topic}'s partitions")
         self.consumer.assign([TopicPartition(settings.topic(topic), p, 0) for p in partitions])
         self.records: list[Any] = []
 
