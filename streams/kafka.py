@@ -130,9 +130,10 @@ class StreamPublisher:
     Faust's own ``Topic.send`` costs tens of microseconds of Python per record (a future,
     a buffer entry, aiokafka's accumulator); librdkafka does the same work in C on its own
     threads. At-least-once still holds: ``barrier`` waits until every record produced
-    before it is acknowledged, and the worker calls it before Faust commits any offset
-    (``Pipeline`` chains it into the Faust producer's ``flush``), so an input is never
-    committed while an output it caused could still be lost.
+    before it is acknowledged; the processor's ``Checkpoint`` calls it (for the outputs,
+    then for the changelog) before Faust commits any offset, and the sink and sender
+    stages before they store theirs, so an input is never committed while an output it
+    caused could still be lost.
 
     Records are counted per *epoch* (each barrier starts a new one), not in total: reports
     arrive per partition in any order, so a count of reports could be reached by records
