@@ -10,12 +10,15 @@ from collections.abc import Callable
 
 from dripdrop_core.models import Adapter
 from streams.providers.base import (
+    AdapterFailureError,
     AmbiguousDeliveryError,
     HeaderInjectionError,
     OutboundEmail,
     PermanentDeliveryError,
     Provider,
     ProviderError,
+    RecipientDeferredError,
+    RecipientRejectedError,
     TransientDeliveryError,
     check_headers,
 )
@@ -23,6 +26,7 @@ from streams.providers.memory import MemoryProvider
 from streams.providers.smtp import SmtpConfig, SmtpProvider
 
 __all__ = [
+    "AdapterFailureError",
     "AmbiguousDeliveryError",
     "HeaderInjectionError",
     "MemoryProvider",
@@ -31,6 +35,8 @@ __all__ = [
     "Provider",
     "ProviderError",
     "ProviderRegistry",
+    "RecipientDeferredError",
+    "RecipientRejectedError",
     "SmtpConfig",
     "SmtpProvider",
     "TransientDeliveryError",

@@ -6,10 +6,17 @@ injection check every provider runs before it touches the network. No I/O here.
 ::
 
     ProviderError                  delivery failed; ``reason`` is a snake_case code
-    ├── PermanentDeliveryError     will fail again (5xx, refused recipient, bad config)
-    │   └── HeaderInjectionError   CR/LF in an address or header (SPEC §7), never sent
-    ├── TransientDeliveryError     nothing was handed over (connect refused, 4xx): retry
+    ├── PermanentDeliveryError     will fail again (bad config, bad command)  → failed
+    │   ├── HeaderInjectionError   CR/LF in an address or header (SPEC §7), never sent
+    │   └── RecipientRejectedError hard recipient rejection (5xx at RCPT)     → bounced
+    ├── TransientDeliveryError     nothing was handed over; the same send may be retried
+    │   ├── AdapterFailureError    the account/provider failed (auth, TLS, 421,
+    │   │                          refused connection, HTTP 401/403/429/5xx)  → deferred
+    │   └── RecipientDeferredError this recipient deferred (4xx at RCPT/DATA)  → retry
     └── AmbiguousDeliveryError     the message may have been accepted: never resend
+
+The arrows are the ``dispatch-results`` statuses (SPEC §7 failure classes); a bare
+``TransientDeliveryError`` counts as an adapter failure.
 """
 
 from __future__ import annotations
@@ -51,10 +58,54 @@ class HeaderInjectionError(PermanentDeliveryError):
     """An address, subject or header carries CR or LF; rejected before connecting."""
 
 
+class RecipientRejectedError(PermanentDeliveryError):
+    """The receiving side refused this recipient for good: a hard bounce.
+
+    The processor suppresses the recipient, stops the enrollment and counts the bounce
+    toward the adapter's bounce rate; nothing about the adapter is wrong.
+    """
+
+    kind = "bounce"
+
+
 class TransientDeliveryError(ProviderError):
-    """Nothing was handed over (connection refused, 4xx); the same send may be retried."""
+    """Nothing was handed over (connection refused, 4xx); the same send may be retried.
+
+    Attributes:
+        retry_after: seconds the provider asked us to wait (HTTP ``Retry-After``), if any.
+    """
 
     kind = "transient"
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str = "",
+        *,
+        smtp_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason, detail, smtp_code=smtp_code)
+        self.retry_after = retry_after
+
+
+class AdapterFailureError(TransientDeliveryError):
+    """The sending account or its provider failed; any recipient would fail the same way.
+
+    Auth rejected, TLS failed, connection refused, 421, quota, HTTP 401/403/429/5xx. The
+    step is deferred (never failed) and the adapter's circuit breaker counts it.
+    """
+
+    kind = "adapter"
+
+
+class RecipientDeferredError(TransientDeliveryError):
+    """The receiving side deferred this recipient (4xx at RCPT or DATA: greylisting, full).
+
+    Retried with back-off for up to a day, then the step fails and the enrollment stops.
+    """
+
+    kind = "deferred"
 
 
 class AmbiguousDeliveryError(ProviderError):
