@@ -124,6 +124,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "status": "sent",
         "provider_message_id": "prov-77",
         "error": None,
+        "retry_after_ms": None,
         "finished_at": AT,
     },
     "telemetry": {
