@@ -70,9 +70,12 @@ class EnrollmentState(StrEnum):
     PAUSED = "paused"
     COMPLETED = "completed"
     REPLIED = "replied"
-    STOPPED = "stopped"  # bounce, complaint or unsubscribe
+    STOPPED = "stopped"  # complaint, unsubscribe, company stop
     UNENROLLED = "unenrolled"
     REJECTED = "rejected"  # never started, e.g. pool_exhausted
+    BOUNCED = "bounced"  # the recipient was refused for good (SPEC §7)
+    FAILED = "failed"  # template error, retries exhausted (SPEC §7)
+    WAITING = "waiting"  # accepted, queued for capacity (SPEC §5.2)
 
 
 class Adapter(Frozen):

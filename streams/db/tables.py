@@ -61,7 +61,12 @@ ENROLLMENT_STATES = (
     "stopped",
     "unenrolled",
     "rejected",
+    "bounced",
+    "failed",
+    "waiting",
 )
+LIVE_ENROLLMENT_STATES = ("active", "paused", "waiting")
+"""One live enrollment per (tenant, sequence, subscriber): ``dripdrop_core.enrollment.LIVE``."""
 RESOLUTIONS = ("sent", "not_sent")
 """``step_executions.resolution``: how ``dripdrop sends resolve`` settled an ambiguous send."""
 EXECUTION_STATUSES = ("intent", "sending", "sent", "failed", "ambiguous", "cancelled", "skipped")
@@ -312,7 +317,9 @@ enrollments = Table(
         "sequence_id",
         "subscriber_id",
         unique=True,
-        postgresql_where=text("state IN ('active', 'paused')"),
+        postgresql_where=text(
+            "state IN (" + ", ".join(f"'{s}'" for s in LIVE_ENROLLMENT_STATES) + ")"
+        ),
     ),
     Index(
         "ix_enrollments_tenant_key_adapter_id",
