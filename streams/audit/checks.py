@@ -5,7 +5,8 @@ records, plus what PostgreSQL says about the adapters, steps and step executions
 (``replay`` loads those). Output: ``Violation``s, each with a snake_case ``kind``:
 
 * ``over_cap``: an adapter sent more than its effective cap on one adapter-local day;
-* ``min_gap``: two sends through one adapter closer than its ``min_gap_seconds``;
+* ``min_gap``: two sends through one adapter closer than its ``min_gap_seconds``
+  (decided times; the hand-off times of the ``sent`` results with ``gap_basis="handoff"``);
 * ``sent_twice``: a step execution (or a step of one enrollment) sent more than once;
 * ``send_after_reply``: a send decided after the enrollment's committed reply;
 * ``threading``: headers that break the chain rules of SPEC §5.6;
@@ -28,17 +29,20 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from dripdrop_core import enrollment
 from dripdrop_core.models import Adapter, HealthState
 from dripdrop_core.policy import HealthPolicy
 from dripdrop_core.ramp import effective_cap, local_day
 from dripdrop_core.state import AdapterState
 from streams.audit.records import (
+    GAP_BASES,
     KINDS,
     AuditInput,
     AuditReport,
     Completeness,
     EnrollmentRow,
     ExecutionRow,
+    GapBasis,
     Kind,
     SentSend,
     Violation,
@@ -47,12 +51,14 @@ from streams.audit.records import (
 )
 
 __all__ = [
+    "GAP_BASES",
     "KINDS",
     "AuditInput",
     "AuditReport",
     "Completeness",
     "EnrollmentRow",
     "ExecutionRow",
+    "GapBasis",
     "Kind",
     "SentSend",
     "Violation",
@@ -168,23 +174,38 @@ def check_caps(
     return out
 
 
-def check_gaps(sends: Sequence[SentSend], adapters: Mapping[str, Adapter]) -> list[Violation]:
-    """Consecutive sends of one adapter are at least ``min_gap_seconds`` apart (decided_at)."""
-    last: dict[str, SentSend] = {}
+def check_gaps(
+    sends: Sequence[SentSend], adapters: Mapping[str, Adapter], *, basis: GapBasis = "decided"
+) -> list[Violation]:
+    """Consecutive sends of one adapter are at least ``min_gap_seconds`` apart.
+
+    ``basis="decided"`` spaces the processor's ``decided_at`` (what it guarantees);
+    ``"handoff"`` the ``finished_at`` of the ``sent`` results, in that order (what the
+    provider saw; sends without one are skipped).
+    """
+    timed = [
+        (s.decided_at if basis == "decided" else s.handed_off_at, s)
+        for s in sends
+        if (s.decided_at if basis == "decided" else s.handed_off_at) is not None
+    ]
+    timed.sort(key=lambda item: (item[0], item[1].order))
+    last: dict[str, tuple[datetime, SentSend]] = {}
     out: list[Violation] = []
-    for s in sends:
+    for at, s in timed:
+        assert at is not None  # filtered above; for the type checker
         adapter = adapters.get(s.adapter_id)
         previous = last.get(s.adapter_id)
-        last[s.adapter_id] = s
+        last[s.adapter_id] = (at, s)
         if adapter is None or previous is None or adapter.min_gap_seconds <= 0:
             continue
-        gap = (s.decided_at - previous.decided_at).total_seconds()
+        gap = (at - previous[0]).total_seconds()
         if gap < adapter.min_gap_seconds:
+            what = "sends" if basis == "decided" else "hand-offs of"
             out.append(
                 Violation(
                     kind="min_gap",
                     message=(
-                        f"adapter {adapter.id}: sends {previous.step_execution_id} and"
+                        f"adapter {adapter.id}: {what} {previous[1].step_execution_id} and"
                         f" {s.step_execution_id} {gap:.3f}s apart, minimum"
                         f" {adapter.min_gap_seconds}s"
                     ),
@@ -422,15 +443,13 @@ def _row_problem(row: ExecutionRow | None, send: SentSend | None) -> str | None:
 # ---------------------------------------------------------------- completeness
 
 ENDING_EVENTS: Mapping[str, str] = {
-    "enrollment.completed": "completed",
-    "enrollment.replied": "replied",
-    "enrollment.stopped": "stopped",
-    "enrollment.unenrolled": "unenrolled",
+    **{f"enrollment.{state}": str(state) for state in enrollment.TERMINAL},
     "dispatch.pool_exhausted": "rejected",
 }
-"""Telemetry that ends an enrollment, and the row state it ends in."""
-ENDED = frozenset({"completed", "replied", "stopped", "unenrolled", "rejected"})
-LIVE = frozenset({"active", "paused"})
+"""Telemetry that ends an enrollment, and the row state it ends in (the core's table names
+each terminal change ``enrollment.<state>``; a pool-exhausted rejection is announced as such)."""
+ENDED = frozenset(str(state) for state in enrollment.TERMINAL)
+LIVE = frozenset(str(state) for state in enrollment.LIVE)
 UNFINISHED = frozenset({"intent", "sending"})
 """Ledger states before an outcome: a row still here although the log has a result lost it."""
 
@@ -616,7 +635,7 @@ def run_checks(data: AuditInput) -> AuditReport:
             policy=data.policy,
             recorded_caps=data.recorded_caps,
         ),
-        *check_gaps(sends, data.adapters),
+        *check_gaps(sends, data.adapters, basis=data.gap_basis),
         *check_sent_twice(sends, data.results),
         *check_send_after_reply(sends, data.telemetry),
         *check_threading(

@@ -26,6 +26,11 @@ Kind = Literal[
     "lost_step",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
+GapBasis = Literal["decided", "handoff"]
+"""Which time the ``min_gap`` check spaces: the processor's ``decided_at`` (the default,
+what the processor guarantees) or the sender's hand-off, the ``finished_at`` of the
+``sent`` result (what the provider saw)."""
+GAP_BASES: tuple[GapBasis, ...] = get_args(GapBasis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,8 @@ class SentSend:
     headers: Mapping[str, str]
     order: int
     """Position of the command in the log, to break ties between equal ``decided_at``."""
+    handed_off_at: datetime | None = None
+    """``finished_at`` of the ``sent`` result: when the provider took the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,7 @@ class AuditInput:
         recorded_caps: the cap each (adapter, local day) was claimed against, when known.
         policy: health policy (the probe budget is the cap while probing).
         completeness: enrollment commands and rows for the completeness check.
+        gap_basis: the time the ``min_gap`` check spaces (``GapBasis``).
     """
 
     commands: Sequence[Mapping[str, Any]] = ()
@@ -133,6 +141,7 @@ class AuditInput:
     recorded_caps: Mapping[tuple[str, date], int] = field(default_factory=dict)
     policy: HealthPolicy = field(default_factory=HealthPolicy)
     completeness: Completeness | None = None
+    gap_basis: GapBasis = "decided"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +192,13 @@ def attributes(record: Mapping[str, Any]) -> dict[str, Any]:
 def sent_sends(
     commands: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]]
 ) -> list[SentSend]:
-    """Join commands with ``sent`` results by step execution (first command wins)."""
-    sent_ids = {r["step_execution_id"] for r in results if r.get("status") == "sent"}
+    """Join commands with ``sent`` results by step execution (first command wins; the
+    first ``sent`` result gives the hand-off time)."""
+    handed_off: dict[str, datetime | None] = {}
+    for r in results:
+        if r.get("status") == "sent":
+            handed_off.setdefault(r["step_execution_id"], r.get("finished_at"))
+    sent_ids = set(handed_off)
     seen: set[str] = set()
     out: list[SentSend] = []
     for order, c in enumerate(commands):
@@ -202,6 +216,7 @@ def sent_sends(
                 decided_at=c["decided_at"],
                 headers=dict(c.get("headers") or {}),
                 order=order,
+                handed_off_at=handed_off[exec_id],
             )
         )
     return sorted(out, key=lambda s: (s.decided_at, s.order))

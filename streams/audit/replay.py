@@ -25,6 +25,7 @@ from streams.audit.checks import (
     AuditInput,
     AuditReport,
     Completeness,
+    GapBasis,
     dead_letter_sources,
     run_checks,
     sent_sends,
@@ -263,6 +264,7 @@ def audit_input(
     tenant_key: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    gap_basis: GapBasis = "decided",
 ) -> AuditInput:
     """Filter the records to ``tenant_key`` and add what PostgreSQL knows about them."""
     records = {
@@ -294,6 +296,7 @@ def audit_input(
             conn, tenants=tenants, ids=sent_ids, sent_from=start, sent_to=end
         ),
         completeness=completeness,
+        gap_basis=gap_basis,
     )
 
 
@@ -350,10 +353,15 @@ def run_replay(
     start: datetime | None = None,
     end: datetime | None = None,
     progress: Progress | None = None,
+    gap_basis: GapBasis = "decided",
 ) -> AuditReport:
-    """Read the topics, load PostgreSQL, run every check."""
+    """Read the topics, load PostgreSQL, run every check (``gap_basis``: the time the
+    ``min_gap`` check spaces, ``checks.check_gaps``)."""
     replayed = read_topics(settings, start=start, end=end, progress=progress)
-    report = run_checks(audit_input(conn, replayed, tenant_key=tenant_key, start=start, end=end))
+    data = audit_input(
+        conn, replayed, tenant_key=tenant_key, start=start, end=end, gap_basis=gap_basis
+    )
+    report = run_checks(data)
     if replayed.undecodable:
         notes = (*report.notes, f"{replayed.undecodable} record(s) could not be decoded")
         report = AuditReport(report.records, report.sends, report.violations, notes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -20,6 +21,14 @@ from streams.audit.replay import ReplayError, read_topics, run_replay
 from streams.cli.output import EXIT_UNEXPECTED, JsonOut, client, handled, parse_time
 
 EXIT_VIOLATIONS = 6
+
+
+class GapOn(StrEnum):
+    """The time ``--gap-on`` spaces (``streams.audit.records.GapBasis``)."""
+
+    decided = "decided"
+    handoff = "handoff"
+
 
 app = typer.Typer(help="Audit the log: replay the output topics and check the invariants.")
 
@@ -37,6 +46,14 @@ def replay(
     tenant: Annotated[
         str | None, typer.Option("--tenant", "-t", help="Only this tenant's records.")
     ] = None,
+    gap_on: Annotated[
+        GapOn,
+        typer.Option(
+            "--gap-on",
+            help="min_gap spaces the processor's decided times (decided) or the hand-offs,"
+            " the finished_at of the sent results (handoff).",
+        ),
+    ] = GapOn.decided,
     json_out: JsonOut = False,
 ) -> None:
     """Replay the output topics and enrollments (with dead-letter); exit 6 on violations.
@@ -67,7 +84,13 @@ def replay(
 
         try:
             report = run_replay(
-                dd.settings, conn, tenant_key=tenant, start=start, end=end, progress=progress
+                dd.settings,
+                conn,
+                tenant_key=tenant,
+                start=start,
+                end=end,
+                progress=progress,
+                gap_basis=gap_on.value,
             )
         except ReplayError as exc:
             _err.print(f"error [{exc.code}]: {exc}", markup=False)

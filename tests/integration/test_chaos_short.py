@@ -1,6 +1,8 @@
 """The chaos harness's short mode (``tests/chaos/harness.py``; ``make chaos`` is the full
 one): two workers of one group, 500 enrollments × 3 steps, 6 SIGKILLs (two at named crash
-points, one restart on an empty data directory), then the full reconciliation."""
+points, one restart on an empty data directory), then the full reconciliation: nothing
+twice, nothing lost, no cap or gap violation (mailboxes with a 5 s minimum gap), the
+audit clean, and the audit failing on a loss injected afterwards."""
 
 from __future__ import annotations
 
@@ -28,6 +30,16 @@ def test_chaos_short_two_workers_six_kills_nothing_lost_nothing_twice(
     total = report.enrollments * report.steps
     assert report.ledger.get("sent", 0) + len(report.ambiguous) == total, report.table()
     assert report.messages >= report.ledger.get("sent", 0)
+    # Caps per adapter-local day and the 5 s gap between decided sends (tests/chaos/pacing.py).
+    assert report.cap_violations == 0 and report.gap_violations == 0, report.table()
+    # The audit's gap check on hand-off times ran (a figure: hand-offs are not spaced yet).
+    assert report.audit_handoff_gap is not None, report.table()
+    # Every ambiguous send is listed with the kill that caused it.
+    assert len(report.ambiguous_causes) >= report.ambiguous_resolved, report.table()
+    assert all("unattributed" not in cause for *_, cause in report.ambiguous_causes)
+    # The audit's completeness check names a loss injected after the clean run.
+    assert report.injected_loss_exit == 6, report.table()
+    assert report.injected_loss_kinds.get("lost_enrollment") == 1, report.table()
 
 
 @pytest.mark.timeout(900)
@@ -52,3 +64,5 @@ def test_chaos_faults_broker_kill_postgres_and_smtp_outages_lose_nothing(
     assert report.audit_exit == 0, report.table()
     total = report.enrollments * report.steps
     assert report.ledger == {"sent": total}, report.table()
+    assert report.cap_violations == 0 and report.gap_violations == 0, report.table()
+    assert report.injected_loss_exit == 6, report.table()
