@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -78,6 +78,7 @@ from streams.sends import (
     list_ambiguous_sends,
 )
 from streams.settings import Settings
+from streams.suppressions import ImportResult, Suppression, SuppressionLists, as_rows
 
 __all__ = [
     "Accepted",
@@ -98,6 +99,7 @@ __all__ = [
     "PoolView",
     "PublishError",
     "SendResolution",
+    "Suppression",
     "TenantMismatchError",
     "enrollment_id_for",
 ]
@@ -1050,3 +1052,83 @@ class DripDrop:
         return resolver.resolve(
             step_execution_id, tenant_key=tenant_key, resolution="sent" if sent else "not_sent"
         )
+
+    # suppression lists (streams/suppressions.py)
+
+    @property
+    def _suppressions(self) -> SuppressionLists:
+        return SuppressionLists(self.settings, self.engine, lambda: self.publisher, self.codecs)
+
+    def add_suppression(
+        self,
+        entry: str,
+        *,
+        tenant_key: str,
+        reason: str = "manual",
+        source: str = "api",
+    ) -> Accepted:
+        """Suppress an address (``a@b.com``) or a whole domain (``b.com`` / ``@b.com``).
+
+        Refused at enrollment (``rejected``, reason ``suppressed``, no pin) and skipped at
+        send from the moment the worker applies it. ``reason``: unsubscribe, bounce,
+        complaint, manual, provider_block.
+
+        Raises:
+            InputError: not an address or domain, unknown reason, bad source.
+            PublishError: the broker did not acknowledge; nothing changed.
+        """
+        _nonempty("tenant_key", tenant_key)
+        record, delivery = self._suppressions.add(
+            entry, tenant_key=tenant_key, reason=reason, source=source
+        )
+        return Accepted(
+            command="suppress",
+            tenant_key=tenant_key,
+            event_id=record["event_id"],
+            topic=delivery.topic,
+            partition=delivery.partition,
+            offset=delivery.offset,
+        )
+
+    def import_suppressions(
+        self,
+        rows: Iterable[str | tuple[int, str, str | None, str | None]],
+        *,
+        tenant_key: str,
+        reason: str = "manual",
+        source: str = "import",
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Suppress many entries: plain strings, or ``(line, entry, reason, source)`` rows as
+        ``streams.suppressions.read_csv`` yields them (a row's empty reason/source takes the
+        defaults). Invalid entries are listed in the result; the rest are published.
+        ``progress(accepted_so_far)`` is called after each batch the broker acknowledged."""
+        _nonempty("tenant_key", tenant_key)
+        return self._suppressions.import_rows(
+            as_rows(rows), tenant_key=tenant_key, reason=reason, source=source, progress=progress
+        )
+
+    def remove_suppression(self, entry: str, *, tenant_key: str) -> Accepted:
+        """Take an address or domain off the tenant's list (later enrollments may send)."""
+        _nonempty("tenant_key", tenant_key)
+        record, delivery = self._suppressions.remove(entry, tenant_key=tenant_key)
+        return Accepted(
+            command="unsuppress",
+            tenant_key=tenant_key,
+            event_id=record["event_id"],
+            topic=delivery.topic,
+            partition=delivery.partition,
+            offset=delivery.offset,
+        )
+
+    def list_suppressions(
+        self, *, tenant_key: str, kind: Literal["address", "domain"] | None = None
+    ) -> list[Suppression]:
+        """The tenant's entries, oldest first (as the worker has written them)."""
+        return list(self._suppressions.list(tenant_key=tenant_key, kind=kind))
+
+    def iter_suppressions(
+        self, *, tenant_key: str, kind: Literal["address", "domain"] | None = None
+    ) -> Iterator[Suppression]:
+        """``list_suppressions`` streamed (for exports of large lists)."""
+        return self._suppressions.list(tenant_key=tenant_key, kind=kind)

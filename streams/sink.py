@@ -9,6 +9,7 @@ Only claims PostgreSQL granted become send commands on ``dispatch``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Sequence
@@ -55,8 +56,13 @@ RETURNING id
 INSERT_SUPPRESSION = """
 INSERT INTO dripdrop.suppressions (id, tenant_key, channel, recipient, recipient_normalized,
     reason, source)
-VALUES (%(id)s, %(tenant_key)s, 'email', %(recipient)s, %(normalized)s, %(reason)s, 'stream')
+VALUES (%(id)s, %(tenant_key)s, 'email', %(recipient)s, %(normalized)s, %(reason)s, %(source)s)
 ON CONFLICT DO NOTHING
+"""
+
+DELETE_SUPPRESSION = """
+DELETE FROM dripdrop.suppressions
+WHERE tenant_key = %(tenant_key)s AND channel = 'email' AND recipient_normalized = %(normalized)s
 """
 
 UPDATE_HEALTH = """
@@ -248,20 +254,19 @@ class PostgresSink:
     async def _suppressions(
         self, cur: psycopg.AsyncCursor[Any], rows: list[dict[str, Any]]
     ) -> None:
-        if rows:
-            await cur.executemany(
-                INSERT_SUPPRESSION,
-                [
-                    {
-                        **r,
-                        "normalized": r["recipient"].strip().lower(),
-                        "id": stable_id(
-                            "suppression", r["tenant_key"], r["recipient"].strip().lower()
-                        ),
-                    }
-                    for r in rows
-                ],
-            )
+        """Additions and removals (``removed``) in their order: runs of one kind at a time,
+        so an entry added, removed and added again within one batch ends up present."""
+        for removed, run in itertools.groupby(rows, key=lambda r: bool(r.get("removed"))):
+            params = [
+                {
+                    "source": "stream",
+                    **r,
+                    "normalized": r["recipient"].strip().lower(),
+                    "id": stable_id("suppression", r["tenant_key"], r["recipient"].strip().lower()),
+                }
+                for r in run
+            ]
+            await cur.executemany(DELETE_SUPPRESSION if removed else INSERT_SUPPRESSION, params)
 
     async def _health(self, cur: psycopg.AsyncCursor[Any], ops: list[dict[str, Any]]) -> None:
         for op in ops:

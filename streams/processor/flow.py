@@ -44,6 +44,8 @@ from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import step_due_at, tick_bucket
 from dripdrop_core.selection import Candidate
 from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state, roll_day
+from dripdrop_core.suppression import recipient_keys
+from dripdrop_core.suppression import suppression_key as core_suppression_key
 from streams.processor.render import render_step
 from streams.processor.runtime import (
     EnrollmentRuntime,
@@ -673,7 +675,8 @@ class Processor:
         return self.save_enrollment(e, out)
 
     def is_suppressed(self, tenant_key: str, recipient: str) -> bool:
-        return self.index.get(suppression_key(tenant_key, recipient)) is not None
+        """The recipient's address or its whole domain is on the tenant's suppression list."""
+        return any(self.index.get(k) is not None for k in recipient_keys(tenant_key, recipient))
 
     # ------------------------------------------------------------ results and feedback
 
@@ -1041,7 +1044,8 @@ def _execution_ref(e: EnrollmentRuntime) -> dict[str, Any]:
 
 
 def suppression_key(tenant_key: str, recipient: str) -> str:
-    return f"supp:{tenant_key}:{recipient.strip().lower()}"
+    """The ``index`` key of one suppression entry (an address or ``@domain``)."""
+    return core_suppression_key(tenant_key, recipient)
 
 
 def _row_fields(e: EnrollmentRuntime) -> tuple[Any, ...]:

@@ -21,7 +21,7 @@ from dripdrop_core.correlation import (
     parse_intent,
 )
 from dripdrop_core.decisions import Pin
-from dripdrop_core.errors import RecordError
+from dripdrop_core.errors import InputError, RecordError
 from dripdrop_core.health import ExternalHealth, apply_external, count_outcome
 from dripdrop_core.limits import validate_data_size, validate_identity
 from dripdrop_core.mail_threads import has_line_break
@@ -29,6 +29,7 @@ from dripdrop_core.models import EnrollmentState, HealthState, Mode, ReplyBehavi
 from dripdrop_core.pools import decide_pin, decide_repin, reserve_pin
 from dripdrop_core.scheduling import step_due_at
 from dripdrop_core.state import AdapterState, initial_adapter_state
+from dripdrop_core.suppression import parse_entry, parse_reason
 from streams.processor.flow import TERMINAL, Processor, event_row, suppression_key
 from streams.processor.runtime import EnrollmentRuntime, Outputs
 from streams.processor.store import ENTITY_MODELS
@@ -178,6 +179,21 @@ def enroll(p: Processor, cmd: dict[str, Any], now: datetime, partition: int) -> 
         data=data,
         enrolled_at=now,
     )
+    if p.is_suppressed(tenant, recipient):
+        # Refused before any pin: a suppressed enrollment takes no slot (SPEC §7).
+        p.save_enrollment(
+            e.model_copy(
+                update={
+                    "state": EnrollmentState.REJECTED,
+                    "reason": "suppressed",
+                    "status": "done",
+                    "finished_at": now,
+                }
+            ),
+            out,
+        )
+        out.emit("enrollment.rejected", tenant, now, enrollment_id=e.id, reason="suppressed")
+        return out
     if version.mode is Mode.OUTBOUND:
         pinned = _pin(p, e, now, out)
         if pinned is None:
@@ -390,8 +406,16 @@ def _apply_effect(
 
 
 def _suppress(
-    p: Processor, tenant: str, recipient: str, reason: str, now: datetime, out: Outputs
+    p: Processor,
+    tenant: str,
+    recipient: str,
+    reason: str,
+    now: datetime,
+    out: Outputs,
+    *,
+    source: str = "stream",
 ) -> None:
+    """Put an address or ``@domain`` on the tenant's list; the sink writes its row."""
     key = suppression_key(tenant, recipient)
     if p.index.get(key) is not None:
         return
@@ -403,20 +427,96 @@ def _suppress(
                 "tenant_key": tenant,
                 "recipient": recipient,
                 "reason": reason,
+                "source": source,
                 "at": now.isoformat(),
             },
         }
     )
-    out.emit("policy.suppressed", tenant, now, reason=reason)
+    out.emit("policy.suppressed", tenant, now, reason=reason, source=source)
+
+
+def _unsuppress(p: Processor, tenant: str, entry: str, now: datetime, out: Outputs) -> None:
+    """Take an entry off the list (its row is deleted); later enrollments may send again."""
+    key = suppression_key(tenant, entry)
+    if p.index.get(key) is None:
+        return
+    del p.index[key]
+    out.urgent.append(
+        {
+            "op": "suppression",
+            "row": {"tenant_key": tenant, "recipient": entry, "removed": True},
+        }
+    )
+    out.emit("policy.unsuppressed", tenant, now)
+
+
+def _suppression_entry(p: Processor, sig: dict[str, Any], now: datetime) -> Outputs:
+    """``suppress`` / ``unsuppress`` from the API: one list entry, no adapter involved."""
+    out = Outputs()
+    try:
+        entry = parse_entry(sig.get("recipient") or "").value
+        reason = parse_reason(sig.get("reason") or "manual")
+    except InputError as exc:
+        raise RecordError(str(exc), code="invalid_recipient") from None
+    if sig["kind"] == "suppress":
+        _suppress(p, sig["tenant_key"], entry, reason, now, out, source=sig.get("source") or "api")
+    else:
+        _unsuppress(p, sig["tenant_key"], entry, now, out)
+    return out
+
+
+def _stop(
+    p: Processor, e: EnrollmentRuntime | None, reason: str, now: datetime, out: Outputs
+) -> None:
+    if e is not None and e.state not in TERMINAL:
+        p.save_enrollment(
+            e.model_copy(
+                update={
+                    "state": EnrollmentState.STOPPED,
+                    "reason": reason,
+                    "status": "done",
+                    "finished_at": now,
+                }
+            ),
+            out,
+            urgent=True,
+        )
+        out.emit("enrollment.stopped", e.tenant_key, now, enrollment_id=e.id, reason=reason)
+
+
+def _one_click_unsubscribe(p: Processor, sig: dict[str, Any], now: datetime) -> Outputs:
+    """RFC 8058 one-click (``dripdrop web``): the token named tenant, enrollment, recipient.
+
+    The web app checked the signature; the enrollment must still be the tenant's and be
+    the recipient's, else the record is dead-lettered and nothing changes.
+    """
+    out = Outputs()
+    tenant = sig["tenant_key"]
+    e = p.enrollment(sig["enrollment_id"])
+    recipient = (sig.get("recipient") or "").strip()
+    if e is None or e.tenant_key != tenant or e.recipient.lower() != recipient.lower():
+        raise RecordError(
+            f"unsubscribe names no enrollment {sig['enrollment_id']} of this recipient",
+            code="not_found",
+        )
+    _suppress(
+        p, tenant, e.recipient, "unsubscribe", now, out, source=sig.get("source") or "one_click"
+    )
+    _stop(p, e, "unsubscribe", now, out)
+    return out
 
 
 # ---------------------------------------------------------------- health signals
 
 
 def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition: int) -> Outputs:
-    out = Outputs()
     tenant = sig["tenant_key"]
     kind = sig["kind"]
+    if kind in ("suppress", "unsuppress"):
+        return _suppression_entry(p, sig, now)
+    if kind == "unsubscribe" and sig.get("enrollment_id"):
+        return _one_click_unsubscribe(p, sig, now)
+    out = Outputs()
     execution: dict[str, Any] = {}
     for candidate, k in (
         (sig.get("provider_message_id"), "provider"),

@@ -82,6 +82,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "source": "mailgun",
         "bounce_type": "hard",
         "reason": "550 5.1.1 user unknown",
+        "enrollment_id": None,
     },
     "config": {
         "event_id": "outbox-9",
