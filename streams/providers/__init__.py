@@ -64,10 +64,14 @@ class ProviderRegistry:
         self._builders: dict[str, Callable[[Adapter], tuple[_Key, Callable[[], Provider]]]] = {
             "smtp": _smtp,
             "memory": _memory,
+            "ses": _ses,
+            "mailgun": _mailgun,
+            "postmark": _postmark,
         }
 
     def provider_for(self, adapter: Adapter) -> Provider:
-        """Return the provider for ``adapter`` (``provider`` ``"smtp"`` or ``"memory"``).
+        """Return the provider for ``adapter`` (``smtp``, ``ses``, ``mailgun``,
+        ``postmark`` or ``memory``).
 
         Raises:
             UnknownProviderError: the adapter's ``provider`` is not one we ship.
@@ -92,6 +96,29 @@ class ProviderRegistry:
 def _smtp(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
     config = SmtpConfig.from_adapter_config(adapter.config)
     return ("smtp", *config.pool_key), lambda: SmtpProvider(config)
+
+
+# The HTTP API providers are imported when first used: boto3 and httpx cost import time
+# that a worker of SMTP mailboxes (or the CLI) need not pay.
+def _ses(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
+    from streams.providers.ses import SesConfig, SesProvider
+
+    config = SesConfig.from_adapter_config(adapter.config)
+    return ("ses", *config.key), lambda: SesProvider(config)
+
+
+def _mailgun(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
+    from streams.providers.mailgun import MailgunConfig, MailgunProvider
+
+    config = MailgunConfig.from_adapter_config(adapter.config)
+    return ("mailgun", *config.key), lambda: MailgunProvider(config)
+
+
+def _postmark(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
+    from streams.providers.postmark import PostmarkConfig, PostmarkProvider
+
+    config = PostmarkConfig.from_adapter_config(adapter.config)
+    return ("postmark", *config.key), lambda: PostmarkProvider(config)
 
 
 def _memory(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:

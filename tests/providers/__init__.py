@@ -1,0 +1,1 @@
+"""Local servers that follow the published HTTP APIs of Gmail, Graph, SES, Mailgun and Postmark."""
