@@ -112,3 +112,19 @@ def moto_ses() -> Iterator[MotoSes]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def gmail() -> Iterator[Any]:
+    from tests.providers.gmail_api import GmailApi
+
+    with GmailApi() as server:
+        yield server
+
+
+@pytest.fixture
+def graph() -> Iterator[Any]:
+    from tests.providers.graph_api import GraphApi
+
+    with GraphApi() as server:
+        yield server

@@ -30,6 +30,7 @@ class Fault:
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     stall_seconds: float = 0.0
+    route: str = "send"
 
     def response(self) -> Response:
         if isinstance(self.body, str | bytes):
@@ -62,22 +63,25 @@ class ApiServer:
         headers: Mapping[str, str] | None = None,
         *,
         times: int = 1,
+        route: str = "send",
     ) -> None:
-        """The next ``times`` send requests get this answer instead of being processed."""
+        """The next ``times`` requests to ``route`` get this answer instead of being processed."""
         with self._lock:
             for _ in range(times):
-                self._faults.append(Fault(status, body, headers or {}))
+                self._faults.append(Fault(status, body, headers or {}, route=route))
 
     def stall_next(self, seconds: float) -> None:
         """The next send request is read, then answered only after ``seconds``."""
         with self._lock:
             self._faults.append(Fault(200, {}, {}, stall_seconds=seconds))
 
-    async def planned(self) -> Response | None:
-        """Called by a send handler after reading the request: a planned fault, or None."""
+    async def planned(self, route: str = "send") -> Response | None:
+        """Called by a handler after reading the request: a planned fault, or None."""
         with self._lock:
             self.requests += 1
-            fault = self._faults.popleft() if self._faults else None
+            fault = next((f for f in self._faults if f.route == route), None)
+            if fault is not None:
+                self._faults.remove(fault)
         if fault is None:
             return None
         if fault.stall_seconds:
