@@ -724,6 +724,8 @@ def parse_mail(raw: bytes) -> ParsedMail:
         html_body = _text_of(rich)[:MAX_BODY_CHARS]
     if text is None and html_body is None and not msg.is_multipart():
         text = _text_of(msg)[:MAX_BODY_CHARS]
+    if msg.get_content_type() == "multipart/report":
+        text = _report_text(msg)[:MAX_BODY_CHARS]
     when: datetime | None
     try:
         when = parsedate_to_datetime(str(msg["Date"])) if msg["Date"] else None
@@ -745,6 +747,23 @@ def parse_mail(raw: bytes) -> ParsedMail:
         headers=_headers(msg),
         date=when,
     )
+
+
+def _report_text(msg: Message) -> str:
+    """A report's text with its machine parts (status fields, the reported message's
+    headers), so a record built from it still shows the status and our Message-ID."""
+    chunks: list[str] = []
+    for part in _walk_outer(msg):
+        ctype = part.get_content_type()
+        if ctype in ("message/delivery-status", "message/feedback-report"):
+            chunks.extend(block.as_string().strip() for block in _field_blocks(part))
+        elif ctype == "message/rfc822":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                chunks.append("\n".join(f"{k}: {v}" for k, v in inner[0].items()))
+        elif ctype in ("text/plain", "text/rfc822-headers", "text/rfc822-header"):
+            chunks.append(_text_of(part).strip())
+    return "\n\n".join(c for c in chunks if c)
 
 
 def _first_address(value: object) -> str:

@@ -80,6 +80,7 @@ _EFFECTS: dict[Intent, IntentEffect] = {
         suppress=True,
     ),
 }
+_SOFT_BOUNCE = IntentEffect(reason=Reason.BOUNCE)
 _REPLY_EFFECTS: dict[ReplyBehavior, IntentEffect] = {
     ReplyBehavior.STOP: IntentEffect(
         reason=Reason.REPLY, enrollment_state=EnrollmentState.REPLIED, cancel_pending=True
@@ -114,9 +115,15 @@ def correlation_candidates(
     in_reply_to: str | None,
     references: str | Iterable[str] | None,
     headers: Mapping[str, str] | None = None,
+    *,
+    original_message_id: str | None = None,
 ) -> tuple[IdCandidate, ...]:
-    """Return ids to try in order: In-Reply-To, References newest→oldest, provider id."""
+    """Return ids to try in order: the reported message's id (a bounce or complaint
+    names our send inside the report), In-Reply-To, References newest→oldest, provider id."""
     out: list[IdCandidate] = []
+    original = normalize_message_id(original_message_id)
+    if original is not None:
+        out.append(IdCandidate(kind="rfc", message_id=original))
     first = normalize_message_id(in_reply_to)
     if first is not None:
         out.append(IdCandidate(kind="rfc", message_id=first))
@@ -174,15 +181,20 @@ def intent_effect(
     ooo_return: date | None = None,
     recipient_timezone: str | None = None,
     morning_hour: int = 9,
+    bounce_type: str | None = None,
     now: datetime,
 ) -> IntentEffect:
     """Return the effect of an inbound intent on its enrollment (SPEC §8).
 
     Reply follows the replied step's ``reply_behavior``; OOO with a return date
-    defers the next step to the recipient's morning of that date.
+    defers the next step to the recipient's morning of that date (the first day
+    back). A soft bounce (4.x.x: the server will retry or the mailbox is full) changes
+    nothing, as a soft bounce on ``health-signals`` does; a bounce of unknown type is hard.
     """
     if intent is Intent.REPLY:
         return _REPLY_EFFECTS[reply_behavior]
+    if intent is Intent.BOUNCE and (bounce_type or "hard").strip().lower() == "soft":
+        return _SOFT_BOUNCE
     effect = _EFFECTS[intent]
     if intent is Intent.OOO and ooo_return is not None:
         resume = ooo_resume_at(

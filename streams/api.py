@@ -207,7 +207,8 @@ class InboundMessage(BaseModel):
     body_html: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     received_at: datetime | None = None
-    intent: str = "reply"
+    intent: str | None = None
+    """``None``: the processor classifies the message (SPEC §8), it is not taken as a reply."""
     intent_data: dict[str, str] = Field(default_factory=dict)
 
 
@@ -991,7 +992,7 @@ class DripDrop:
         for name, value in (("message_id", message_id), ("in_reply_to", msg.in_reply_to)):
             _no_newline(name, value)
         try:
-            intent = Intent(msg.intent.strip().lower())
+            intent = Intent(msg.intent.strip().lower()) if msg.intent else None
         except ValueError:
             raise InvalidInputError(
                 f"unknown intent {msg.intent[:40]!r}; one of {', '.join(i.value for i in Intent)}",
@@ -1013,7 +1014,7 @@ class DripDrop:
             "body_html": msg.body_html,
             "headers": {k.lower(): v for k, v in msg.headers.items()},
             "received_at": msg.received_at or datetime.now(UTC),
-            "intent": intent.value,
+            "intent": intent.value if intent else "",
             "intent_data": dict(msg.intent_data),
         }
         delivery = self._produce("inbound-messages", tenant_key, record)

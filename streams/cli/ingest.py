@@ -25,7 +25,10 @@ def ingest(
     to: str | None = None,
     subject: str | None = None,
     body_text: str | None = None,
-    intent: Annotated[str, typer.Option(help="reply, ooo, auto_reply, bounce…")] = "reply",
+    intent: Annotated[
+        str | None,
+        typer.Option(help="reply, ooo, auto_reply, bounce…; omitted: the processor classifies."),
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Ingest an inbound message, from --message JSON or from the options."""
@@ -46,7 +49,8 @@ def ingest(
         "body_text": body_text,
     }
     message.update({k: v for k, v in options.items() if v is not None})
-    message.setdefault("intent", intent)
+    if intent is not None:
+        message.setdefault("intent", intent)
     with client() as dd:
         accepted = dd.ingest_inbound_message(adapter_id, message, tenant_key=tenant)
     emit(accepted, as_json=json_out, title="accepted")

@@ -11,7 +11,9 @@ from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from typing import Any
 
+from dripdrop_core.classify import classify_fields
 from dripdrop_core.correlation import (
+    Intent,
     correlate,
     correlation_candidates,
     dedupe_key,
@@ -264,14 +266,17 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
     message_id = normalize_message_id(msg.get("message_id"))
     if not message_id:
         raise RecordError("inbound message has no message_id", code="no_message_id")
-    intent = parse_intent(msg.get("intent") or "reply")
+    intent, intent_data = _intent_of(msg, now)
     seen = dedupe_key(tenant, message_id)
     if p.index.get(seen) is not None:
         out.emit("ingest.duplicate", tenant, now, message_id=message_id)
         return out
     p.index[seen] = 1
     candidates = correlation_candidates(
-        msg.get("in_reply_to"), msg.get("references"), msg.get("headers")
+        msg.get("in_reply_to"),
+        msg.get("references"),
+        msg.get("headers"),
+        original_message_id=intent_data.get("original_message_id"),
     )
     hit = correlate(tenant, candidates, _IndexView(p))
     if hit is None:
@@ -283,14 +288,15 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
         out.emit("ingest.unmatched", tenant, now, message_id=message_id, adapter_id=adapter.id)
         return out
     step = p.config.entity("step", execution["step_id"])
-    return_at = (msg.get("intent_data") or {}).get("return_at")
+    return_at = intent_data.get("return_at")
     effect = intent_effect(
         intent,
         reply_behavior=getattr(step, "reply_behavior", None) or ReplyBehavior.STOP,
-        ooo_return=date.fromisoformat(return_at) if return_at else None,
+        ooo_return=_iso_date(return_at),
         recipient_timezone=e.recipient_timezone,
         now=now,
         morning_hour=p.policy.ooo_morning_hour,
+        bounce_type=intent_data.get("bounce_type"),
     )
     out.emit(
         "ingest.inbound_message",
@@ -301,6 +307,7 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
         step_execution_id=hit[1],
         intent=str(intent),
         matched_by=hit[0].kind,
+        classified_by=intent_data.get("rule"),
     )
     out.urgent.append(
         {
@@ -318,12 +325,42 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
                     "from": msg.get("from"),
                     "subject": msg.get("subject"),
                     "in_reply_to": normalize_message_id(msg.get("in_reply_to")),
+                    **{k: v for k, v in intent_data.items() if k in _EVENT_INTENT_DATA},
                 },
             ),
         }
     )
     _apply_effect(p, e, effect, execution, now, partition, out)
     return out
+
+
+_EVENT_INTENT_DATA = ("rule", "return_at", "bounce_type", "status", "feedback_type")
+"""Classifier output kept on the message event (no addresses beyond the event's own)."""
+
+
+def _intent_of(msg: dict[str, Any], now: datetime) -> tuple[Intent, dict[str, str]]:
+    """The record's intent, or, when it came without one, the classifier's (SPEC §8:
+    a message without an intent is classified, not assumed to be a reply)."""
+    data = {str(k): str(v) for k, v in (msg.get("intent_data") or {}).items()}
+    if msg.get("intent"):
+        return parse_intent(msg["intent"]), data
+    received = msg.get("received_at")
+    found = classify_fields(
+        msg.get("headers") or {},
+        msg.get("subject"),
+        msg.get("body_text"),
+        msg.get("body_html"),
+        received=(received if isinstance(received, datetime) else now).date(),
+    )
+    return found.intent, {**found.data, **data}
+
+
+def _iso_date(raw: str | None) -> date | None:
+    """``intent_data.return_at``; a malformed one is ignored (the OOO still counts)."""
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _event_type(intent: str) -> str:

@@ -156,3 +156,26 @@ def test_parse_mail_fields_normalized() -> None:
     assert (mail.body_html or "").strip() == "<p>Yes</p>"
     assert mail.headers["message-id"] == "<r1@ada>"
     assert mail.date is not None and mail.date.utcoffset() is not None
+
+
+def test_correlation_tries_the_reported_message_first() -> None:
+    from dripdrop_core.correlation import IdCandidate, correlation_candidates
+
+    found = correlation_candidates("<r@x>", None, original_message_id=" <ours@us> ")
+    assert found[:2] == (
+        IdCandidate(kind="rfc", message_id="ours@us"),
+        IdCandidate(kind="rfc", message_id="r@x"),
+    )
+
+
+def test_soft_bounce_changes_nothing_hard_or_unknown_stops() -> None:
+    from datetime import UTC, datetime
+
+    from dripdrop_core.correlation import intent_effect
+
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    soft = intent_effect(Intent.BOUNCE, bounce_type="soft", now=now)
+    assert (soft.suppress, soft.cancel_pending, soft.health_signal) == (False, False, None)
+    for kind in ("hard", None):
+        hard = intent_effect(Intent.BOUNCE, bounce_type=kind, now=now)
+        assert (hard.suppress, hard.cancel_pending, hard.health_signal) == (True, True, "bounce")
