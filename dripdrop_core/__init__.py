@@ -32,13 +32,7 @@ from dripdrop_core.decisions import (
     Send,
     Skip,
 )
-from dripdrop_core.dispatch import (
-    DueStep,
-    decide_dispatch,
-    holds_enrollment,
-    retry_delay,
-    terminal_reason,
-)
+from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
 from dripdrop_core.errors import (
     ConflictError,
     DripDropError,
@@ -78,6 +72,7 @@ from dripdrop_core.mail_threads import (
     thread_headers,
     validate_headers,
 )
+from dripdrop_core.outcomes import holds_enrollment, retry_delay
 from dripdrop_core.pacing import earliest_send_at, record_send, reserve_gap_slot
 from dripdrop_core.policy import HealthPolicy, OutboundPolicy
 from dripdrop_core.pools import (

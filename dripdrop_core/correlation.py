@@ -12,8 +12,9 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
+from dripdrop_core.enrollment import Event
 from dripdrop_core.errors import RecordError
-from dripdrop_core.models import EnrollmentState, Frozen, ReplyBehavior, UtcDatetime
+from dripdrop_core.models import Frozen, ReplyBehavior, UtcDatetime
 from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import ooo_resume_at
 
@@ -41,7 +42,7 @@ class IntentEffect(Frozen):
     """What an inbound intent does to the enrollment (SPEC §8).
 
     Attributes:
-        enrollment_state: New state, or ``None`` to keep it.
+        enrollment_event: The enrollment event (``dripdrop_core.enrollment``), or ``None``.
         cancel_pending: Pending steps are cancelled (stop).
         suppress: Suppress the recipient in the tenant.
         health_signal: Count toward the adapter's health (bounce/complaint).
@@ -49,7 +50,7 @@ class IntentEffect(Frozen):
     """
 
     reason: Reason
-    enrollment_state: EnrollmentState | None = None
+    enrollment_event: Event | None = None
     cancel_pending: bool = False
     suppress: bool = False
     health_signal: Literal["bounce", "complaint"] | None = None
@@ -61,21 +62,21 @@ _EFFECTS: dict[Intent, IntentEffect] = {
     Intent.AUTO_REPLY: IntentEffect(reason=Reason.AUTO_REPLY),
     Intent.BOUNCE: IntentEffect(
         reason=Reason.BOUNCE,
-        enrollment_state=EnrollmentState.STOPPED,
+        enrollment_event=Event.BOUNCE,
         cancel_pending=True,
         suppress=True,
         health_signal="bounce",
     ),
     Intent.COMPLAINT: IntentEffect(
         reason=Reason.COMPLAINT,
-        enrollment_state=EnrollmentState.STOPPED,
+        enrollment_event=Event.STOP,
         cancel_pending=True,
         suppress=True,
         health_signal="complaint",
     ),
     Intent.UNSUBSCRIBE: IntentEffect(
         reason=Reason.UNSUBSCRIBE,
-        enrollment_state=EnrollmentState.STOPPED,
+        enrollment_event=Event.STOP,
         cancel_pending=True,
         suppress=True,
     ),
@@ -83,9 +84,9 @@ _EFFECTS: dict[Intent, IntentEffect] = {
 _SOFT_BOUNCE = IntentEffect(reason=Reason.BOUNCE)
 _REPLY_EFFECTS: dict[ReplyBehavior, IntentEffect] = {
     ReplyBehavior.STOP: IntentEffect(
-        reason=Reason.REPLY, enrollment_state=EnrollmentState.REPLIED, cancel_pending=True
+        reason=Reason.REPLY, enrollment_event=Event.REPLY, cancel_pending=True
     ),
-    ReplyBehavior.PAUSE: IntentEffect(reason=Reason.REPLY, enrollment_state=EnrollmentState.PAUSED),
+    ReplyBehavior.PAUSE: IntentEffect(reason=Reason.REPLY, enrollment_event=Event.PAUSE),
     ReplyBehavior.CONTINUE: IntentEffect(reason=Reason.REPLY),
 }
 

@@ -7,8 +7,9 @@ single decision. When it says ``Send`` the shell must call
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from dripdrop_core.circuit import admit
 from dripdrop_core.decisions import (
     Defer,
     DispatchDecision,
@@ -81,39 +82,6 @@ def terminal_reason(
     return None
 
 
-SEND_OUTCOME_HOLDS = frozenset({"ambiguous"})
-"""Send outcomes after which the enrollment holds (``holds_enrollment``)."""
-
-
-SEND_OUTCOME_RETRIES = frozenset({"retry"})
-"""Send outcomes after which the same send is tried again later (``retry_delay``)."""
-
-RETRY_MAX_DOUBLINGS = 6
-"""A retried send waits ``base × 2^n`` after its n-th consecutive retry, up to ``base × 64``."""
-
-
-def retry_delay(base: timedelta, retries: int) -> timedelta:
-    """How long a send the provider could not take (nothing handed over: connection
-    refused, 421/451 before ``DATA``, an outage) waits before it is tried again.
-
-    Such a failure says nothing about the recipient, so the step is never failed for it
-    (SPEC §7: a wrong password or an outage costs no prospect a step); it is retried with
-    exponential back-off, with the same step execution and Message-ID."""
-    return base * (1 << min(max(retries, 0), RETRY_MAX_DOUBLINGS))
-
-
-def holds_enrollment(status: str) -> bool:
-    """Whether a send's outcome holds its enrollment: no later step until it is resolved.
-
-    ``sent``, ``failed`` and the rest are known outcomes: the flow threads (or not) and
-    goes on. ``ambiguous`` (the worker died mid-hand-off, the connection broke during
-    ``DATA``) means the prospect may or may not have the mail: a follow-up would thread
-    under mail they may never have received, so nothing more is scheduled until an
-    operator settles it (``dripdrop sends resolve``: sent, or not sent and re-issued).
-    """
-    return status in SEND_OUTCOME_HOLDS
-
-
 def decide_dispatch(
     due: DueStep,
     adapter: Adapter | None,
@@ -134,8 +102,8 @@ def decide_dispatch(
 
     Returns:
         ``Hold(paused)``; ``Skip(enrollment_inactive | suppressed | adapter_*)`` ;
-        ``Pause`` / ``Reassign`` (terminal sender); ``Defer(quiet_hours | resting
-        | cap | gap)`` with the exact ``until``; else ``Send(ready)``.
+        ``Pause`` / ``Reassign`` (terminal sender); ``Defer(quiet_hours | circuit_open |
+        resting | cap | gap)`` with the exact ``until``; else ``Send(ready)``.
     """
     if due.enrollment_state is EnrollmentState.PAUSED:
         return Hold(reason=Reason.PAUSED)
@@ -170,7 +138,10 @@ def _unavailable(due: DueStep, adapter: Adapter | None, reason: Reason) -> Dispa
 def _pace(
     adapter: Adapter, state: AdapterState, now: datetime, *, policy: OutboundPolicy
 ) -> DispatchDecision:
-    """Resting, cap and gap gates, in that order, on a state rolled to today."""
+    """Circuit, resting, cap and gap gates, in that order, on a state rolled to today.
+
+    An open circuit comes first: while adapter-level failures hold the adapter, no other
+    gate matters, and the wait ends when the breaker lets its probe go."""
     cap = effective_cap(adapter, state, now, policy=policy.health)
     facts = Facts(
         adapter_id=adapter.id,
@@ -183,6 +154,10 @@ def _pace(
         health_state=state.health_state,
         timezone=adapter.timezone,
     )
+    admission = admit(state.circuit, now, policy=policy.circuit)
+    if not admission.allowed:
+        assert admission.until is not None
+        return Defer(until=admission.until, reason=Reason.CIRCUIT_OPEN, facts=facts)
     if state.health_state is HealthState.RESTING:
         until = state.resting_until
         if until is None or until <= now:

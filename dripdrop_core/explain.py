@@ -69,6 +69,11 @@ def _cause(reason: Reason, facts: Facts) -> str:
         return f"adapter {facts.adapter_id} resting until {until}"
     if reason is Reason.QUIET_HOURS:
         return f"quiet hours in {facts.timezone}"
+    if reason is Reason.CIRCUIT_OPEN:
+        return (
+            f"adapter {facts.adapter_id} circuit open after repeated sending failures"
+            " (its next send is a probe)"
+        )
     return reason.value.replace("_", " ")
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from pydantic import Field
 
+from dripdrop_core.circuit import CircuitPolicy
 from dripdrop_core.models import Frozen
 
 
@@ -45,9 +46,14 @@ class OutboundPolicy(Frozen):
         ooo_morning_hour: Local hour of the recipient's morning for OOO returns.
         timer_grace: How long to wait when a rest has elapsed but the health
             timer has not yet moved the adapter to probing (a race of two events).
+        circuit: The breaker of adapter-level send failures (SPEC §7).
+        recipient_retry_limit: A send the recipient's server keeps deferring (4xx) is
+            retried this long after its decision, then failed and the enrollment stopped.
     """
 
     health: HealthPolicy = HealthPolicy()
     terminal_resting_horizon: timedelta = timedelta(days=7)
     ooo_morning_hour: int = Field(default=9, ge=0, le=23)
     timer_grace: timedelta = timedelta(seconds=60)
+    circuit: CircuitPolicy = CircuitPolicy()
+    recipient_retry_limit: timedelta = timedelta(hours=24)

@@ -21,6 +21,7 @@ class Reason(StrEnum):
     QUIET_HOURS = "quiet_hours"
     SUPPRESSED = "suppressed"
     ENROLLMENT_INACTIVE = "enrollment_inactive"
+    CIRCUIT_OPEN = "circuit_open"
     # eligibility / pool policy
     ELIGIBLE = "eligible"
     POOL_EXHAUSTED = "pool_exhausted"

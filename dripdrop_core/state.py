@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 
 from pydantic import Field
 
+from dripdrop_core.circuit import Circuit
 from dripdrop_core.models import Adapter, Frozen, HealthState, UtcDatetime
 from dripdrop_core.ramp import local_day
 
@@ -41,6 +42,7 @@ class AdapterState(Frozen):
         buckets: Per local day counts, oldest first, pruned to the window.
         gap_slot_at: The latest send slot handed to a step deferred by the gap, so that
             steps waiting on one adapter queue one gap apart instead of all waking at once.
+        circuit: The breaker of adapter-level send failures (``dripdrop_core.circuit``).
     """
 
     adapter_id: str
@@ -58,6 +60,7 @@ class AdapterState(Frozen):
     probe_complaints: int = Field(default=0, ge=0)
     buckets: tuple[DayBucket, ...] = ()
     gap_slot_at: UtcDatetime | None = None
+    circuit: Circuit = Circuit()
 
 
 class SelectionState(Frozen):

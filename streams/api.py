@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, Engine, create_engine
 
+from dripdrop_core import enrollment as enrollment_machine
 from dripdrop_core.correlation import Intent, normalize_message_id, split_references
 from dripdrop_core.errors import (
     ConflictError,
@@ -110,7 +111,7 @@ ENROLLMENT_NAMESPACE = uuid.UUID("6f1d5c8e-2b7a-5d4e-9c3f-0a1b2c3d4e5f")
 """uuid5 namespace of enrollment ids; changing it would break idempotent re-enrollment."""
 
 ADAPTER_FIELDS = frozenset(Adapter.model_fields) - {"id", "tenant_key"}
-LIVE_STATES = frozenset({EnrollmentState.ACTIVE, EnrollmentState.PAUSED})
+LIVE_STATES = enrollment_machine.LIVE
 
 
 class InvalidInputError(InputError):

@@ -15,6 +15,7 @@ import itertools
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -50,6 +51,8 @@ class SinkBehaviour:
     """How the sink misbehaves; mutable between sends from the test's thread."""
 
     refuse: set[str] = field(default_factory=set)
+    defer: dict[str, int] = field(default_factory=dict)
+    """Recipient → how many more times RCPT answers ``451`` (greylisting) before ``250``."""
     drop_after_data: set[str] = field(default_factory=set)
     stall_after_data: set[str] = field(default_factory=set)
     stall_seconds: float = 5.0
@@ -65,12 +68,21 @@ class RecordingHandler:
         self._dropped: list[ReceivedMessage] = []
         self._ids = itertools.count(1)
         self.count = 0
+        self.deferred: list[tuple[str, float]] = []
+        """(recipient, monotonic time) of every RCPT answered 451."""
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
         if address in self.behaviour.refuse:
             return "550 5.1.1 Recipient address rejected: user unknown"
+        with self._lock:
+            left = self.behaviour.defer.get(address, 0)
+            if left > 0:
+                self.behaviour.defer[address] = left - 1
+                self.deferred.append((address, time.monotonic()))
+        if left > 0:
+            return "451 4.7.1 Greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -135,6 +147,7 @@ class SmtpSink:
 
     Args:
         refuse: recipients answered with ``550`` at RCPT.
+        defer: recipients answered with ``451`` at RCPT that many times, then accepted.
         drop_after_data: recipients whose connection is aborted after the content arrived.
         stall_after_data: recipients whose final reply comes only after ``stall_seconds``.
         idle_timeout_seconds: the server closes connections idle this long (421).
@@ -144,6 +157,7 @@ class SmtpSink:
         self,
         *,
         refuse: Iterable[str] = (),
+        defer: dict[str, int] | None = None,
         drop_after_data: Iterable[str] = (),
         stall_after_data: Iterable[str] = (),
         stall_seconds: float = 5.0,
@@ -151,6 +165,7 @@ class SmtpSink:
     ) -> None:
         self.behaviour = SinkBehaviour(
             refuse=set(refuse),
+            defer=dict(defer or {}),
             drop_after_data=set(drop_after_data),
             stall_after_data=set(stall_after_data),
             stall_seconds=stall_seconds,

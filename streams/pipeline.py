@@ -34,6 +34,7 @@ import psycopg
 from faust.exceptions import PartitionsMismatch
 from psycopg_pool import AsyncConnectionPool
 
+from dripdrop_core.circuit import CircuitPolicy
 from dripdrop_core.errors import RecordError
 from dripdrop_core.models import Adapter
 from dripdrop_core.policy import OutboundPolicy
@@ -188,7 +189,17 @@ class Pipeline:
         self.settings = settings
         self.clock = clock
         self.codecs = Codecs(settings)
-        self.policy = OutboundPolicy()
+        real = clock.real_seconds(1.0)  # real seconds per simulated second
+        cooldown = timedelta(seconds=settings.circuit_cooldown_seconds / real)
+        self.policy = OutboundPolicy(
+            circuit=CircuitPolicy(
+                threshold=settings.circuit_threshold,
+                cooldown=cooldown,
+                cooldown_cap=cooldown * 12,
+                probe_timeout=timedelta(seconds=ARRIVAL_REDRIVE_REAL_SECONDS / real),
+            ),
+            recipient_retry_limit=timedelta(hours=settings.recipient_retry_hours),
+        )
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         self.topics = {
             name: app.topic(settings.topic(name), **raw)
@@ -210,6 +221,7 @@ class Pipeline:
             redrive_seconds=REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
             arrival_redrive_seconds=ARRIVAL_REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
             retry_seconds=RETRY_REAL_SECONDS / clock.real_seconds(1.0),
+            time_scale=1.0 / real,
             owns=lambda tenant, partition: partition_for(tenant, settings.partitions) == partition,
         )
         self._pool: AsyncConnectionPool | None = None

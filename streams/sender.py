@@ -37,11 +37,14 @@ from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
+from streams.providers import UnknownProviderError
 from streams.providers.base import (
     AmbiguousDeliveryError,
     OutboundEmail,
     Provider,
     ProviderError,
+    RecipientDeferredError,
+    RecipientRejectedError,
     TransientDeliveryError,
 )
 
@@ -59,8 +62,6 @@ so the server, not the sender, is the limit; more only queues inside the provide
 Also the most rows of a batch that are ``sending`` at once: what a crash can leave
 ``ambiguous``."""
 
-DEFAULT_TRANSIENT_ATTEMPTS = 3
-DEFAULT_BACKOFF_SECONDS = 0.05  # 0.05 s, then 0.2 s: a refused connect is usually brief
 
 # 64 random bits of the uuid (uuid7's leading bits are a timestamp, shared within a ms).
 _LOCK_KEY = "('x' || right(replace({0}::text, '-', ''), 16))::bit(64)::bigint"
@@ -120,9 +121,12 @@ _UNLOCK_ALL = "SELECT pg_advisory_unlock_all()"
 
 _RECORD = """
 UPDATE dripdrop.step_executions AS se
-SET status = CASE WHEN v.status = 'retry' THEN 'intent' ELSE v.status END,
+SET status = CASE WHEN v.status IN ('retry', 'deferred') THEN 'intent'
+                  WHEN v.status = 'bounced' THEN 'failed' ELSE v.status END,
     provider_message_id = v.provider_message_id,
-    error = v.error,
+    -- The ledger keeps a bounce as failed; the prefix lets a replayed command report it
+    -- as the bounce it was (_FINISHED).
+    error = CASE WHEN v.status = 'bounced' THEN 'bounced: ' || v.error ELSE v.error END,
     sent_at = CASE WHEN v.status = 'sent' THEN v.finished_at ELSE se.sent_at END,
     updated_at = now()
 FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
@@ -131,7 +135,9 @@ WHERE se.id = v.id AND se.status = 'sending'
 """
 
 _FINISHED = """
-SELECT id::text, tenant_key, status, provider_message_id, error, coalesce(sent_at, updated_at)
+SELECT id::text, tenant_key,
+       CASE WHEN status = 'failed' AND error LIKE 'bounced: %%' THEN 'bounced' ELSE status END,
+       provider_message_id, error, coalesce(sent_at, updated_at)
 FROM dripdrop.step_executions
 WHERE id = ANY(%s::uuid[]) AND status IN ('sent', 'failed', 'ambiguous')
 """
@@ -189,6 +195,12 @@ class _Delivery:
     provider_message_id: str | None
     error: str | None
     finished_at: datetime
+    retry_after_ms: int | None = None
+
+
+def _retry_after_ms(exc: TransientDeliveryError) -> int | None:
+    """The provider's requested wait (``Retry-After``), in milliseconds, if it gave one."""
+    return None if exc.retry_after is None else int(exc.retry_after * 1000)
 
 
 def _utc_now() -> datetime:
@@ -202,11 +214,8 @@ class Sender:
         pool: an open psycopg ``AsyncConnectionPool`` on the DripDrop database. One
             connection per ``deliver`` call is held for the batch: it owns the locks.
         providers: ``adapter_id`` → provider (e.g. ``ProviderRegistry.provider_for`` over
-            the adapters the worker knows). A ``LookupError`` or ``ProviderError`` from it
-            fails that message.
+            the adapters the worker knows). A ``LookupError`` from it defers that message.
         concurrency: sends in flight per batch.
-        transient_attempts: tries per message while the provider says nothing was sent.
-        backoff_seconds: first pause between those tries (then ×4).
         clock: ``now`` for ``sent_at`` / ``finished_at``; the scaled clock in demos.
     """
 
@@ -216,15 +225,11 @@ class Sender:
         providers: Callable[[str], Provider],
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
-        transient_attempts: int = DEFAULT_TRANSIENT_ATTEMPTS,
-        backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._pool = pool
         self._providers = providers
         self._concurrency = max(1, concurrency)
-        self._attempts = max(1, transient_attempts)
-        self._backoff = backoff_seconds
         self._clock = clock
 
     async def deliver_batch(self, commands: Sequence[Command]) -> list[DispatchResult]:
@@ -362,18 +367,35 @@ class Sender:
         try:
             email = OutboundEmail.from_command(command)
             provider = self._providers(str(command["adapter_id"]))
-            provider_id = await self._with_retries(lambda: provider.send(email))
+            # One try: a failure that took nothing goes back to the processor, which sends
+            # the same again after a back-off of seconds to minutes (``dripdrop_core.outcomes``),
+            # never a burst of tries within a second.
+            provider_id = await provider.send(email)
+        except RecipientDeferredError as exc:
+            # This recipient's server said "later" (4xx at RCPT/DATA): the same send goes
+            # again with back-off, up to the recipient retry limit (SPEC §7).
+            return _Delivery("retry", None, str(exc), self._clock(), _retry_after_ms(exc))
         except TransientDeliveryError as exc:
-            # Nothing was handed over and nothing is wrong with the recipient (an outage,
-            # a refused connection, 421): the row goes back to ``intent`` and the processor
-            # re-issues the same send later (``dripdrop_core.retry_delay``), never fails it.
-            return _Delivery("retry", None, f"transient: {exc}", self._clock())
+            # Nothing was handed over and nothing is wrong with the recipient (an outage, a
+            # refused connection, 421, a rejected login): the row goes back to ``intent`` and
+            # the processor re-issues the same send later and counts it in the adapter's
+            # circuit breaker; the step is never failed for it.
+            return _Delivery("deferred", None, str(exc), self._clock(), _retry_after_ms(exc))
+        except UnknownProviderError as exc:
+            # Configuration, not the message: fixing the adapter fixes every held send.
+            return _Delivery("deferred", None, str(exc), self._clock())
+        except RecipientRejectedError as exc:
+            return _Delivery("bounced", None, str(exc), self._clock())
         except AmbiguousDeliveryError as exc:
             return _Delivery("ambiguous", None, str(exc), self._clock())
         except ProviderError as exc:
             return _Delivery("failed", None, str(exc), self._clock())
-        except (LookupError, TypeError) as exc:
-            # A malformed command or an adapter this worker does not know: nothing was sent.
+        except LookupError as exc:
+            # An adapter this worker does not know (yet: its config may still be on the
+            # way): nothing was sent, and nothing is wrong with the message.
+            return _Delivery("deferred", None, f"adapter_unknown: {exc}", self._clock())
+        except TypeError as exc:
+            # A malformed command: nothing was sent, and it would fail the same way again.
             return _Delivery("failed", None, f"undeliverable: {type(exc).__name__}", self._clock())
         except Exception as exc:  # noqa: BLE001 - a provider bug must still end the claim
             # The provider may have written to the network before failing: ambiguous, not
@@ -383,17 +405,6 @@ class Sender:
                 "ambiguous", None, f"provider_bug: {type(exc).__name__}", self._clock()
             )
         return _Delivery("sent", provider_id, None, self._clock())
-
-    async def _with_retries(self, send: Callable[[], Awaitable[str]]) -> str:
-        """Retry while the provider says nothing was handed over; re-raise the last error."""
-        for attempt in range(self._attempts):
-            try:
-                return await send()
-            except TransientDeliveryError:
-                if attempt + 1 >= self._attempts:
-                    raise
-                await asyncio.sleep(self._backoff * 4**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 class _Stream:
@@ -622,7 +633,7 @@ def _tenant_key(command: Command) -> str | None:
 
 def _result(command: Command, delivery: _Delivery) -> DispatchResult:
     event_id = str(command["event_id"])
-    if delivery.status == "retry":  # one per try: the final outcome keeps the command's id
+    if delivery.status in ("retry", "deferred"):  # one per try; the outcome keeps the id
         event_id = f"{event_id}:retry:{int(delivery.finished_at.timestamp() * 1000)}"
     return {
         "event_id": event_id,
@@ -634,5 +645,6 @@ def _result(command: Command, delivery: _Delivery) -> DispatchResult:
         "status": delivery.status,
         "provider_message_id": delivery.provider_message_id,
         "error": delivery.error,
+        "retry_after_ms": delivery.retry_after_ms,
         "finished_at": delivery.finished_at,
     }

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"  # json: JSON-lines logs (streams/jsonlog.py)
     sink_batch_size: int = Field(default=500, gt=0)
     sink_batch_seconds: float = Field(default=0.05, gt=0)
+    # The per-adapter circuit breaker of adapter-level send failures (SPEC §7): opens after
+    # this many consecutive ones, holds the adapter's sends this long (real seconds, doubled
+    # after each failed probe up to 12 times as long), then lets one probe through.
+    circuit_threshold: int = Field(default=5, gt=0)
+    circuit_cooldown_seconds: float = Field(default=300.0, gt=0)
+    # A recipient the receiving server keeps deferring (4xx) is retried this long
+    # (simulated hours), then the step fails and the enrollment stops (SPEC §7).
+    recipient_retry_hours: float = Field(default=24.0, gt=0)
 
     def topic(self, name: str) -> str:
         """Full topic name for one of ``TOPIC_NAMES`` (or an internal topic)."""

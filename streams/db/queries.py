@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from dripdrop_core import enrollment
 from dripdrop_core.models import Adapter
 from dripdrop_core.policy import HealthPolicy
 from dripdrop_core.ramp import effective_cap, local_day
@@ -21,8 +22,8 @@ from dripdrop_core.state import AdapterState
 from streams.audit.records import EnrollmentRow, ExecutionRow
 from streams.db.authoring import adapter_from_row, fields, load_owned, pool_from_row
 
-LIVE_STATES = ("active", "paused")
-FINISHED = ("replied", "completed", "stopped", "unenrolled", "rejected")
+LIVE_STATES = tuple(sorted(str(s) for s in enrollment.LIVE))
+FINISHED = tuple(sorted(str(s) for s in enrollment.TERMINAL))
 RECENT_EVENTS = 10
 
 

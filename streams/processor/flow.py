@@ -13,19 +13,22 @@ from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from dripdrop_core.circuit import Signal, admit
+from dripdrop_core.circuit import on_signal as on_circuit_signal
 from dripdrop_core.correlation import index_key, normalize_message_id
 from dripdrop_core.decisions import Defer, Hold, Pause, Reassign, Send, Skip
-from dripdrop_core.dispatch import (
-    SEND_OUTCOME_RETRIES,
-    DueStep,
-    decide_dispatch,
-    holds_enrollment,
-    retry_delay,
-    terminal_reason,
-)
+from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
+from dripdrop_core.enrollment import TERMINAL, Event
+from dripdrop_core.enrollment import applies as enrollment_applies
+from dripdrop_core.enrollment import transition as enrollment_transition
 from dripdrop_core.errors import DripDropError, RecordError
 from dripdrop_core.explain import explain
-from dripdrop_core.health import HealthOutcome, fire_health_timer, next_health_timer
+from dripdrop_core.health import (
+    HealthOutcome,
+    count_outcome,
+    fire_health_timer,
+    next_health_timer,
+)
 from dripdrop_core.lifecycle import RotationState, choose_lifecycle_adapter
 from dripdrop_core.limits import validate_message_size
 from dripdrop_core.mail_threads import (
@@ -36,6 +39,7 @@ from dripdrop_core.mail_threads import (
     validate_headers,
 )
 from dripdrop_core.models import Adapter, EnrollmentState, HealthState, Mode, Step
+from dripdrop_core.outcomes import OutcomeRule, next_attempt, outcome_rule
 from dripdrop_core.pacing import record_send, reserve_gap_slot
 from dripdrop_core.policy import OutboundPolicy
 from dripdrop_core.pools import decide_pin_unavailable
@@ -56,15 +60,6 @@ from streams.processor.runtime import (
 )
 from streams.processor.store import TABLES, Buffered, Config, ModelCache, Store
 
-TERMINAL = frozenset(
-    {
-        EnrollmentState.COMPLETED,
-        EnrollmentState.REPLIED,
-        EnrollmentState.STOPPED,
-        EnrollmentState.UNENROLLED,
-        EnrollmentState.REJECTED,
-    }
-)
 _TERMINAL_NAMES = frozenset(str(state) for state in TERMINAL)
 CHUNK = 16
 """Items per schedule chunk (one table value)."""
@@ -83,6 +78,7 @@ class Processor:
         redrive_seconds: float | None = None,
         arrival_redrive_seconds: float | None = None,
         retry_seconds: float = 60.0,
+        time_scale: float = 1.0,
         owns: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.policy = policy
@@ -102,6 +98,8 @@ class Processor:
         )
         # First wait of a send the provider could not take (then doubling, retry_delay).
         self.retry_base = timedelta(seconds=retry_seconds)
+        # Simulated seconds per real second: a provider's Retry-After is real time.
+        self.time_scale = time_scale
         self.store = store
         self.cache = ModelCache()
         self._tables = {name: Buffered(store.table(name)) for name in TABLES}
@@ -517,7 +515,10 @@ class Processor:
                     ),
                 }
             )
-            return self.advance(e, now, partition, out)
+            # A step that cannot render fails its enrollment: a later step would reply to
+            # mail that was never sent (SPEC §7).
+            return self.transition(e, Event.FAIL, now, out, reason=exc.code, urgent=True)
+        state = self._admitted(adapter, state, now, out)
         outcome = record_send(
             adapter, state, now, policy=self.policy.health, first_send_of_pin=first_of_pin
         )
@@ -626,6 +627,24 @@ class Processor:
             self._in_flight.get(partition, {}).pop(enrollment_id, None)
             return
         state = self.adapter_state(adapter)
+        admission = admit(state.circuit, now, policy=self.policy.circuit)
+        if not admission.allowed:
+            # The adapter's circuit is open: the send waits for the breaker's probe.
+            assert admission.until is not None
+            self._in_flight.setdefault(partition, {})[e.id] = (exec_id, admission.until)
+            if e.last_decision is None or e.last_decision.until != admission.until:
+                note = LastDecision(
+                    kind="defer",
+                    reason=str(Reason.CIRCUIT_OPEN),
+                    until=admission.until,
+                    text=f"held: the circuit of adapter {adapter.id} is open",
+                    at=now,
+                )
+                self.save_enrollment(e.model_copy(update={"last_decision": note}), out)
+            return
+        admitted = self._admitted(adapter, state, now, out)
+        if admitted is not state:
+            self.save_adapter_state(admitted)
         at = pending.decided_at
         headers = thread_headers(
             e.thread, is_override=pending.is_override, message_id=pending.message_id
@@ -663,16 +682,40 @@ class Processor:
         return self.schedule_at(e, due, now, partition, out)
 
     def complete(self, e: EnrollmentRuntime, now: datetime, out: Outputs) -> EnrollmentRuntime:
-        e = e.model_copy(
-            update={
-                "state": EnrollmentState.COMPLETED,
-                "status": "done",
-                "finished_at": now,
-                "pending": None,
-            }
-        )
-        out.emit("enrollment.completed", e.tenant_key, now, enrollment_id=e.id)
-        return self.save_enrollment(e, out)
+        return self.transition(e.model_copy(update={"pending": None}), Event.COMPLETE, now, out)
+
+    def transition(
+        self,
+        e: EnrollmentRuntime,
+        event: Event,
+        now: datetime,
+        out: Outputs,
+        *,
+        reason: str | None = None,
+        urgent: bool = False,
+        announce: str | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> EnrollmentRuntime:
+        """Apply ``event`` through the core's table (``dripdrop_core.enrollment``), the only
+        place an enrollment's state changes; an event that does not apply changes nothing.
+
+        A terminal state ends the flow (``done``, ``finished_at``); a pause holds a step that
+        was only scheduled (a send already handed over still gets its result). The change is
+        announced once, as ``announce`` or the core's ``enrollment.<state>``.
+        """
+        change = enrollment_transition(e.state, event, reason)
+        if change is None:
+            return e
+        update: dict[str, Any] = {"state": change.state, "reason": change.reason}
+        if change.terminal:
+            update.update(status="done", finished_at=now)
+        elif change.state is not EnrollmentState.ACTIVE and e.status == "scheduled":
+            update["status"] = "held"
+        e = self.save_enrollment(e.model_copy(update=update), out, urgent=urgent)
+        told = {"reason": change.reason} if change.reason else {}
+        told.update(attrs or {})
+        out.emit(announce or change.telemetry, e.tenant_key, now, enrollment_id=e.id, **told)
+        return e
 
     def is_suppressed(self, tenant_key: str, recipient: str) -> bool:
         """The recipient's address or its whole domain is on the tenant's suppression list."""
@@ -681,7 +724,8 @@ class Processor:
     # ------------------------------------------------------------ results and feedback
 
     def on_result(self, result: dict[str, Any], now: datetime, partition: int) -> Outputs:
-        """A delivery outcome: thread the send, index its ids, schedule the next step."""
+        """A delivery outcome, interpreted through ``dripdrop_core.outcomes.OUTCOMES``: thread
+        the send and schedule the next step, or stop, or send the same again later."""
         out = Outputs()
         e = self.enrollment(result.get("enrollment_id") or "")
         if e is None or e.pending is None:
@@ -691,7 +735,8 @@ class Processor:
             return out  # a duplicate or an old attempt
         self._in_flight.get(partition, {}).pop(e.id, None)
         status = result["status"]
-        if pending.ambiguous and holds_enrollment(status):
+        rule = outcome_rule(status)
+        if pending.ambiguous and rule.holds:
             return out  # held already: a replayed result, or a re-issue ambiguous again
         attrs = {
             "enrollment_id": e.id,
@@ -699,9 +744,12 @@ class Processor:
             "adapter_id": pending.adapter_id,
             "step_execution_id": pending.step_execution_id,
         }
-        if status in SEND_OUTCOME_RETRIES:
-            return self._retry_later(e, result, now, partition, attrs, out)
-        if status == "sent":
+        adapter = self.config.adapter(pending.adapter_id)
+        if rule.circuit is not None and adapter is not None:
+            self._circuit_signal(adapter, rule.circuit, now, out)
+        if rule.again is not None:
+            return self._send_again(e, rule, result, now, partition, attrs, out)
+        if rule.threads:
             # Indexed when decided; a send decided by an earlier version is indexed here.
             self._index_message_id(e, pending.message_id, only_if_missing=True)
             if result.get("provider_message_id"):
@@ -721,7 +769,19 @@ class Processor:
             )
         else:
             out.emit(f"dispatch.{status}", e.tenant_key, now, error=result.get("error"), **attrs)
-        if holds_enrollment(status):
+        if rule.counts_bounce and adapter is not None:
+            outcome = count_outcome(
+                adapter,
+                self.adapter_state(adapter),
+                "bounce",
+                at=now,
+                now=now,
+                policy=self.policy.health,
+            )
+            self.apply_health(adapter, outcome, now, partition, out)
+        if rule.suppress:
+            self.suppress(e.tenant_key, e.recipient, "bounce", now, out)
+        if rule.holds:
             out.emit(
                 "send.ambiguous",
                 e.tenant_key,
@@ -735,33 +795,102 @@ class Processor:
                 held = pending.model_copy(update={"ambiguous": True})
                 self.save_enrollment(e.model_copy(update={"pending": held}), out)
                 return out
+        if rule.event is not None:
+            from_error = _error_code(result.get("error")) if rule.reason_from_error else None
+            reason = from_error or rule.reason
+            e = e.model_copy(update={"pending": None})
+            if e.state in TERMINAL:
+                return self._stored(e, out)
+            self.transition(e, rule.event, now, out, reason=reason, urgent=True)
+            return out
         if e.state in TERMINAL:
             return self._stored(e, out)
         return self._finish_step(e, now, partition, out)
 
-    def _retry_later(
+    def suppress(
+        self, tenant_key: str, recipient: str, reason: str, now: datetime, out: Outputs
+    ) -> None:
+        """Suppress ``recipient`` in the tenant (the inputs module owns the list's format)."""
+        from streams.processor.inputs import _suppress  # noqa: PLC0415 - inputs imports flow
+
+        _suppress(self, tenant_key, recipient, reason, now, out)
+
+    def _circuit_signal(
+        self, adapter: Adapter, signal: Signal, now: datetime, out: Outputs
+    ) -> None:
+        """Feed one send outcome to the adapter's breaker; announce it opening or closing."""
+        state = self.adapter_state(adapter)
+        change = on_circuit_signal(state.circuit, signal, now, policy=self.policy.circuit)
+        if change.circuit != state.circuit:
+            self.save_adapter_state(state.model_copy(update={"circuit": change.circuit}))
+        if change.opened:
+            out.emit(
+                "provider.circuit_open",
+                adapter.tenant_key,
+                now,
+                adapter_id=adapter.id,
+                until=change.circuit.until,
+                opens=change.circuit.opens,
+            )
+        elif change.closed:
+            out.emit("provider.circuit_closed", adapter.tenant_key, now, adapter_id=adapter.id)
+
+    def _admitted(
+        self, adapter: Adapter, state: AdapterState, now: datetime, out: Outputs
+    ) -> AdapterState:
+        """The adapter's state once a send it admitted goes out: a send through an open
+        circuit whose cool-down ended is its probe (the circuit is then half-open)."""
+        admission = admit(state.circuit, now, policy=self.policy.circuit)
+        if not admission.probe:
+            return state
+        out.emit("provider.circuit_probe", adapter.tenant_key, now, adapter_id=adapter.id)
+        return state.model_copy(update={"circuit": admission.circuit})
+
+    def _send_again(
         self,
         e: EnrollmentRuntime,
+        rule: OutcomeRule,
         result: dict[str, Any],
         now: datetime,
         partition: int,
         attrs: dict[str, Any],
         out: Outputs,
     ) -> Outputs:
-        """The provider took nothing: the same send (id, Message-ID) goes again after a
-        back-off, through the redrive; the step is neither failed nor passed by."""
+        """Nothing was handed over (``retry``, ``deferred``): the same send (id, Message-ID)
+        goes again after a back-off, through the redrive; the step is never passed by. A
+        recipient deferred past the retry limit fails the enrollment instead."""
         pending = e.pending
         assert pending is not None
-        at = now + retry_delay(self.retry_base, pending.retries)
+        retry_after_ms = result.get("retry_after_ms")
+        retry_after = (
+            timedelta(milliseconds=retry_after_ms * self.time_scale)
+            if retry_after_ms is not None
+            else None
+        )
+        attempt = next_attempt(
+            rule,
+            decided_at=pending.decided_at,
+            retries=pending.retries,
+            now=now,
+            base=self.retry_base,
+            retry_after=retry_after,
+            limit=self.policy.recipient_retry_limit,
+        )
+        if attempt.at is None:
+            out.emit("dispatch.failed", e.tenant_key, now, error=result.get("error"), **attrs)
+            e = e.model_copy(update={"pending": None})
+            self.transition(e, Event.FAIL, now, out, reason=attempt.reason, urgent=True)
+            return out
         again = pending.model_copy(update={"retries": pending.retries + 1})
         self.save_enrollment(e.model_copy(update={"pending": again}), out)
-        self._in_flight.setdefault(partition, {})[e.id] = (pending.step_execution_id, at)
+        self._in_flight.setdefault(partition, {})[e.id] = (pending.step_execution_id, attempt.at)
         out.emit(
             "dispatch.retry_scheduled",
             e.tenant_key,
             now,
-            retry_at=at,
+            retry_at=attempt.at,
             retries=again.retries,
+            cause=rule.again,
             error=result.get("error"),
             **attrs,
         )
@@ -919,25 +1048,19 @@ class Processor:
     def _pause_unavailable(
         self, e: EnrollmentRuntime, now: datetime, out: Outputs, *, cause: str
     ) -> EnrollmentRuntime:
-        e = e.model_copy(
-            update={
-                "state": EnrollmentState.PAUSED,
-                "reason": "pin_unavailable",
-                "status": "held" if e.status != "dispatching" else e.status,
-                "last_decision": LastDecision(
-                    kind="pause", reason="pin_unavailable", text=f"paused: {cause}", at=now
-                ),
-            }
-        )
-        out.emit(
-            "enrollment.paused_pin_unavailable",
-            e.tenant_key,
+        if not enrollment_applies(e.state, Event.PAUSE):
+            return e  # paused already (by an operator: resuming meets the same check again)
+        note = LastDecision(kind="pause", reason="pin_unavailable", text=f"paused: {cause}", at=now)
+        return self.transition(
+            e.model_copy(update={"last_decision": note}),
+            Event.PAUSE,
             now,
-            enrollment_id=e.id,
-            adapter_id=e.adapter_id,
-            reason=cause,
+            out,
+            reason="pin_unavailable",
+            urgent=True,
+            announce="enrollment.paused_pin_unavailable",
+            attrs={"adapter_id": e.adapter_id, "reason": cause},
         )
-        return self.save_enrollment(e, out, urgent=True)
 
     def move_pin(
         self,
@@ -1094,6 +1217,12 @@ def event_row(
         "data": {**(data or {}), **({"step_id": step_id} if step_id else {})},
         "occurred_at": at.isoformat(),
     }
+
+
+def _error_code(error: str | None) -> str | None:
+    """The reason code of a result's ``error`` (``"<code>: detail"``)."""
+    code = (error or "").split(":", 1)[0].strip()
+    return code or None
 
 
 def record_error(exc: RecordError) -> tuple[str, str]:

@@ -23,6 +23,8 @@ from dripdrop_core.correlation import (
     parse_intent,
 )
 from dripdrop_core.decisions import Pin
+from dripdrop_core.enrollment import TERMINAL, Event
+from dripdrop_core.enrollment import applies as enrollment_applies
 from dripdrop_core.errors import InputError, RecordError
 from dripdrop_core.health import ExternalHealth, apply_external, count_outcome
 from dripdrop_core.limits import validate_data_size, validate_identity
@@ -32,7 +34,7 @@ from dripdrop_core.pools import decide_pin, decide_repin, reserve_pin
 from dripdrop_core.scheduling import step_due_at
 from dripdrop_core.state import AdapterState, initial_adapter_state
 from dripdrop_core.suppression import parse_entry, parse_reason
-from streams.processor.flow import TERMINAL, Processor, event_row, suppression_key
+from streams.processor.flow import Processor, event_row, suppression_key
 from streams.processor.runtime import EnrollmentRuntime, Outputs
 from streams.processor.store import ENTITY_MODELS
 
@@ -63,29 +65,12 @@ def on_enrollment_command(
     out = Outputs()
     e = p.enrollment(cmd["enrollment_id"])
     e = _tenant_owned("enrollment", e, cmd["tenant_key"], cmd["enrollment_id"])
-    if command == "pause" and e.state is EnrollmentState.ACTIVE:
-        held = "held" if e.status == "scheduled" else e.status
-        p.save_enrollment(
-            e.model_copy(
-                update={
-                    "state": EnrollmentState.PAUSED,
-                    "reason": cmd.get("reason") or "operator",
-                    "status": held,
-                }
-            ),
-            out,
-            urgent=True,
-        )
-    elif command == "resume" and e.state is EnrollmentState.PAUSED:
+    event = _COMMANDS.get(command)
+    if event is Event.RESUME and enrollment_applies(e.state, event):
         _resume(p, e, now, partition, out)
-    elif command == "unenroll" and e.state not in TERMINAL:
-        p.save_enrollment(
-            e.model_copy(
-                update={"state": EnrollmentState.UNENROLLED, "status": "done", "finished_at": now}
-            ),
-            out,
-            urgent=True,
-        )
+    elif event is not None and enrollment_applies(e.state, event):
+        reason = cmd.get("reason") or ("operator" if event is Event.PAUSE else None)
+        p.transition(e, event, now, out, reason=reason, urgent=True)
     elif command == "repin":
         _repin(p, e, cmd, now, partition, out)
     else:
@@ -100,16 +85,16 @@ def on_enrollment_command(
     return out
 
 
+_COMMANDS = {"pause": Event.PAUSE, "resume": Event.RESUME, "unenroll": Event.UNENROLL}
+"""Operator commands that are enrollment events (``repin`` moves the pin, not the state)."""
+
+
 def _resume(
     p: Processor, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
 ) -> None:
-    e = e.model_copy(update={"state": EnrollmentState.ACTIVE, "reason": None})
-    if e.status == "dispatching":
-        p.save_enrollment(e, out, urgent=True)
-        return
-    due = max(e.due_at or now, now)
-    p.save_enrollment(e, out, urgent=True)
-    p.schedule_at(e.model_copy(update={"version": e.version + 1}), due, now, partition, out)
+    e = p.transition(e, Event.RESUME, now, out, urgent=True)
+    if e.status != "dispatching":
+        p.schedule_at(e, max(e.due_at or now, now), now, partition, out)
 
 
 def _repin(
@@ -183,18 +168,7 @@ def enroll(p: Processor, cmd: dict[str, Any], now: datetime, partition: int) -> 
     )
     if p.is_suppressed(tenant, recipient):
         # Refused before any pin: a suppressed enrollment takes no slot (SPEC §7).
-        p.save_enrollment(
-            e.model_copy(
-                update={
-                    "state": EnrollmentState.REJECTED,
-                    "reason": "suppressed",
-                    "status": "done",
-                    "finished_at": now,
-                }
-            ),
-            out,
-        )
-        out.emit("enrollment.rejected", tenant, now, enrollment_id=e.id, reason="suppressed")
+        p.transition(e, Event.REJECT, now, out, reason="suppressed")
         return out
     if version.mode is Mode.OUTBOUND:
         pinned = _pin(p, e, now, out)
@@ -218,23 +192,18 @@ def _pin(
     decision = outcome.decision
     evicted = [{"adapter_id": ev.adapter_id, "reason": str(ev.reason)} for ev in decision.evicted]
     if not isinstance(decision, Pin):
-        rejected = e.model_copy(
-            update={
-                "state": EnrollmentState.REJECTED,
-                "reason": "pool_exhausted",
-                "status": "done",
-                "finished_at": now,
-            }
-        )
-        p.save_enrollment(rejected, out)
-        out.emit(
-            "dispatch.pool_exhausted",
-            e.tenant_key,
+        p.transition(
+            e,
+            Event.REJECT,
             now,
-            pool_id=pool.id,
-            sequence_version_id=e.version_id,
-            enrollment_id=e.id,
-            evicted_adapter_ids=evicted,
+            out,
+            reason="pool_exhausted",
+            announce="dispatch.pool_exhausted",
+            attrs={
+                "pool_id": pool.id,
+                "sequence_version_id": e.version_id,
+                "evicted_adapter_ids": evicted,
+            },
         )
         return None
     p.save_selection(outcome.selection)
@@ -425,17 +394,9 @@ def _apply_effect(
             policy=p.policy.health,
         )
         p.apply_health(adapter, outcome, now, partition, out)
-    if effect.enrollment_state is not None and e.state not in TERMINAL:
-        state = EnrollmentState(effect.enrollment_state)
-        update: dict[str, Any] = {"state": state, "reason": str(effect.reason)}
-        if state in TERMINAL:
-            update.update(status="done", finished_at=now)
-        elif e.status == "scheduled":
-            update["status"] = "held"
-        p.save_enrollment(e.model_copy(update=update), out, urgent=True)
-        out.emit(
-            f"enrollment.{state}", e.tenant_key, now, enrollment_id=e.id, reason=str(effect.reason)
-        )
+    event = effect.enrollment_event
+    if event is not None and enrollment_applies(e.state, event):
+        p.transition(e, event, now, out, reason=str(effect.reason), urgent=True)
         return
     if effect.resume_at is not None and e.status == "scheduled" and e.state not in TERMINAL:
         due = max(e.due_at or now, effect.resume_at)
@@ -505,20 +466,8 @@ def _suppression_entry(p: Processor, sig: dict[str, Any], now: datetime) -> Outp
 def _stop(
     p: Processor, e: EnrollmentRuntime | None, reason: str, now: datetime, out: Outputs
 ) -> None:
-    if e is not None and e.state not in TERMINAL:
-        p.save_enrollment(
-            e.model_copy(
-                update={
-                    "state": EnrollmentState.STOPPED,
-                    "reason": reason,
-                    "status": "done",
-                    "finished_at": now,
-                }
-            ),
-            out,
-            urgent=True,
-        )
-        out.emit("enrollment.stopped", e.tenant_key, now, enrollment_id=e.id, reason=reason)
+    if e is not None:
+        p.transition(e, Event.STOP, now, out, reason=reason, urgent=True)
 
 
 def _one_click_unsubscribe(p: Processor, sig: dict[str, Any], now: datetime) -> Outputs:
@@ -612,20 +561,9 @@ def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition
         if recipient:
             _suppress(p, tenant, recipient, kind, now, out)
         e = p.enrollment(execution.get("enrollment_id") or "")
-        if e is not None and e.state not in TERMINAL:
-            p.save_enrollment(
-                e.model_copy(
-                    update={
-                        "state": EnrollmentState.STOPPED,
-                        "reason": kind,
-                        "status": "done",
-                        "finished_at": now,
-                    }
-                ),
-                out,
-                urgent=True,
-            )
-            out.emit("enrollment.stopped", tenant, now, enrollment_id=e.id, reason=kind)
+        if e is not None:
+            event = Event.BOUNCE if kind == "bounce" else Event.STOP
+            p.transition(e, event, now, out, reason=kind, urgent=True)
     return out
 
 

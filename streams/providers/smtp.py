@@ -25,10 +25,13 @@ from typing import Any
 import aiosmtplib
 
 from streams.providers.base import (
+    AdapterFailureError,
     AmbiguousDeliveryError,
     OutboundEmail,
     PermanentDeliveryError,
     ProviderError,
+    RecipientDeferredError,
+    RecipientRejectedError,
     TransientDeliveryError,
     check_headers,
 )
@@ -220,6 +223,15 @@ def _by_code(reason: str, exc: aiosmtplib.SMTPResponseException) -> ProviderErro
     return kind(reason, _status(exc), smtp_code=exc.code)
 
 
+def _recipient_refused(exc: aiosmtplib.SMTPResponseException) -> ProviderError:
+    """A refusal at RCPT is about this recipient (SPEC §7): 5xx a hard bounce, 4xx a
+    deferral of this recipient (greylisting, full mailbox); 421 is the server, not them."""
+    if exc.code == 421:
+        return AdapterFailureError("service_unavailable", _status(exc), smtp_code=exc.code)
+    kind = RecipientDeferredError if 400 <= exc.code < 500 else RecipientRejectedError
+    return kind("recipient_refused", _status(exc), smtp_code=exc.code)
+
+
 class _Slot:
     """One pooled connection (or the right to open one): a client that may be closed."""
 
@@ -320,7 +332,7 @@ class SmtpProvider:
             raise _by_code("sender_refused", exc) from exc
         except aiosmtplib.SMTPRecipientRefused as exc:
             await self._reset(client)
-            raise _by_code("recipient_refused", exc) from exc
+            raise _recipient_refused(exc) from exc
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(client)
             raise _by_code("envelope_refused", exc) from exc

@@ -98,12 +98,13 @@ def test_health_bounce_rests_then_timer_probes_then_clean_probes_ramp(
     assert abs(resting_until - rested["at"] - timedelta(days=1)) < timedelta(milliseconds=1)
     telemetry.wait(telemetry_named("policy.bounce_threshold", adapter_id=mailbox))
 
-    # The bounce also suppressed the recipient and stopped its enrollment (SPEC §5.7).
+    # The bounce also suppressed the recipient and stopped its enrollment as ``bounced``
+    # (SPEC §5.7, §7).
     def stopped() -> list[tuple[Any, ...]] | None:
         states = [enrollment_state(settings, e) for e in first]
-        return [s for s in states if s is not None and s[0] == "stopped"] or None
+        return [s for s in states if s is not None and s[0] == "bounced"] or None
 
-    assert wait_for(stopped, what="bounced enrollment stopped") == [("stopped", "bounce", mailbox)]
+    assert wait_for(stopped, what="bounced enrollment stopped") == [("bounced", "bounce", mailbox)]
     assert rows(
         settings,
         "SELECT recipient FROM dripdrop.suppressions WHERE tenant_key = %s",

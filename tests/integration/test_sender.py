@@ -69,7 +69,7 @@ def run_with_sender(
             return registry.provider_for(adapter)
 
         try:
-            return await body(Sender(pool, lookup, backoff_seconds=0.01))
+            return await body(Sender(pool, lookup))
         finally:
             await registry.close()
             await pool.close()
@@ -194,17 +194,26 @@ def test_deliver_enrollment_no_longer_active_cancels_and_sends_nothing(
     assert sink.messages == []
 
 
-def test_deliver_refused_recipient_marks_failed(
+def test_deliver_refused_recipient_is_a_bounce(
     tenant: LedgerTenant, sink: SmtpSink, run: Run[list[dict[str, Any]]]
 ) -> None:
+    """550 at RCPT: a hard bounce (SPEC §7). The ledger keeps it failed, marked as a bounce,
+    and a replayed command reports it as the bounce it was."""
     command = tenant.command(recipient="nobody@example.test")
 
     [result] = run(lambda sender: sender.deliver_batch([command]))
 
-    assert result["status"] == "failed"
+    assert result["status"] == "bounced"
     assert result["error"] == "recipient_refused: 550 5.1.1"
     row = tenant.row(command["step_execution_id"])
-    assert (row["status"], row["error"], row["sent_at"]) == ("failed", result["error"], None)
+    assert (row["status"], row["error"], row["sent_at"]) == (
+        "failed",
+        f"bounced: {result['error']}",
+        None,
+    )
+    id_ = command["step_execution_id"]
+    [again] = run(lambda sender: sender.finished_results([command], [id_]))
+    assert (again["status"], again["error"]) == ("bounced", f"bounced: {result['error']}")
 
 
 def test_deliver_connection_dropped_after_data_marks_ambiguous(
@@ -236,11 +245,12 @@ def test_deliver_header_injection_marks_failed_and_sends_nothing(
     assert sink.messages == [] and sink.dropped == []
 
 
-def test_deliver_unreachable_server_is_a_retry_never_a_failure(
+def test_deliver_unreachable_server_is_deferred_never_a_failure(
     services: Settings, tenant: LedgerTenant
 ) -> None:
-    """Nothing was handed over and nothing is wrong with the recipient: the row goes back
-    to ``intent`` (the processor re-issues it later), the step is not failed."""
+    """Nothing was handed over and nothing is wrong with the recipient: an adapter-level
+    failure (SPEC §7), the row goes back to ``intent`` (the processor re-issues it later and
+    counts it in the adapter's circuit breaker), the step is not failed."""
     command = tenant.command()
     config = {"host": "127.0.0.1", "port": free_port()}
 
@@ -251,8 +261,8 @@ def test_deliver_unreachable_server_is_a_retry_never_a_failure(
         config=config,
     )
 
-    assert result["status"] == "retry"
-    assert result["error"].startswith("transient: connect_failed")
+    assert result["status"] == "deferred"
+    assert result["error"].startswith("connect_failed")
     assert result["event_id"] != command["event_id"]  # the final outcome keeps that one
     assert tenant.row(command["step_execution_id"])["status"] == "intent"
 
@@ -266,8 +276,11 @@ def test_deliver_unknown_adapter_and_unknown_row(
 
     outcome = run(lambda sender: sender.deliver([unknown_adapter, no_row, bad_id]))
 
+    # An adapter the sender does not know yet (its config may be on the way) is deferred:
+    # nothing is wrong with the message, so the step must not fail.
     [result] = outcome.results
-    assert (result["status"], result["error"]) == ("failed", "undeliverable: KeyError")
+    assert result["status"] == "deferred" and result["error"].startswith("adapter_unknown")
+    assert tenant.row(unknown_adapter["step_execution_id"])["status"] == "intent"
     assert set(outcome.unknown) == {no_row["step_execution_id"], "not-a-uuid"}
     assert sink.messages == []
 
@@ -351,7 +364,7 @@ def test_deliver_batch_claimed_in_several_chunks_keeps_every_rule(
 ) -> None:
     # 50 commands: more than the first claim, so every kind of row lands in both claims.
     commands = tenant.commands(48)
-    commands.insert(7, tenant.command(recipient="nobody@example.test"))  # refused: failed
+    commands.insert(7, tenant.command(recipient="nobody@example.test"))  # refused: bounced
     commands.insert(30, tenant.command(recipient="drop@example.test"))  # dropped: ambiguous
     ids = [c["step_execution_id"] for c in commands]
     replied = [commands[3], commands[40]]
@@ -372,7 +385,7 @@ def test_deliver_batch_claimed_in_several_chunks_keeps_every_rule(
     assert len(outcome.results) == len({r["step_execution_id"] for r in outcome.results})
     assert set(outcome.cancelled) == {c["step_execution_id"] for c in replied}
     assert set(outcome.duplicates) == {c["step_execution_id"] for c in finished}
-    assert by_status["failed"] == {ids[7]}
+    assert by_status["bounced"] == {ids[7]}
     assert by_status["ambiguous"] == {ids[30], *(c["step_execution_id"] for c in orphans)}
     assert len(by_status["sent"]) == 50 - 2 - 2 - 2 - 2
     assert len(sink.messages) == len(by_status["sent"])

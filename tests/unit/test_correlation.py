@@ -16,8 +16,9 @@ from dripdrop_core.correlation import (
     parse_intent,
     split_references,
 )
+from dripdrop_core.enrollment import Event
 from dripdrop_core.errors import RecordError
-from dripdrop_core.models import EnrollmentState, ReplyBehavior
+from dripdrop_core.models import ReplyBehavior
 from dripdrop_core.reasons import Reason
 
 from .conftest import T0
@@ -89,16 +90,16 @@ def test_parse_intent_unknown_raises_record_error() -> None:
 @pytest.mark.parametrize(
     ("behavior", "state", "cancel"),
     [
-        (ReplyBehavior.STOP, EnrollmentState.REPLIED, True),
-        (ReplyBehavior.PAUSE, EnrollmentState.PAUSED, False),
+        (ReplyBehavior.STOP, Event.REPLY, True),
+        (ReplyBehavior.PAUSE, Event.PAUSE, False),
         (ReplyBehavior.CONTINUE, None, False),
     ],
 )
 def test_intent_effect_reply_follows_step_behavior(
-    behavior: ReplyBehavior, state: EnrollmentState | None, cancel: bool
+    behavior: ReplyBehavior, state: Event | None, cancel: bool
 ) -> None:
     effect = intent_effect(Intent.REPLY, reply_behavior=behavior, now=T0)
-    assert (effect.enrollment_state, effect.cancel_pending, effect.suppress) == (
+    assert (effect.enrollment_event, effect.cancel_pending, effect.suppress) == (
         state,
         cancel,
         False,
@@ -106,13 +107,19 @@ def test_intent_effect_reply_follows_step_behavior(
 
 
 @pytest.mark.parametrize(
-    ("intent", "signal"),
-    [(Intent.BOUNCE, "bounce"), (Intent.COMPLAINT, "complaint"), (Intent.UNSUBSCRIBE, None)],
+    ("intent", "signal", "event"),
+    [
+        (Intent.BOUNCE, "bounce", Event.BOUNCE),
+        (Intent.COMPLAINT, "complaint", Event.STOP),
+        (Intent.UNSUBSCRIBE, None, Event.STOP),
+    ],
 )
-def test_intent_effect_negative_suppresses_and_stops(intent: Intent, signal: str | None) -> None:
+def test_intent_effect_negative_suppresses_and_stops(
+    intent: Intent, signal: str | None, event: Event
+) -> None:
     effect = intent_effect(intent, now=T0)
     assert effect.suppress and effect.cancel_pending
-    assert effect.enrollment_state is EnrollmentState.STOPPED
+    assert effect.enrollment_event is event
     assert effect.health_signal == signal
 
 
@@ -120,7 +127,7 @@ def test_intent_effect_ooo_with_return_date_defers_to_recipient_morning() -> Non
     effect = intent_effect(
         Intent.OOO, ooo_return=date(2026, 12, 7), recipient_timezone="America/New_York", now=T0
     )
-    assert effect.enrollment_state is None and effect.reason is Reason.OUT_OF_OFFICE
+    assert effect.enrollment_event is None and effect.reason is Reason.OUT_OF_OFFICE
     assert effect.resume_at == datetime(2026, 12, 7, 14, tzinfo=UTC)
-    assert intent_effect(Intent.AUTO_REPLY, now=T0).enrollment_state is None
+    assert intent_effect(Intent.AUTO_REPLY, now=T0).enrollment_event is None
     assert intent_effect(Intent.OOO, now=T0).resume_at is None

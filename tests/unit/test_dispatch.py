@@ -8,6 +8,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from dripdrop_core.circuit import Circuit, CircuitState
 from dripdrop_core.decisions import Defer, Hold, Pause, Reassign, Send, Skip
 from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
 from dripdrop_core.health import ExternalHealth, apply_external, count_outcome, fire_health_timer
@@ -376,3 +377,15 @@ def test_only_an_ambiguous_send_holds_its_enrollment() -> None:
 
     assert holds_enrollment("ambiguous")
     assert not any(holds_enrollment(s) for s in ("sent", "failed", "cancelled", "skipped"))
+
+
+def test_dispatch_open_circuit_holds_the_adapter_until_its_probe(
+    adapter_factory: Callable[..., Adapter], step_factory: Callable[..., Step]
+) -> None:
+    until = T0 + timedelta(minutes=5)
+    opened = _active(circuit=Circuit(state=CircuitState.OPEN, opens=1, until=until))
+    held = decide_dispatch(_due(step_factory()), adapter_factory(), opened, T0, policy=POLICY)
+    assert isinstance(held, Defer) and held.reason is Reason.CIRCUIT_OPEN and held.until == until
+    # The cool-down is over: the next due step is the probe.
+    probe = decide_dispatch(_due(step_factory()), adapter_factory(), opened, until, policy=POLICY)
+    assert isinstance(probe, Send)
