@@ -488,6 +488,39 @@ adapter_day_counters = Table(
     _tenant_fk(("tenant_key", "adapter_id"), "channel_adapters", ondelete="CASCADE"),
 )
 
+# The inbound pump's cursor (streams/pump/cursor.py, migration 0004_inbound_cursors): per
+# adapter and folder UIDVALIDITY + last UID, saved only after Kafka acknowledged the records.
+inbound_cursors = Table(
+    "inbound_cursors",
+    metadata,
+    _tenant(),
+    Column("adapter_id", Uuid(as_uuid=False), nullable=False),
+    Column("folder", Text, nullable=False),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("last_uid", BigInteger, nullable=False, server_default=text("0")),
+    _updated_at(),
+    PrimaryKeyConstraint("adapter_id", "folder"),
+    _tenant_check(),
+    CheckConstraint("last_uid >= 0", name="last_uid_nonnegative"),
+    _tenant_fk(("tenant_key", "adapter_id"), "channel_adapters", ondelete="CASCADE"),
+)
+
+# Message-IDs the pump produced, so a UIDVALIDITY resync produces nothing twice.
+inbound_seen = Table(
+    "inbound_seen",
+    metadata,
+    _tenant(),
+    Column("adapter_id", Uuid(as_uuid=False), nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("folder", Text, nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("adapter_id", "message_id"),
+    _tenant_check(),
+    _tenant_fk(("tenant_key", "adapter_id"), "channel_adapters", ondelete="CASCADE"),
+    Index("ix_inbound_seen_seen_at", "seen_at"),
+)
+
 outbox = Table(
     "outbox",
     metadata,
