@@ -19,7 +19,9 @@ POINTS = (
     "checkpoint.before_store",
     "checkpoint.before_offset_commit",
 )
-"""Every point the code marks; the harness refuses any other name."""
+"""Every point the worker marks; the harness refuses any other name."""
+PUMP_POINTS = ("pump.before_cursor_save",)
+"""The pump's (``dripdrop pump``, streams/pump/imap.py): Kafka acknowledged, cursor not saved."""
 
 log = logging.getLogger("dripdrop.crashpoints")
 
@@ -29,8 +31,9 @@ def _target() -> tuple[str, int] | None:
     if not spec:
         return None
     name, _, nth = spec.partition(":")
-    if name not in POINTS:
-        raise ValueError(f"{ENV}={spec!r}: unknown crash point (known: {', '.join(POINTS)})")
+    if name not in POINTS + PUMP_POINTS:
+        known = ", ".join(POINTS + PUMP_POINTS)
+        raise ValueError(f"{ENV}={spec!r}: unknown crash point (known: {known})")
     return name, int(nth or 1)
 
 
