@@ -109,7 +109,17 @@ class Reject(Frozen):
     evicted: tuple[Eviction, ...] = ()
 
 
+class Wait(Frozen):
+    """Start the enrollment ``waiting`` for capacity (SPEC §5.2): members could send, but
+    none has headroom now; it is pinned first-in first-out when one has."""
+
+    kind: Literal["wait"] = "wait"
+    reason: Reason = Reason.CAPACITY
+    pool_id: str | None = None
+    evicted: tuple[Eviction, ...] = ()
+
+
 DispatchDecision = Send | Defer | Skip | Hold | Pause | Reassign
-PinDecision = Pin | Reject
+PinDecision = Pin | Reject | Wait
 PinUnavailableDecision = Pause | Reassign
-Decision = Send | Defer | Skip | Hold | Pause | Reassign | Pin | Reject
+Decision = Send | Defer | Skip | Hold | Pause | Reassign | Pin | Reject | Wait

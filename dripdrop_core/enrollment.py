@@ -7,19 +7,22 @@ itself: it calls ``transition`` and interprets the ``Transition`` it gets back.
 
 ::
 
-    waiting ──pin──▶ active ◀──resume── paused
-       │               │ ──pause──────────▶ │
-       │               ├── complete ──▶ completed     (no step left)
-       │               ├── reply ─────▶ replied       (a correlated reply, SPEC §8)
-       │               ├── bounce ────▶ bounced       (recipient refused for good, §7)
-       │               ├── stop ──────▶ stopped       (complaint, unsubscribe, company stop)
-       │               ├── fail ──────▶ failed        (template error, retries exhausted)
-       │               └── unenroll ──▶ unenrolled
-       └── reject ─────────────────────▶ rejected     (could not start: pool exhausted,
-                                                       capacity wait expired)
+    active (new) ──wait──▶ waiting ──pin──▶ active ◀──resume── paused
+    active ──pause──▶ paused
+    active | paused | waiting
+        ├── complete ──▶ completed     (no step left)
+        ├── reply ─────▶ replied       (a correlated reply, SPEC §8)
+        ├── bounce ────▶ bounced       (recipient refused for good, §7)
+        ├── stop ──────▶ stopped       (complaint, unsubscribe, company stop)
+        ├── fail ──────▶ failed        (template error, retries exhausted)
+        └── unenroll ──▶ unenrolled
+    active (new) | waiting ──reject──▶ rejected   (pool exhausted, suppressed,
+                                                   capacity wait expired)
 
 ``paused`` and ``waiting`` take the same terminal events as ``active`` (a reply or a bounce
-stops a paused enrollment too); ``active`` can also be rejected (pinning fails at enrollment).
+stops a paused enrollment too). A new enrollment starts ``active``; at its first pin it may
+``wait`` for capacity or be rejected (``reject``); a waiting one is pinned (``pin``) or
+rejected when its wait expires.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ S = EnrollmentState
 class Event(StrEnum):
     """What can happen to an enrollment; the value names its telemetry (``enrollment.*``)."""
 
+    WAIT = "wait"
     PIN = "pin"
     PAUSE = "pause"
     RESUME = "resume"
@@ -67,6 +71,7 @@ _ENDINGS: Mapping[Event, EnrollmentState] = {
 
 TRANSITIONS: Mapping[tuple[EnrollmentState, Event], EnrollmentState] = MappingProxyType(
     {
+        (S.ACTIVE, Event.WAIT): S.WAITING,
         (S.WAITING, Event.PIN): S.ACTIVE,
         (S.WAITING, Event.REJECT): S.REJECTED,
         (S.ACTIVE, Event.REJECT): S.REJECTED,
@@ -78,7 +83,7 @@ TRANSITIONS: Mapping[tuple[EnrollmentState, Event], EnrollmentState] = MappingPr
 """(state, event) → next state. The single source of every enrollment state change."""
 
 REQUIRES_REASON: frozenset[Event] = frozenset(
-    {Event.PAUSE, Event.BOUNCE, Event.STOP, Event.FAIL, Event.REJECT}
+    {Event.WAIT, Event.PAUSE, Event.BOUNCE, Event.STOP, Event.FAIL, Event.REJECT}
 )
 """Events whose new state must say why (``enrollments.reason``): an operator reading
 ``stopped`` or ``failed`` needs the cause, and ``rejected`` has a database check for it."""
@@ -86,6 +91,7 @@ REQUIRES_REASON: frozenset[Event] = frozenset(
 
 _TELEMETRY: Mapping[Event, str] = {
     Event.RESUME: "enrollment.resumed",
+    Event.WAIT: "enrollment.waiting_capacity",
     Event.PIN: "enrollment.capacity_pinned",
 }
 

@@ -21,6 +21,7 @@ from dripdrop_core.decisions import (
     Reject,
     Send,
     Skip,
+    Wait,
 )
 from dripdrop_core.reasons import Reason
 
@@ -50,6 +51,9 @@ def explain(decision: Decision) -> str:
             return f"pinned to {decision.adapter_id}"
         case Reject():
             head = f"enrollment rejected: {decision.reason.value} in pool {decision.pool_id}"
+            return head + _evicted(decision.evicted)
+        case Wait():
+            head = f"waiting for capacity in pool {decision.pool_id}"
             return head + _evicted(decision.evicted)
 
 

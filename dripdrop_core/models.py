@@ -140,6 +140,9 @@ class SequenceVersion(Frozen):
     mode: Mode = Mode.LIFECYCLE
     pool_id: str | None = None
     active: bool = True
+    max_wait_seconds: int | None = Field(default=None, gt=0)
+    """Outbound: an enrollment waiting for capacity longer than this is rejected
+    (``capacity_wait_expired``); ``None`` waits as long as it takes (SPEC §5.2)."""
 
 
 class QuietHours(Frozen):

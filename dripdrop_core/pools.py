@@ -16,6 +16,7 @@ from dripdrop_core.decisions import (
     PinUnavailableDecision,
     Reassign,
     Reject,
+    Wait,
 )
 from dripdrop_core.errors import ConflictError, TenantMismatchError
 from dripdrop_core.models import Adapter, Frozen, PinPolicy, Pool
@@ -24,12 +25,16 @@ from dripdrop_core.reasons import Reason
 from dripdrop_core.selection import PINNABLE, Candidate, pick, split_eligible
 from dripdrop_core.state import AdapterState, SelectionState, roll_day
 
+WAITS_FOR = frozenset({Reason.NO_HEADROOM, Reason.RESTING})
+"""Eviction reasons that pass by themselves (the next local day, the end of a rest): a
+pool whose members are only held by these makes new enrollments wait, not fail."""
+
 
 class PinOutcome(Frozen):
-    """New WDRR counters and the decision (``Pin``, ``Reject``, ``Pause``, ``Reassign``)."""
+    """New WDRR counters and the decision (``Pin``, ``Wait``, ``Reject``, ``Pause``...)."""
 
     selection: SelectionState
-    decision: Pin | Reject | Pause | Reassign
+    decision: Pin | Wait | Reject | Pause | Reassign
 
 
 def decide_pin(
@@ -42,16 +47,20 @@ def decide_pin(
 ) -> PinOutcome:
     """Choose the sender of a new outbound enrollment (SPEC §5.2, §5.3).
 
-    Both pool policies reject with ``pool_exhausted`` when nobody is eligible
-    (``reassign`` with no eligible member behaves as ``pause``); the decision
-    lists every evicted member and its reason for ``dispatch.pool_exhausted``.
+    Capacity waits, it does not reject: when nobody is eligible but some member only
+    lacks headroom today or rests for now (``WAITS_FOR``), the decision is ``Wait``. Both
+    pool policies reject with ``pool_exhausted`` only when no member could send at all;
+    either decision lists every evicted member and its reason for ``dispatch.pool_exhausted``.
 
     Returns:
-        ``Pin(pinned)`` with the new counters, or ``Reject(pool_exhausted)`` with
-        the counters unchanged.
+        ``Pin(pinned)`` with the new counters, or ``Wait(capacity)`` /
+        ``Reject(pool_exhausted)`` with the counters unchanged.
     """
     eligible, evicted = split_eligible(candidates, now, policy=policy)
     if not eligible:
+        if any(e.reason in WAITS_FOR for e in evicted):
+            waits = Wait(pool_id=pool.id, evicted=evicted)
+            return PinOutcome(selection=selection, decision=waits)
         return PinOutcome(
             selection=selection,
             decision=Reject(reason=Reason.POOL_EXHAUSTED, pool_id=pool.id, evicted=evicted),

@@ -25,6 +25,8 @@ class Reason(StrEnum):
     # eligibility / pool policy
     ELIGIBLE = "eligible"
     POOL_EXHAUSTED = "pool_exhausted"
+    CAPACITY = "capacity"
+    CAPACITY_WAIT_EXPIRED = "capacity_wait_expired"
     ADAPTER_INACTIVE = "adapter_inactive"
     ADAPTER_MISSING = "adapter_missing"
     MEMBER_INACTIVE = "member_inactive"

@@ -138,6 +138,34 @@ class NotPoolMemberError(ConflictError):
     code = "conflict"
 
 
+def _checked_prospect(prospect: Mapping[str, Any]) -> tuple[str, str, str | None, str]:
+    """(subscriber_id, recipient, timezone, data as JSON) of a valid prospect.
+
+    Raises:
+        InvalidInputError: a missing or bad field.
+    """
+    subscriber_id = prospect.get("subscriber_id")
+    recipient = prospect.get("recipient")
+    timezone = prospect.get("recipient_timezone")
+    if not isinstance(subscriber_id, str) or not isinstance(recipient, str):
+        raise InvalidInputError("subscriber_id and recipient must be strings")
+    if timezone is not None and not isinstance(timezone, str):
+        raise InvalidInputError("recipient_timezone must be a string")
+    _nonempty("subscriber_id", subscriber_id)
+    _email("recipient", recipient)
+    _timezone("recipient_timezone", timezone)
+    try:
+        data_json = json.dumps(dict(prospect.get("data") or {}), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"data is not JSON-serializable: {exc}") from None
+    try:
+        validate_data_size(data_json)
+        validate_identity(subscriber_id, recipient)
+    except RecordError as exc:
+        raise InvalidInputError(str(exc)) from None
+    return subscriber_id, recipient, timezone, data_json
+
+
 def enrollment_id_for(tenant_key: str, sequence_id: str, subscriber_id: str) -> str:
     """Deterministic enrollment id: the same subscriber in the same sequence, the same id."""
     return str(
@@ -684,11 +712,18 @@ class DripDrop:
         config: Mapping[str, Any] | None = None,
         active: bool = True,
     ) -> SequenceVersion:
-        """Create a version; ``mode="outbound"`` needs ``config["pool_id"]`` of the same tenant."""
+        """Create a version; ``mode="outbound"`` needs ``config["pool_id"]`` of the same tenant
+        and may set ``config["max_wait_seconds"]`` (how long an enrollment waits for capacity
+        before it is rejected; unset: as long as it takes)."""
         config = dict(config or {})
         raw_pool = config.get("pool_id")
         if raw_pool is not None and not isinstance(raw_pool, str):
             raise InvalidInputError("config.pool_id must be a string id")
+        max_wait = config.get("max_wait_seconds")
+        if max_wait is not None and (
+            isinstance(max_wait, bool) or not isinstance(max_wait, int) or max_wait <= 0
+        ):
+            raise InvalidInputError("config.max_wait_seconds must be a positive whole number")
         with self.engine.begin() as conn:
             sequence = repo.sequence_from_row(
                 repo.load_owned(conn, "sequence", sequence_id, tenant_key)
@@ -703,6 +738,7 @@ class DripDrop:
                     "mode": mode,
                     "pool_id": None,
                     "active": active,
+                    "max_wait_seconds": max_wait,
                 },
             )
             pool_id: str | None = None
@@ -713,8 +749,10 @@ class DripDrop:
                     )
                 pool_id = repo.pool_from_row(repo.load_owned(conn, "pool", raw_pool, tenant_key)).id
                 config["pool_id"] = pool_id
-            elif raw_pool is not None:
-                raise InvalidInputError("config.pool_id is only allowed on outbound versions")
+            elif raw_pool is not None or max_wait is not None:
+                raise InvalidInputError(
+                    "config.pool_id and config.max_wait_seconds are only for outbound versions"
+                )
             created = candidate.model_copy(update={"pool_id": pool_id})
             repo.insert_version(conn, created, config)
             self._config(conn, "sequence_version", created.id, tenant_key, created)
@@ -812,18 +850,62 @@ class DripDrop:
             ConflictError: the sequence has no active version.
             InvalidInputError: bad recipient, timezone or data.
         """
-        _nonempty("subscriber_id", subscriber_id)
-        _email("recipient", recipient)
-        _timezone("recipient_timezone", recipient_timezone)
-        try:
-            data_json = json.dumps(dict(data or {}), sort_keys=True)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"data is not JSON-serializable: {exc}") from None
-        try:
-            validate_data_size(data_json)
-            validate_identity(subscriber_id, recipient)
-        except RecordError as exc:
-            raise InvalidInputError(str(exc)) from None
+        prospect = {
+            "subscriber_id": subscriber_id,
+            "recipient": recipient,
+            "data": data,
+            "recipient_timezone": recipient_timezone,
+        }
+        [record] = self._enroll_records(tenant_key, sequence_id, sequence_version_id, [prospect])
+        return self._accepted(record, self._produce("enrollments", tenant_key, record))
+
+    def enroll_many(
+        self,
+        *,
+        tenant_key: str,
+        sequence_id: str,
+        prospects: Iterable[Mapping[str, Any]],
+        sequence_version_id: str | None = None,
+    ) -> list[Accepted]:
+        """Enroll many subscribers at once (a lead import): every prospect is checked first,
+        then all are produced and acknowledged together, in order.
+
+        Each prospect is a mapping with ``subscriber_id``, ``recipient`` and optionally
+        ``data`` and ``recipient_timezone``, as ``enroll`` takes them. Nothing is produced
+        when any prospect is invalid.
+
+        Raises:
+            InvalidInputError: a prospect is invalid (the message names its index).
+            NotFoundError / TenantMismatchError / ConflictError: as ``enroll``.
+        """
+        records = self._enroll_records(
+            tenant_key, sequence_id, sequence_version_id, list(prospects)
+        )
+        topic = self.settings.topic("enrollments")
+        codec = self.codecs.for_topic("enrollments")
+        for record in records:
+            self.publisher.produce(topic, key=tenant_key, value=codec.encode(record))
+        deliveries = self.publisher.flush() if records else []
+        if len(deliveries) != len(records):
+            raise PublishError("not every enrollments record was acknowledged")
+        # One key, one partition: the broker acknowledges them in the order produced.
+        return [self._accepted(r, d) for r, d in zip(records, deliveries, strict=True)]
+
+    def _enroll_records(
+        self,
+        tenant_key: str,
+        sequence_id: str,
+        sequence_version_id: str | None,
+        prospects: list[Mapping[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Validate prospects and resolve the version once; the ``enroll`` commands."""
+        checked: list[tuple[str, str, str | None, str]] = []
+        for index, prospect in enumerate(prospects):
+            where = f"prospect {index}: " if len(prospects) > 1 else ""
+            try:
+                checked.append(_checked_prospect(prospect))
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{where}{exc}", code=exc.code) from None
         with self.engine.connect() as conn:
             sequence = repo.sequence_from_row(
                 repo.load_owned(conn, "sequence", sequence_id, tenant_key)
@@ -841,19 +923,20 @@ class DripDrop:
                 if current is None:
                     raise ConflictError(f"sequence {sequence.id} has no active version")
                 version = current
-        enrollment_id = enrollment_id_for(tenant_key, sequence.id, subscriber_id)
-        record = self._command(
-            "enroll",
-            tenant_key,
-            enrollment_id,
-            sequence_id=sequence.id,
-            sequence_version_id=version.id,
-            subscriber_id=subscriber_id,
-            recipient=recipient.strip(),
-            recipient_timezone=recipient_timezone,
-            data=data_json,
-        )
-        return self._accepted(record, self._produce("enrollments", tenant_key, record))
+        return [
+            self._command(
+                "enroll",
+                tenant_key,
+                enrollment_id_for(tenant_key, sequence.id, subscriber_id),
+                sequence_id=sequence.id,
+                sequence_version_id=version.id,
+                subscriber_id=subscriber_id,
+                recipient=recipient.strip(),
+                recipient_timezone=timezone,
+                data=data_json,
+            )
+            for subscriber_id, recipient, timezone, data_json in checked
+        ]
 
     def pause_enrollment(
         self, enrollment_id: str, *, tenant_key: str, reason: str | None = None

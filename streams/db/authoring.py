@@ -186,6 +186,7 @@ def version_from_row(row: Row[Any]) -> SequenceVersion:
         mode=m["mode"],
         pool_id=None if m["pool_id"] is None else str(m["pool_id"]),
         active=m["active"],
+        max_wait_seconds=(m.get("config") or {}).get("max_wait_seconds"),
     )
 
 

@@ -50,6 +50,7 @@ from dripdrop_core.selection import Candidate
 from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state, roll_day
 from dripdrop_core.suppression import recipient_keys
 from dripdrop_core.suppression import suppression_key as core_suppression_key
+from streams.processor import pinning
 from streams.processor.render import render_step
 from streams.processor.runtime import (
     EnrollmentRuntime,
@@ -232,6 +233,7 @@ class Processor:
         cursor = self.index.get(cursor_key)
         if cursor is None:
             self._redrive_due(partition, now, out)
+            pinning.drain(self, partition, now, out)
             return out
         current = tick_bucket(now, self.bucket_seconds)
         last = min(current, cursor + MAX_BUCKETS_PER_TICK * self.bucket_seconds)
@@ -262,6 +264,7 @@ class Processor:
         if passed != cursor:
             self.index[cursor_key] = passed
         self._redrive_due(partition, now, out)
+        pinning.drain(self, partition, now, out)
         return out
 
     def sweep(self, partition: int, now: datetime) -> Outputs:

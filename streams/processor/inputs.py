@@ -22,7 +22,6 @@ from dripdrop_core.correlation import (
     normalize_message_id,
     parse_intent,
 )
-from dripdrop_core.decisions import Pin
 from dripdrop_core.enrollment import TERMINAL, Event
 from dripdrop_core.enrollment import applies as enrollment_applies
 from dripdrop_core.errors import InputError, RecordError
@@ -30,27 +29,16 @@ from dripdrop_core.health import ExternalHealth, apply_external, count_outcome
 from dripdrop_core.limits import validate_data_size, validate_identity
 from dripdrop_core.mail_threads import has_line_break
 from dripdrop_core.models import EnrollmentState, HealthState, Mode, ReplyBehavior
-from dripdrop_core.pools import decide_pin, decide_repin, reserve_pin
+from dripdrop_core.pools import decide_repin
 from dripdrop_core.scheduling import step_due_at
 from dripdrop_core.state import AdapterState, initial_adapter_state
 from dripdrop_core.suppression import parse_entry, parse_reason
 from streams.processor.flow import Processor, event_row, suppression_key
+from streams.processor.pinning import ConfigNotReadyError, pin, start_waiting, tenant_owned
 from streams.processor.runtime import EnrollmentRuntime, Outputs
 from streams.processor.store import ENTITY_MODELS
 
-
-class ConfigNotReadyError(RecordError):
-    """The record names config this partition has not seen yet (it may be on its way:
-    config and commands travel on different topics). The shell parks and retries it,
-    and dead-letters it with this error only when the config never arrives."""
-
-
-def _tenant_owned(kind: str, entity: Any, tenant_key: str, ident: str | None) -> Any:
-    if entity is None:
-        raise ConfigNotReadyError(f"unknown {kind} {ident}", code="not_found")
-    if entity.tenant_key != tenant_key:
-        raise RecordError(f"{kind} {ident} is not in tenant {tenant_key}", code="tenant_mismatch")
-    return entity
+_tenant_owned = tenant_owned
 
 
 # ---------------------------------------------------------------- enrollments
@@ -113,6 +101,10 @@ def _repin(
     e = p.move_pin(e, adapter.id, now, out, reason=cmd.get("reason") or "operator")
     if e.state is EnrollmentState.PAUSED and e.reason == "pin_unavailable":
         _resume(p, e, now, partition, out)
+    elif e.state is EnrollmentState.WAITING:
+        # An operator moves a stalled (waiting) enrollment to a sender (the seed's runbook):
+        # it starts now; its queue entry is dropped when it reaches the head.
+        start_waiting(p, e, now, partition, out)
     else:
         p.save_enrollment(e, out, urgent=True)
 
@@ -171,55 +163,13 @@ def enroll(p: Processor, cmd: dict[str, Any], now: datetime, partition: int) -> 
         p.transition(e, Event.REJECT, now, out, reason="suppressed")
         return out
     if version.mode is Mode.OUTBOUND:
-        pinned = _pin(p, e, now, out)
+        pinned = pin(p, e, now, partition, out)
         if pinned is None:
-            return out
+            return out  # waiting for capacity, or rejected
         e = pinned
     due = step_due_at(steps[0], enrolled_at=e.enrolled_at, previous_sent_at=None)
     p.schedule_at(e, due, now, partition, out)
     return out
-
-
-def _pin(
-    p: Processor, e: EnrollmentRuntime, now: datetime, out: Outputs
-) -> EnrollmentRuntime | None:
-    pool = _tenant_owned("pool", p.config.pool(e.pool_id), e.tenant_key, e.pool_id)
-    if not p.config.members(pool.id):
-        # A pool without any member yet is config still arriving, not an exhausted pool.
-        raise ConfigNotReadyError(f"pool {pool.id} has no members", code="not_found")
-    selection = p.selection_state(pool.id, e.version_id)
-    outcome = decide_pin(selection, pool, p.candidates(pool.id), now, policy=p.policy.health)
-    decision = outcome.decision
-    evicted = [{"adapter_id": ev.adapter_id, "reason": str(ev.reason)} for ev in decision.evicted]
-    if not isinstance(decision, Pin):
-        p.transition(
-            e,
-            Event.REJECT,
-            now,
-            out,
-            reason="pool_exhausted",
-            announce="dispatch.pool_exhausted",
-            attrs={
-                "pool_id": pool.id,
-                "sequence_version_id": e.version_id,
-                "evicted_adapter_ids": evicted,
-            },
-        )
-        return None
-    p.save_selection(outcome.selection)
-    adapter = p.config.adapter(decision.adapter_id)
-    assert adapter is not None
-    p.save_adapter_state(reserve_pin(adapter, p.adapter_state(adapter), now))
-    out.emit(
-        "dispatch.adapter_pinned",
-        e.tenant_key,
-        now,
-        enrollment_id=e.id,
-        sequence_version_id=e.version_id,
-        adapter_id=adapter.id,
-        pool_id=pool.id,
-    )
-    return e.model_copy(update={"adapter_id": adapter.id})
 
 
 # ---------------------------------------------------------------- inbound

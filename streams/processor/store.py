@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -259,6 +260,12 @@ class Config:
 
     def version(self, version_id: str) -> SequenceVersion | None:
         return self.cache.load(self.table, f"sequence_version:{version_id}", SequenceVersion)
+
+    def max_wait(self, version_id: str) -> timedelta | None:
+        """How long an enrollment of the version may wait for capacity (``None``: no limit)."""
+        version = self.version(version_id)
+        seconds = version.max_wait_seconds if version is not None else None
+        return timedelta(seconds=seconds) if seconds else None
 
     def members(self, pool_id: str) -> list[PoolMember]:
         ids: list[str] = self.table.get(f"idx:members:{pool_id}") or []

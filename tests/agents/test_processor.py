@@ -178,18 +178,33 @@ def test_enroll_due_now_issues_one_claim_with_rendered_subject(processor: Proces
     assert [t["name"] for t in out.telemetry] == ["dispatch.adapter_pinned"]
 
 
-def test_enroll_pool_exhausted_rejects_with_evicted_reasons(processor: Processor) -> None:
+def test_enroll_without_headroom_waits_then_is_pinned_the_next_day(processor: Processor) -> None:
+    """SPEC §5.2: capacity waits, it does not reject; the queue is first-in first-out."""
     w = world(processor, daily_cap=1)
-    first, second = enroll(processor, w, 2)
+    first, second, third = enroll(processor, w, 3)
     assert len(claims(first)) == 1
-    assert claims(second) == []
+    assert claims(second) == [] and claims(third) == []
     (event,) = [t for t in second.telemetry if t["name"] == "dispatch.pool_exhausted"]
-    assert event["attributes"]["pool_id"] == w["pool"]
+    assert event["attributes"]["pool_id"] == w["pool"] and event["attributes"]["waiting"]
     assert event["attributes"]["evicted_adapter_ids"] == [
         {"adapter_id": w["adapter"], "reason": "no_headroom"}
     ]
-    rows = [op["row"] for op in second.sink if op["op"] == "enrollment"]
-    assert rows[-1]["state"] == "rejected" and rows[-1]["reason"] == "pool_exhausted"
+    assert not [t for t in third.telemetry if t["name"] == "dispatch.pool_exhausted"]
+    for out, position in ((second, 1), (third, 2)):
+        (waiting,) = [t for t in out.telemetry if t["name"] == "enrollment.waiting_capacity"]
+        assert waiting["attributes"]["position"] == position
+        rows = [op["row"] for op in out.sink if op["op"] == "enrollment"]
+        assert (rows[-1]["state"], rows[-1]["reason"]) == ("waiting", "capacity")
+    # Later the same day: still no headroom, nothing pinned.
+    assert claims(processor.on_tick(0, T0 + timedelta(hours=3))) == []
+    # The next local day has headroom for one: the oldest waiting one is pinned and sent.
+    next_day = processor.on_tick(0, T0 + timedelta(days=1))
+    (claim,) = claims(next_day)
+    second_id = [op["row"] for op in second.sink if op["op"] == "enrollment"][-1]["id"]
+    assert claim["command"]["enrollment_id"] == second_id
+    assert [t["name"] for t in next_day.telemetry if t["name"].startswith("enrollment.")] == [
+        "enrollment.capacity_pinned"
+    ]
 
 
 def test_repeated_result_and_repeated_tick_send_nothing_twice(processor: Processor) -> None:

@@ -80,6 +80,41 @@ def test_enroll_bad_input_is_invalid(
         api.enroll(**params)  # type: ignore[arg-type]
 
 
+def test_enroll_many_produces_every_command_in_order_with_one_flush(
+    api: DripDrop, settings: Settings, world: Outbound
+) -> None:
+    prospects = [
+        {"subscriber_id": f"lead-{i}", "recipient": f"lead{i}@example.com", "data": {"n": i}}
+        for i in range(25)
+    ]
+    accepted = api.enroll_many(
+        tenant_key=world.tenant_key, sequence_id=world.sequence_id, prospects=prospects
+    )
+    expected = [
+        enrollment_id_for(world.tenant_key, world.sequence_id, f"lead-{i}") for i in range(25)
+    ]
+    assert [a.enrollment_id for a in accepted] == expected
+    offsets = [a.offset for a in accepted]
+    assert offsets == sorted(offsets) and len(set(offsets)) == 25
+    records = consume(settings, "enrollments", expect=25)
+    assert [value["enrollment_id"] for _, _, value, _ in records] == expected
+    assert {value["sequence_version_id"] for _, _, value, _ in records} == {world.version_id}
+
+
+def test_enroll_many_with_one_bad_prospect_produces_nothing(
+    api: DripDrop, settings: Settings, world: Outbound
+) -> None:
+    prospects = [
+        {"subscriber_id": "ok", "recipient": "ok@example.com"},
+        {"subscriber_id": "bad", "recipient": "not-an-address"},
+    ]
+    with pytest.raises(InvalidInputError, match="prospect 1: .*recipient"):
+        api.enroll_many(
+            tenant_key=world.tenant_key, sequence_id=world.sequence_id, prospects=prospects
+        )
+    assert consume(settings, "enrollments", expect=1, timeout=3) == []
+
+
 def test_enroll_sequence_without_active_version_is_conflict(
     api: DripDrop, new_tenant: Callable[[], str]
 ) -> None:

@@ -20,6 +20,7 @@ from dripdrop_core.enrollment import (
 from dripdrop_core.models import EnrollmentState as S
 
 EXPECTED = {
+    (S.ACTIVE, Event.WAIT): S.WAITING,
     (S.WAITING, Event.PIN): S.ACTIVE,
     (S.WAITING, Event.REJECT): S.REJECTED,
     (S.ACTIVE, Event.REJECT): S.REJECTED,

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dripdrop_core.decisions import Pause, Pin, Reassign, Reject
+from dripdrop_core.decisions import Pause, Pin, Reassign, Reject, Wait
 from dripdrop_core.errors import ConflictError, TenantMismatchError
 from dripdrop_core.models import Adapter, HealthState, PinPolicy, Pool, PoolMember
 from dripdrop_core.policy import HealthPolicy
@@ -46,24 +46,45 @@ def test_decide_pin_eligible_member_pins_and_lists_evicted(
 
 
 @pytest.mark.parametrize("policy", list(PinPolicy))
-def test_decide_pin_nobody_eligible_rejects_pool_exhausted(
+def test_decide_pin_nobody_with_headroom_waits_for_capacity(
     pool_factory: Callable[..., Pool],
     adapter_factory: Callable[..., Adapter],
     member_factory: Callable[..., PoolMember],
     policy: PinPolicy,
 ) -> None:
+    """SPEC §5.2 (amended): capacity waits, it does not reject."""
     full = AdapterState(
         adapter_id="a1", health_state=HealthState.ACTIVE, day=T0.date(), sent_today=3
     )
-    dead = [
+    held = [
         Candidate(member=member_factory("a1"), adapter=adapter_factory(daily_cap=3), state=full),
+        Candidate(member=member_factory("a2"), adapter=None),
+    ]
+    outcome = decide_pin(SEL, pool_factory(on_pin_unavailable=policy), held, T0, policy=POLICY)
+    assert isinstance(outcome.decision, Wait) and outcome.decision.reason is Reason.CAPACITY
+    assert outcome.decision.pool_id == "p1" and outcome.selection == SEL
+    assert [(e.adapter_id, e.reason) for e in outcome.decision.evicted] == [
+        ("a1", Reason.NO_HEADROOM),
+        ("a2", Reason.ADAPTER_MISSING),
+    ]
+
+
+@pytest.mark.parametrize("policy", list(PinPolicy))
+def test_decide_pin_no_member_could_send_at_all_rejects_pool_exhausted(
+    pool_factory: Callable[..., Pool],
+    adapter_factory: Callable[..., Adapter],
+    member_factory: Callable[..., PoolMember],
+    policy: PinPolicy,
+) -> None:
+    dead = [
+        Candidate(member=member_factory("a1"), adapter=adapter_factory(active=False)),
         Candidate(member=member_factory("a2"), adapter=None),
     ]
     outcome = decide_pin(SEL, pool_factory(on_pin_unavailable=policy), dead, T0, policy=POLICY)
     assert isinstance(outcome.decision, Reject) and outcome.decision.reason is Reason.POOL_EXHAUSTED
     assert outcome.decision.pool_id == "p1" and outcome.selection == SEL
     assert [(e.adapter_id, e.reason) for e in outcome.decision.evicted] == [
-        ("a1", Reason.NO_HEADROOM),
+        ("a1", Reason.ADAPTER_INACTIVE),
         ("a2", Reason.ADAPTER_MISSING),
     ]
 
