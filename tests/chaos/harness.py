@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,14 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.violations and self.audit_exit == 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The fields as JSON-ready values (``asdict`` would rebuild the ``Counter`` from
+        its items, counting the pairs as keys)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["crash_points"] = dict(self.crash_points)
+        out["handoff_spacing"] = {k: asdict(v) for k, v in self.handoff_spacing.items()}
+        return out
 
     def table(self) -> str:
         total = self.enrollments * self.steps
@@ -569,7 +577,13 @@ def main(argv: list[str] | None = None) -> int:
         default="broker,postgres,smtp",
         help="faults after the kills, comma-separated (broker, postgres, smtp; '' for none)",
     )
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--finish-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds to wait after the kills and faults for every enrollment to finish",
+    )
+    parser.add_argument("--json", action="store_true", help="the report as JSON (table on stderr)")
     args = parser.parse_args(argv)
     report = run_chaos(
         Settings(),
@@ -578,11 +592,12 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         seed=args.seed,
         day_seconds=args.day_seconds,
-        finish_timeout=1800.0,
+        finish_timeout=args.finish_timeout,
         faults=tuple(f for f in args.faults.split(",") if f),
     )
     if args.json:
-        print(json.dumps(asdict(report), default=str, indent=2))
+        print(report.table(), file=sys.stderr)
+        print(json.dumps(report.as_json(), default=str, indent=2))
     else:
         print(report.table())
     return 0 if report.ok else 1
