@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import aioimaplib
 import orjson
@@ -61,6 +61,14 @@ class Fetched:
     uid: int
     internal_date: datetime | None
     raw: bytes
+
+
+class TokenSource(Protocol):
+    """``streams.providers.oauth.OAuth2Token``: a cached access token, refreshed on demand."""
+
+    async def access_token(self) -> str: ...
+
+    def invalidate(self) -> None: ...
 
 
 Produce = Callable[[str, str, dict[str, Any]], None]
@@ -139,7 +147,7 @@ class ImapFolderPump:
         produce: Produce,
         flush: Flush,
         metrics: PumpMetrics,
-        token: Callable[[], Awaitable[str]] | None = None,
+        token: TokenSource | None = None,
     ) -> None:
         self.adapter = adapter
         self.cfg: ImapConfig = adapter.imap
@@ -225,7 +233,9 @@ class ImapFolderPump:
             if self.cfg.oauth2 is not None:
                 if self.token is None:
                     raise PumpError("oauth2 configured but no token source")
-                answer = await client.xoauth2(self.cfg.username, await self.token())
+                answer = await client.xoauth2(self.cfg.username, await self.token.access_token())
+                if answer.result != "OK":
+                    self.token.invalidate()  # revoked or expired early: refresh next time
             else:
                 answer = await client.login(self.cfg.username, resolve_secret(self.cfg.password))
         except SecretError as exc:

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import importlib
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,7 +20,7 @@ from streams.codecs import Codecs
 from streams.kafka import KafkaPublisher
 from streams.pump.config import InboundAdapter, inbound_imap
 from streams.pump.cursor import CursorStore
-from streams.pump.imap import ImapFolderPump, PumpError
+from streams.pump.imap import ImapFolderPump, PumpError, TokenSource
 from streams.pump.metrics import PumpMetrics
 from streams.settings import Settings
 
@@ -58,7 +57,7 @@ def in_shard(adapter_id: str, shard: tuple[int, int] | None) -> bool:
     return int(hashlib.sha256(adapter_id.encode()).hexdigest(), 16) % n == k
 
 
-def _token_source(adapter: InboundAdapter) -> Callable[[], Awaitable[str]] | None:
+def _token_source(adapter: InboundAdapter) -> TokenSource | None:
     oauth = adapter.imap.oauth2
     if oauth is None:
         return None
@@ -73,8 +72,8 @@ def _token_source(adapter: InboundAdapter) -> Callable[[], Awaitable[str]] | Non
         refresh_token=oauth.refresh_token,
         scope=oauth.scope,
     )
-    access: Callable[[], Awaitable[str]] = token.access_token
-    return access
+    source: TokenSource = token
+    return source
 
 
 class Pump:
