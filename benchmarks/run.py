@@ -12,6 +12,7 @@ BENCHES = (
     ["benchmarks.pipeline_bench", "--enrollments", "20000", "--runs", "3", "--replies", "100"],
     ["benchmarks.sender_bench", "--messages", "600", "--runs", "3", "--batch", "64"],
     ["benchmarks.faust_floor", "--records", "150000", "--runs", "3"],
+    ["benchmarks.suppression_bench", "--entries", "100000", "--runs", "1"],
 )
 
 
