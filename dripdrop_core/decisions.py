@@ -34,12 +34,18 @@ class Eviction(Frozen):
 
 
 class Send(Frozen):
-    """Send the step now through ``adapter_id``; call ``pacing.record_send`` at once."""
+    """Send the step through ``adapter_id``; call ``pacing.record_send`` at once.
+
+    ``at`` is the hand-off time when it is ahead of ``now`` (a minimum-gap slot within the
+    look-ahead): the command carries it and the sender holds the send until then, so slots
+    between two ticks are used and hand-offs stay one gap apart. ``None``: now.
+    """
 
     kind: Literal["send"] = "send"
     adapter_id: str
     reason: Reason = Reason.READY
     facts: Facts = Facts()
+    at: UtcDatetime | None = None
 
 
 class Defer(Frozen):

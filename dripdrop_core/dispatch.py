@@ -7,7 +7,7 @@ single decision. When it says ``Send`` the shell must call
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dripdrop_core.circuit import admit
 from dripdrop_core.decisions import (
@@ -31,10 +31,12 @@ from dripdrop_core.models import (
 )
 from dripdrop_core.pacing import earliest_send_at
 from dripdrop_core.policy import OutboundPolicy
-from dripdrop_core.ramp import effective_cap, start_of_next_local_day
+from dripdrop_core.ramp import effective_cap, local_day, start_of_next_local_day
 from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import next_window_start
 from dripdrop_core.state import AdapterState, roll_day
+
+NO_LOOKAHEAD = timedelta(0)
 
 
 class DueStep(Frozen):
@@ -89,6 +91,7 @@ def decide_dispatch(
     now: datetime,
     *,
     policy: OutboundPolicy,
+    lookahead: timedelta = NO_LOOKAHEAD,
 ) -> DispatchDecision:
     """Decide whether a due step goes out now through ``adapter``.
 
@@ -99,6 +102,9 @@ def decide_dispatch(
         state: That adapter's state (``None`` only together with ``adapter``).
         now: Evaluation instant.
         policy: Horizon, probe budget, timer grace.
+        lookahead: How far ahead a minimum-gap slot may be taken now (the time to the
+            next tick): the send is decided with ``Send.at`` = the slot, on the same local
+            day, instead of waiting for a tick that would find the slot already past.
 
     Returns:
         ``Hold(paused)``; ``Skip(enrollment_inactive | suppressed | adapter_*)`` ;
@@ -119,7 +125,7 @@ def decide_dispatch(
         opens = next_window_start(due.step.quiet_hours, tz, now)
         if opens > now:
             return Defer(until=opens, reason=Reason.QUIET_HOURS, facts=Facts(timezone=tz))
-    return _pace(adapter, roll_day(state, adapter, now), now, policy=policy)
+    return _pace(adapter, roll_day(state, adapter, now), now, policy=policy, lookahead=lookahead)
 
 
 def _unavailable(due: DueStep, adapter: Adapter | None, reason: Reason) -> DispatchDecision:
@@ -136,7 +142,12 @@ def _unavailable(due: DueStep, adapter: Adapter | None, reason: Reason) -> Dispa
 
 
 def _pace(
-    adapter: Adapter, state: AdapterState, now: datetime, *, policy: OutboundPolicy
+    adapter: Adapter,
+    state: AdapterState,
+    now: datetime,
+    *,
+    policy: OutboundPolicy,
+    lookahead: timedelta = NO_LOOKAHEAD,
 ) -> DispatchDecision:
     """Circuit, resting, cap and gap gates, in that order, on a state rolled to today.
 
@@ -170,5 +181,8 @@ def _pace(
         )
     earliest = earliest_send_at(adapter, state)
     if earliest is not None and earliest > now:
+        same_day = local_day(adapter.timezone, earliest) == local_day(adapter.timezone, now)
+        if earliest <= now + lookahead and same_day:
+            return Send(adapter_id=adapter.id, facts=facts, at=earliest)
         return Defer(until=earliest, reason=Reason.GAP, facts=facts)
     return Send(adapter_id=adapter.id, facts=facts)

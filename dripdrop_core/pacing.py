@@ -42,6 +42,24 @@ def reserve_gap_slot(
     return slot, state.model_copy(update={"gap_slot_at": slot})
 
 
+def reserve_handoff(
+    adapter: Adapter, state: AdapterState, now: datetime
+) -> tuple[datetime, AdapterState]:
+    """A hand-off time for a send issued again (after an outage or a lost result).
+
+    One gap after the adapter's last hand-off (``last_sent_at``), never before ``now``; the
+    state remembers it, so the next one comes one gap later: sends held up together go out
+    spaced, not as a burst.
+
+    Returns:
+        The hand-off time and the state with ``last_sent_at`` moved to it.
+    """
+    earliest = earliest_send_at(adapter, state)
+    at = now if earliest is None or earliest < now else earliest
+    last = at if state.last_sent_at is None else max(state.last_sent_at, at)
+    return at, state.model_copy(update={"last_sent_at": last})
+
+
 def record_send(
     adapter: Adapter,
     state: AdapterState,

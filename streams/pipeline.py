@@ -222,6 +222,7 @@ class Pipeline:
             arrival_redrive_seconds=ARRIVAL_REDRIVE_REAL_SECONDS / clock.real_seconds(1.0),
             retry_seconds=RETRY_REAL_SECONDS / clock.real_seconds(1.0),
             time_scale=1.0 / real,
+            lookahead_seconds=settings.tick_interval_seconds / real,
             owns=lambda tenant, partition: partition_for(tenant, settings.partitions) == partition,
         )
         self._pool: AsyncConnectionPool | None = None
@@ -671,11 +672,14 @@ class Pipeline:
             )
         dispatch = self.codecs.for_topic("dispatch")
         for command in result.commands:
+            # The sink topic is JSON: its times come back as ISO strings.
             command = {
                 **command,
-                "decided_at": datetime.fromisoformat(command["decided_at"])
-                if isinstance(command["decided_at"], str)
-                else command["decided_at"],
+                **{
+                    name: datetime.fromisoformat(command[name])
+                    for name in ("decided_at", "not_before")
+                    if isinstance(command.get(name), str)
+                },
             }
             await self.publisher.send(
                 self.settings.topic("dispatch"),
@@ -723,10 +727,19 @@ class Pipeline:
             await self.deliver(commands)
         await self.publisher.barrier()
 
+    async def _wait_until(self, at: datetime) -> None:
+        """Sleep until ``at`` on the worker's clock (simulated time runs faster)."""
+        seconds = (at - self.clock.now()).total_seconds()
+        if seconds > 0:
+            await asyncio.sleep(self.clock.real_seconds(seconds))
+
     async def deliver(self, commands: list[dict[str, Any]]) -> None:
         pool = await self.pool()
         sender = Sender(
-            pool, lambda aid: self.registry.provider_for(self.adapters[aid]), clock=self.clock.now
+            pool,
+            lambda aid: self.registry.provider_for(self.adapters[aid]),
+            clock=self.clock.now,
+            wait_until=self._wait_until,
         )
         failures = 0
 

@@ -198,6 +198,19 @@ class _Delivery:
     retry_after_ms: int | None = None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _not_before(command: Command) -> datetime | None:
+    """The command's hand-off time (``not_before``), if it has a valid one."""
+    at = command.get("not_before")
+    return at if isinstance(at, datetime) and at.tzinfo is not None else None
+
+
+async def _real_wait_until(at: datetime) -> None:
+    await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
+
+
 def _retry_after_ms(exc: TransientDeliveryError) -> int | None:
     """The provider's requested wait (``Retry-After``), in milliseconds, if it gave one."""
     return None if exc.retry_after is None else int(exc.retry_after * 1000)
@@ -217,6 +230,8 @@ class Sender:
             the adapters the worker knows). A ``LookupError`` from it defers that message.
         concurrency: sends in flight per batch.
         clock: ``now`` for ``sent_at`` / ``finished_at``; the scaled clock in demos.
+        wait_until: sleeps until a command's ``not_before`` on that clock (the pipeline's
+            converts simulated to real time); by default real time.
     """
 
     def __init__(
@@ -226,11 +241,13 @@ class Sender:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         clock: Callable[[], datetime] = _utc_now,
+        wait_until: Callable[[datetime], Awaitable[None]] | None = None,
     ) -> None:
         self._pool = pool
         self._providers = providers
         self._concurrency = max(1, concurrency)
         self._clock = clock
+        self._wait_until = wait_until or _real_wait_until
 
     async def deliver_batch(self, commands: Sequence[Command]) -> list[DispatchResult]:
         """Deliver ``commands``; return a result for each row sent, failed or ambiguous.
@@ -268,6 +285,7 @@ class Sender:
                     claim=self._claim,
                     send=self._send_one,
                     clock=self._clock,
+                    wait_until=self._wait_until,
                     concurrency=self._concurrency,
                 )
                 try:
@@ -432,6 +450,7 @@ class _Stream:
         claim: Callable[..., Awaitable[_Claim]],
         send: Callable[[Command], Awaitable[_Delivery]],
         clock: Callable[[], datetime],
+        wait_until: Callable[[datetime], Awaitable[None]],
         concurrency: int,
     ) -> None:
         self._conn = conn
@@ -439,7 +458,9 @@ class _Stream:
         self._claim = claim
         self._send = send
         self._clock = clock
-        self._todo = deque(by_id)  # ids not claimed yet, in batch order
+        self._wait_until = wait_until
+        # Ids not claimed yet, by hand-off time (``not_before``), then in batch order.
+        self._todo = deque(sorted(by_id, key=lambda i: _not_before(by_id[i]) or _EPOCH))
         self._workers = min(concurrency, len(by_id))
         self._active = self._workers  # workers not yet told that the batch is over
         self._requests: list[tuple[str | None, asyncio.Future[str | None]]] = []
@@ -502,6 +523,12 @@ class _Stream:
         then the next ids are claimed for the workers still waiting, until none is left.
         """
         while waiting:
+            if self._todo and not self._error:
+                # Held until its hand-off time, *before* its claim: a row is ``sending`` only
+                # while it is really being handed over (a crash in the wait leaves it intent).
+                head = _not_before(self._by_id[self._todo[0]])
+                if head is not None and head > self._clock():
+                    await self._wait_until(head)
             take = [] if self._error else self._take(len(waiting))
             # Everyone still working is asking and nothing is left: the batch's last
             # transaction, which also drops the locks (after COMMIT: they guard nothing now).
@@ -531,8 +558,16 @@ class _Stream:
                 return
 
     def _take(self, count: int) -> list[str]:
-        """The next ``count`` ids of the batch not claimed yet (fewer near its end)."""
-        return [self._todo.popleft() for _ in range(min(count, len(self._todo)))]
+        """The next ``count`` ids of the batch not claimed yet whose hand-off time has come
+        (the first one always: it was waited for); fewer near its end."""
+        now = self._clock()
+        taken: list[str] = []
+        while self._todo and len(taken) < count:
+            at = _not_before(self._by_id[self._todo[0]])
+            if taken and at is not None and at > now:
+                break
+            taken.append(self._todo.popleft())
+        return taken
 
     def _add(self, claim: _Claim) -> None:
         self._claims.append(claim)

@@ -232,6 +232,7 @@ class Resolver:
         decided = command.get("decided_at")
         if isinstance(decided, str):
             command["decided_at"] = datetime.fromisoformat(decided)
+        command["not_before"] = None  # re-issued now, by an operator
         delivery = self._publish("dispatch", row, command, "not_sent")
         return self._resolution(row, "not_sent", "intent", delivery)
 

@@ -40,7 +40,7 @@ from dripdrop_core.mail_threads import (
 )
 from dripdrop_core.models import Adapter, EnrollmentState, HealthState, Mode, Step
 from dripdrop_core.outcomes import OutcomeRule, next_attempt, outcome_rule
-from dripdrop_core.pacing import record_send, reserve_gap_slot
+from dripdrop_core.pacing import record_send, reserve_gap_slot, reserve_handoff
 from dripdrop_core.policy import OutboundPolicy
 from dripdrop_core.pools import decide_pin_unavailable
 from dripdrop_core.ramp import effective_cap, local_day
@@ -80,6 +80,7 @@ class Processor:
         arrival_redrive_seconds: float | None = None,
         retry_seconds: float = 60.0,
         time_scale: float = 1.0,
+        lookahead_seconds: float = 0.0,
         owns: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.policy = policy
@@ -101,6 +102,9 @@ class Processor:
         self.retry_base = timedelta(seconds=retry_seconds)
         # Simulated seconds per real second: a provider's Retry-After is real time.
         self.time_scale = time_scale
+        # How far ahead a gap slot is taken (the time to the next tick): the send is decided
+        # now for that slot and the sender holds it until then (``Send.at``).
+        self.lookahead = timedelta(seconds=lookahead_seconds)
         self.store = store
         self.cache = ModelCache()
         self._tables = {name: Buffered(store.table(name)) for name in TABLES}
@@ -392,11 +396,14 @@ class Processor:
             recipient_timezone=e.recipient_timezone,
             suppressed=self.is_suppressed(e.tenant_key, e.recipient),
         )
-        decision = decide_dispatch(due, adapter, state, now, policy=self.policy)
+        decision = decide_dispatch(
+            due, adapter, state, now, policy=self.policy, lookahead=self.lookahead
+        )
         match decision:
             case Send():
                 assert adapter is not None and state is not None
-                return self._send(e, step, adapter, state, now, partition, out)
+                at = decision.at or now  # a gap slot ahead of now: the hand-off time
+                return self._send(e, step, adapter, state, now, partition, out, at=at)
             case Defer():
                 if decision.reason is Reason.GAP and adapter is not None and state is not None:
                     slot, queued = reserve_gap_slot(adapter, state, decision.until)
@@ -478,9 +485,13 @@ class Processor:
         now: datetime,
         partition: int,
         out: Outputs,
+        *,
+        at: datetime,
     ) -> EnrollmentRuntime:
+        """Issue the send decided ``now`` for hand-off ``at`` (``now`` or a gap slot just
+        ahead): the send counts, and its gap runs, from ``at``."""
         exec_id = self.execution_id(e, step)
-        cap = effective_cap(adapter, state, now, policy=self.policy.health)
+        cap = effective_cap(adapter, state, at, policy=self.policy.health)
         is_override = e.mode is Mode.OUTBOUND and step.adapter_override_id is not None
         threaded = e.mode is Mode.OUTBOUND or step.thread_continuity
         first_of_pin = e.mode is Mode.OUTBOUND and not is_override and e.last_sent_at is None
@@ -523,10 +534,10 @@ class Processor:
             return self.transition(e, Event.FAIL, now, out, reason=exc.code, urgent=True)
         state = self._admitted(adapter, state, now, out)
         outcome = record_send(
-            adapter, state, now, policy=self.policy.health, first_send_of_pin=first_of_pin
+            adapter, state, at, policy=self.policy.health, first_send_of_pin=first_of_pin
         )
         self.apply_health(adapter, outcome, now, partition, out)
-        claim = self._claim_op(e, step, adapter, exec_id, headers, subject, body, cap, now)
+        claim = self._claim_op(e, step, adapter, exec_id, headers, subject, body, cap, at)
         pending = PendingSend(
             step_execution_id=exec_id,
             step_id=step.id,
@@ -535,7 +546,7 @@ class Processor:
             # Only outbound override sends stay out of the chain; an unthreaded lifecycle
             # send joins it, so a later thread_continuity step replies to it (SPEC §6).
             is_override=is_override,
-            decided_at=now,
+            decided_at=at,
             first_of_pin=first_of_pin,
         )
         e = e.model_copy(
@@ -567,7 +578,11 @@ class Processor:
         body: str,
         cap: int | None,
         now: datetime,
+        *,
+        not_before: datetime | None = None,
     ) -> dict[str, Any]:
+        """The sink's claim of one send decided ``now``; the sender hands it over no earlier
+        than ``not_before`` (default ``now``)."""
         command = {
             "event_id": f"{exec_id}:{e.attempt + 1}",
             "tenant_key": e.tenant_key,
@@ -585,6 +600,7 @@ class Processor:
             "idempotency_key": exec_id,
             "attempt": e.attempt + 1,
             "decided_at": now,
+            "not_before": not_before or now,
         }
         guard = {
             "adapter_id": adapter.id,
@@ -646,8 +662,10 @@ class Processor:
                 self.save_enrollment(e.model_copy(update={"last_decision": note}), out)
             return
         admitted = self._admitted(adapter, state, now, out)
-        if admitted is not state:
-            self.save_adapter_state(admitted)
+        # A fresh hand-off time one gap after the adapter's last: re-issued sends (after an
+        # outage, a lost result) go out spaced, never as a burst.
+        handoff, admitted = reserve_handoff(adapter, admitted, now)
+        self.save_adapter_state(admitted)
         at = pending.decided_at
         headers = thread_headers(
             e.thread, is_override=pending.is_override, message_id=pending.message_id
@@ -657,7 +675,10 @@ class Processor:
         out.emit("dispatch.redriven", e.tenant_key, now, enrollment_id=e.id, step_id=step.id)
         # The row may have been lost with the claim: the execution row references it.
         out.sink.append({"op": "enrollment", "row": enrollment_row(e)})
-        out.sink.append(self._claim_op(e, step, adapter, exec_id, headers, subject, body, cap, at))
+        claim = self._claim_op(
+            e, step, adapter, exec_id, headers, subject, body, cap, at, not_before=handoff
+        )
+        out.sink.append(claim)
         self._arm_redrive(e, now, partition)
 
     def _note(self, e: EnrollmentRuntime, decision: Any, now: datetime) -> EnrollmentRuntime:

@@ -98,7 +98,8 @@ class SmtpConfig:
                 local_hostname=config.get("local_hostname"),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise PermanentDeliveryError("invalid_config", type(exc).__name__) from exc
+            # Fixing the adapter fixes every held send: an adapter failure, never a bounce.
+            raise AdapterFailureError("invalid_config", type(exc).__name__) from exc
 
     @property
     def pool_key(self) -> tuple[object, ...]:
@@ -311,7 +312,8 @@ class SmtpProvider:
         try:
             await client.connect()
         except aiosmtplib.SMTPAuthenticationError as exc:
-            raise PermanentDeliveryError("auth_failed", _status(exc), smtp_code=exc.code) from exc
+            # The account, not the message: deferred and counted by the circuit breaker.
+            raise AdapterFailureError("auth_failed", _status(exc), smtp_code=exc.code) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise _by_code("connect_refused", exc) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:

@@ -5,10 +5,9 @@ none is rejected; they wait in the pool's first-in first-out queue and are pinne
 local day opens headroom, so the first steps per day are exactly 5, 8, 11, … 38, then 40 a
 day until the queue is empty, in enrollment order.
 
-The mailbox has no minimum gap here: on this test's clock a tick is a simulated hour, and
-a deferred send is decided at the tick that finds it due, so a 90 s gap would let one send
-through per tick (24 a day). Spacing sends inside a tick (hand-off times chosen ahead, the
-sender holding each until its time) is issue 12's gap item, measured there.
+On this test's clock a tick is a simulated hour: the 90 s gap is kept by hand-off times
+chosen ahead of the tick (``Send.at``, the command's ``not_before``) that the sender holds
+each send until, so 40 sends fit in a day and consecutive hand-offs stay one gap apart.
 """
 
 from __future__ import annotations
@@ -69,6 +68,7 @@ def test_600_prospects_on_day_one_wait_and_fill_the_ramp_fifo(
         ramp_floor=5,
         ramp_increment=3,
         ramp_started_at=DAY1,
+        min_gap_seconds=90,
     )
     pool = client.create_adapter_pool(tenant_key=key, name="sales", on_pin_unavailable="pause")
     client.add_pool_member(pool.id, tenant_key=key, adapter_id=mailbox.id, weight=1)
@@ -84,6 +84,7 @@ def test_600_prospects_on_day_one_wait_and_fill_the_ramp_fifo(
         settings, day_seconds=DAY_SECONDS, epoch=DAY1, startup_seconds=8.0
     )
     telemetry = TopicReader(settings, "telemetry")
+    dispatch = TopicReader(settings, "dispatch")
     worker = start_worker(worker_factory, worker_settings)
     wait_until(clock, DAY1 + timedelta(minutes=30))
     accepted = client.enroll_many(
@@ -135,4 +136,10 @@ def test_600_prospects_on_day_one_wait_and_fill_the_ramp_fifo(
     ]
     waiting = [r for r in telemetry.poll() if r["name"] == "enrollment.waiting_capacity"]
     assert len(waiting) == PROSPECTS - 5
+    # Consecutive hand-off times of the mailbox are at least the gap apart.
+    handoffs = sorted(
+        c["not_before"] for c in dispatch.wait(lambda _: True, count=PROSPECTS, timeout=30)
+    )
+    assert min(b - a for a, b in zip(handoffs, handoffs[1:], strict=False)) >= timedelta(seconds=90)
     telemetry.close()
+    dispatch.close()

@@ -114,6 +114,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "idempotency_key": "se-1",
         "attempt": 1,
         "decided_at": AT,
+        "not_before": AT,
     },
     "dispatch-results": {
         "event_id": "se-1:1",

@@ -389,3 +389,38 @@ def test_dispatch_open_circuit_holds_the_adapter_until_its_probe(
     # The cool-down is over: the next due step is the probe.
     probe = decide_dispatch(_due(step_factory()), adapter_factory(), opened, until, policy=POLICY)
     assert isinstance(probe, Send)
+
+
+def test_dispatch_gap_slot_within_the_lookahead_is_sent_for_that_slot(
+    adapter_factory: Callable[..., Adapter], step_factory: Callable[..., Step]
+) -> None:
+    """Between two ticks a slot is taken ahead (``Send.at``), not lost to the next tick."""
+    adapter = adapter_factory(min_gap_seconds=90)
+    state = _active(last_sent_at=T0)
+    ahead = decide_dispatch(
+        _due(step_factory()), adapter, state, T0, policy=POLICY, lookahead=timedelta(minutes=5)
+    )
+    assert isinstance(ahead, Send) and ahead.at == T0 + timedelta(seconds=90)
+    beyond = decide_dispatch(
+        _due(step_factory()), adapter, state, T0, policy=POLICY, lookahead=timedelta(seconds=60)
+    )
+    assert isinstance(beyond, Defer) and beyond.reason is Reason.GAP
+    now = decide_dispatch(_due(step_factory()), adapter, _active(), T0, policy=POLICY)
+    assert isinstance(now, Send) and now.at is None
+
+
+def test_dispatch_lookahead_never_crosses_the_local_day(
+    adapter_factory: Callable[..., Adapter], step_factory: Callable[..., Step]
+) -> None:
+    """A slot past midnight would count toward a day whose cap was not checked: it waits."""
+    adapter = adapter_factory(min_gap_seconds=90)
+    late = datetime(2026, 11, 28, 23, 59, tzinfo=UTC)
+    decision = decide_dispatch(
+        _due(step_factory()),
+        adapter,
+        _active(last_sent_at=late),
+        late,
+        policy=POLICY,
+        lookahead=timedelta(hours=1),
+    )
+    assert isinstance(decision, Defer) and decision.reason is Reason.GAP

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from dripdrop_core.models import Adapter
-from dripdrop_core.pacing import reserve_gap_slot
+from dripdrop_core.pacing import reserve_gap_slot, reserve_handoff
 from dripdrop_core.state import AdapterState
 
 from .conftest import T0
@@ -34,3 +34,19 @@ def test_reserve_gap_slot_stale_slot_never_delays_past_earliest(
     slot, new = reserve_gap_slot(adapter, state, later)
     assert slot == later
     assert new.gap_slot_at == later
+
+
+def test_reserve_handoff_spaces_sends_issued_again_one_gap_apart(
+    adapter_factory: Callable[..., Adapter],
+) -> None:
+    """Twenty sends held up by an outage go out one gap apart, not as a burst."""
+    adapter = adapter_factory(min_gap_seconds=90)
+    state = AdapterState(adapter_id="a1", last_sent_at=T0 - timedelta(hours=1))
+    times = []
+    for _ in range(20):
+        at, state = reserve_handoff(adapter, state, T0)
+        times.append(at)
+    assert times[0] == T0  # the last send was long ago: at once
+    assert [b - a for a, b in zip(times, times[1:], strict=False)] == [timedelta(seconds=90)] * 19
+    no_gap = adapter_factory(min_gap_seconds=0)
+    assert reserve_handoff(no_gap, AdapterState(adapter_id="a1"), T0)[0] == T0
