@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dripdrop_core.models import Adapter
+from streams.providers import dkim
 from streams.providers.base import (
     AdapterFailureError,
     AmbiguousDeliveryError,
@@ -80,6 +81,7 @@ class ProviderRegistry:
         builder = self._builders.get(adapter.provider)
         if builder is None:
             raise UnknownProviderError("unknown_provider", adapter.provider)
+        dkim.configure(adapter)  # the adapter's DKIM keys, for render_message
         key, build = builder(adapter)
         cached = self._providers.get(key)
         if cached is None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiosmtplib
 
+from streams.providers import dkim
 from streams.providers.base import (
     AdapterFailureError,
     AmbiguousDeliveryError,
@@ -151,6 +152,13 @@ def build_message(email: OutboundEmail) -> Message:
 
 
 def render_message(email: OutboundEmail) -> tuple[bytes, str]:
+    """The message as it goes on the wire and its ``Message-ID``, DKIM-signed when the
+    From domain has a key (``streams.providers.dkim``, SPEC §13)."""
+    raw, message_id = _render_unsigned(email)
+    return dkim.sign(raw, email.from_address), message_id
+
+
+def _render_unsigned(email: OutboundEmail) -> tuple[bytes, str]:
     """The message as it goes on the wire (CRLF line ends) and its ``Message-ID``.
 
     Byte for byte what ``build_message(email).as_bytes(policy=...)`` writes (a test compares
