@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"  # json: JSON-lines logs (streams/jsonlog.py)
     sink_batch_size: int = Field(default=500, gt=0)
     sink_batch_seconds: float = Field(default=0.05, gt=0)
+    # One-click unsubscribe (streams/web.py): the HMAC key as a secret reference
+    # (env:NAME or file:/path, streams/secrets.py), never the key itself.
+    unsubscribe_key: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, gt=0)
     # The per-adapter circuit breaker of adapter-level send failures (SPEC §7): opens after
     # this many consecutive ones, holds the adapter's sends this long (real seconds, doubled
     # after each failed probe up to 12 times as long), then lets one probe through.
