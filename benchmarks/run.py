@@ -13,6 +13,7 @@ BENCHES = (
     ["benchmarks.sender_bench", "--messages", "600", "--runs", "3", "--batch", "64"],
     ["benchmarks.faust_floor", "--records", "150000", "--runs", "3"],
     ["benchmarks.suppression_bench", "--entries", "100000", "--runs", "1"],
+    ["benchmarks.unsubscribe_bench", "--unsubscribes", "30"],
 )
 
 
