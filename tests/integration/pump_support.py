@@ -59,9 +59,11 @@ def build_mailbox(
     steps: int = 2,
     delays: tuple[int, ...] = (0, 3600),
     folders: tuple[str, ...] = ("INBOX",),
+    outbound: dict[str, Any] | None = None,
     **imap: Any,
 ) -> Mailbox:
-    """One mailbox adapter (sends into ``smtp``, receives in Dovecot) and a sequence."""
+    """One mailbox adapter (sends into ``smtp``, or ``outbound``'s SMTP config; receives in
+    Dovecot) and a sequence."""
     address = f"sales-{uuid.uuid4().hex[:10]}@dripdrop.test"
     password_file = Path(mail_server.add_user(address))
     adapter = dd.create_channel_adapter(
@@ -71,7 +73,7 @@ def build_mailbox(
         from_address=address,
         health_state="active",
         config={
-            **smtp.adapter_config(),
+            **(outbound or smtp.adapter_config()),
             "inbound": inbound_config(mail_server, address, password_file, folders=folders, **imap),
         },
     )
