@@ -65,14 +65,16 @@ class ProviderRegistry:
         self._builders: dict[str, Callable[[Adapter], tuple[_Key, Callable[[], Provider]]]] = {
             "smtp": _smtp,
             "memory": _memory,
+            "gmail": _gmail,
+            "microsoft365": _microsoft365,
             "ses": _ses,
             "mailgun": _mailgun,
             "postmark": _postmark,
         }
 
     def provider_for(self, adapter: Adapter) -> Provider:
-        """Return the provider for ``adapter`` (``smtp``, ``ses``, ``mailgun``,
-        ``postmark`` or ``memory``).
+        """Return the provider for ``adapter`` (``smtp``, ``gmail``, ``microsoft365``, ``ses``,
+        ``mailgun``, ``postmark`` or ``memory``).
 
         Raises:
             UnknownProviderError: the adapter's ``provider`` is not one we ship.
@@ -102,6 +104,20 @@ def _smtp(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
 
 # The HTTP API providers are imported when first used: boto3 and httpx cost import time
 # that a worker of SMTP mailboxes (or the CLI) need not pay.
+def _gmail(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
+    from streams.providers.gmail import GmailConfig, GmailProvider
+
+    config = GmailConfig.from_adapter_config(adapter.config)
+    return ("gmail", *config.key), lambda: GmailProvider(config)
+
+
+def _microsoft365(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
+    from streams.providers.microsoft365 import GraphConfig, GraphProvider
+
+    config = GraphConfig.from_adapter_config(adapter.config)
+    return ("microsoft365", *config.key), lambda: GraphProvider(config)
+
+
 def _ses(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
     from streams.providers.ses import SesConfig, SesProvider
 

@@ -184,6 +184,8 @@ def postmark(secret: Secret) -> Iterator[Harness]:
 
 
 HARNESSES = {
+    "gmail": gmail,
+    "microsoft365": microsoft365,
     "ses": ses,
     "mailgun": mailgun,
     "postmark": postmark,

@@ -169,7 +169,7 @@ class GmailApi(ApiServer):
             )
         user_id = request.path_params["user_id"]
         requested = body.get("threadId")
-        thread_id = self._thread(user_id, requested, message)
+        thread_id = self._thread_for(user_id, requested, message)
         if thread_id is None and requested:
             return JSONResponse(
                 gmail_error(404, "Requested entity was not found.", "notFound", "NOT_FOUND"), 404
@@ -186,7 +186,7 @@ class GmailApi(ApiServer):
         self.sent.append(stored)
         return JSONResponse({"id": stored.id, "threadId": stored.thread_id, "labelIds": ["SENT"]})
 
-    def _thread(self, user_id: str, requested: Any, message: Message) -> str | None:
+    def _thread_for(self, user_id: str, requested: Any, message: Message) -> str | None:
         """The thread the message joins: ``""`` for a new thread, ``None`` for an unknown id."""
         if not requested:
             return ""

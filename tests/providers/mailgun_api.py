@@ -71,7 +71,7 @@ class MailgunApi(ApiServer):
             to = form.get("to")
             upload = form.get("message")
             raw = await upload.read() if isinstance(upload, UploadFile) else None
-        planned = await self.planned()
+        planned = await self.planned(tag=to if isinstance(to, str) else None)
         if planned is not None:
             return planned
         domain = request.path_params["domain"]

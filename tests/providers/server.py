@@ -75,8 +75,12 @@ class ApiServer:
         with self._lock:
             self._faults.append(Fault(200, {}, {}, stall_seconds=seconds))
 
-    async def planned(self, route: str = "send") -> Response | None:
-        """Called by a handler after reading the request: a planned fault, or None."""
+    async def planned(self, route: str = "send", tag: str | None = None) -> Response | None:
+        """Called by a handler once the request is read whole: a planned fault, or None.
+
+        ``tag`` names the request (its recipient) for subclasses that watch what is in
+        flight, as the crash test does.
+        """
         with self._lock:
             self.requests += 1
             fault = next((f for f in self._faults if f.route == route), None)
