@@ -7,6 +7,9 @@ chaos harness's faults: a broker SIGKILL, a database outage; ``up`` brings them 
   listening on 127.0.0.1:19092.
 * PostgreSQL: the machine's server binaries (Debian's ``postgresql`` package is installed
   when none are found), a cluster in the project folder, listening on 127.0.0.1:15432.
+* Mail (``infra/mailservers.py``): Postfix (SMTP 12525, submission 12587, SMTPS 12465), Dovecot
+  (IMAP 14143, IMAPS 14993, LMTP 14024) and a local OAuth2 server (14080) for XOAUTH2, installed
+  from Debian's packages when missing; ``DRIPDROP_MAIL=0`` leaves them out.
 
 Everything lives under ``.dripdrop/`` (git-ignored). ``up`` is idempotent; ``down`` stops only
 the processes whose pids ``up`` recorded. When ``DRIPDROP_KAFKA_BOOTSTRAP`` or
@@ -26,6 +29,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mailservers  # noqa: E402 - infra/ is a folder of scripts, not a package
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = Path(os.environ.get("DRIPDROP_HOME", ROOT / ".dripdrop"))
@@ -449,6 +455,7 @@ def status() -> None:
     p = read_pid(pg_dir() / "postgres.pid")
     log(f"kafka: {'running pid ' + str(k) if k else 'not running'} (127.0.0.1:{KAFKA_PORT})")
     log(f"postgres: {'running pid ' + str(p) if p else 'not running'} (127.0.0.1:{PG_PORT})")
+    mailservers.mail_status()
 
 
 def main(argv: list[str]) -> int:
@@ -458,7 +465,9 @@ def main(argv: list[str]) -> int:
         if command == "up":
             pg_up()
             kafka_up()
+            mailservers.mail_up()
         elif command == "down":
+            mailservers.mail_down()
             kafka_down()
             pg_down()
         elif command == "status":
@@ -470,7 +479,7 @@ def main(argv: list[str]) -> int:
         else:
             print(__doc__, file=sys.stderr)
             return 2
-    except ServiceError as exc:
+    except (ServiceError, mailservers.MailServiceError) as exc:
         print(f"[services] error: {exc}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as exc:

@@ -16,6 +16,7 @@ from streams.admin import create_topics, delete_topics_with_prefix
 from streams.api import DripDrop
 from streams.mailsink import SmtpSink
 from streams.settings import Settings
+from tests.integration.mail_fixtures import mail_server  # noqa: F401 - the fixture
 from tests.integration.support import WorkerProcess
 
 pytestmark = pytest.mark.integration
