@@ -1079,7 +1079,8 @@ class DripDrop:
             intent = Intent(msg.intent.strip().lower()) if msg.intent else None
         except ValueError:
             raise InvalidInputError(
-                f"unknown intent {msg.intent[:40]!r}; one of {', '.join(i.value for i in Intent)}",
+                f"unknown intent {(msg.intent or '')[:40]!r};"
+                f" one of {', '.join(i.value for i in Intent)}",
                 code="unknown_intent",
             ) from None
         references: Sequence[str] = split_references(msg.references)

@@ -156,13 +156,16 @@ class Host:
             elapsed = (now - SIM_START) / DAY
             due = min(self.prospects, int(max(0.0, elapsed) / enroll_days * self.prospects) + 1)
             for i in range(len(self.enrolled), due):
-                self.enrolled[i] = self.dd.enroll(
-                    tenant_key=self.world["tenant"],
-                    sequence_id=self.world["sequence"].id,
-                    subscriber_id=f"prospect-{i}",
-                    recipient=f"prospect{i}@buyer.example",
-                    data={"first_name": f"P{i}"},
-                ).enrollment_id
+                self.enrolled[i] = (
+                    self.dd.enroll(  # an enroll's Accepted names its enrollment
+                        tenant_key=self.world["tenant"],
+                        sequence_id=self.world["sequence"].id,
+                        subscriber_id=f"prospect-{i}",
+                        recipient=f"prospect{i}@buyer.example",
+                        data={"first_name": f"P{i}"},
+                    ).enrollment_id
+                    or ""
+                )
             self.reply_to_some()
             if elapsed >= 3.5 and not self.bounced:
                 self.bounce_mailbox()

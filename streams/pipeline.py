@@ -47,7 +47,7 @@ from streams.codecs import CodecError, Codecs, partition_for
 from streams.kafka import PublishError, StreamPublisher
 from streams.processor import inputs
 from streams.processor.flow import Processor
-from streams.processor.inputs import ConfigNotReadyError
+from streams.processor.pinning import ConfigNotReadyError
 from streams.processor.runtime import Outputs, stable_id
 from streams.processor.store import TABLES
 from streams.providers import ProviderRegistry
@@ -200,9 +200,8 @@ class Pipeline:
             ),
             recipient_retry_limit=timedelta(hours=settings.recipient_retry_hours),
         )
-        raw = {"key_serializer": "raw", "value_serializer": "raw"}
         self.topics = {
-            name: app.topic(settings.topic(name), **raw)
+            name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
             for name in (
                 *PUBLIC_INPUTS,
                 *INTERNAL,
@@ -256,9 +255,10 @@ class Pipeline:
         ]
         self._chain_flush()
         self._register()
-        app.on_partitions_revoked.connect(self._on_revoked)
-        app.on_partitions_revoked.connect(self._on_rebalance)
-        app.on_partitions_assigned.connect(self._on_rebalance)
+        # Faust types a receiver as taking a ``signal`` keyword; it passes one in **kwargs.
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_revoked.connect(self._on_rebalance)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_rebalance)  # type: ignore[arg-type]
 
     async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         """Staged writes of partitions leaving this process are dropped (checkpoint.py)."""
@@ -315,7 +315,7 @@ class Pipeline:
                 except StopRetrying:
                     _exit_uncommitted(event.message)
 
-        @app.task
+        @app.task  # type: ignore[untyped-decorator]  # Faust's decorators are untyped
         async def start_stages() -> None:  # after table recovery, like the agents
             for consumer in self.consumers:
                 await consumer.start()
@@ -324,9 +324,9 @@ class Pipeline:
             for consumer in self.consumers:
                 await consumer.stop()
 
-        app.on_before_shutdown.connect(stop_stages)
+        app.on_before_shutdown.connect(stop_stages)  # type: ignore[arg-type]
 
-        @app.timer(self.settings.tick_interval_seconds)
+        @app.timer(self.settings.tick_interval_seconds)  # type: ignore[untyped-decorator]
         async def tick() -> None:
             now = self.clock.now()
             ticks = self.settings.topic("ticks")
@@ -354,7 +354,7 @@ class Pipeline:
             if name == "ticks":
                 self._ticks_in_flight.pop(partition, None)
                 await self.retry_parked(partition)
-            out = self._dispatch_input(name, message.value, partition)
+            out = self._dispatch_input(name, message.value or b"", partition)
         except ConfigNotReadyError as exc:
             if not self.park(name, message, partition, str(exc)):
                 await self.dead_letter(message, exc.code, f"parking full: {exc}")
@@ -487,7 +487,7 @@ class Pipeline:
             with p.event(partition):
                 return p.on_feedback(orjson.loads(value), now, partition)
         record = self.codecs.for_topic(name).decode(value)
-        handler = {
+        handler: Callable[[Processor, dict[str, Any], datetime, int], Outputs] = {
             "enrollments": inputs.on_enrollment_command,
             "inbound-messages": inputs.on_inbound,
             "health-signals": inputs.on_health_signal,
