@@ -14,6 +14,7 @@ BENCHES = (
     ["benchmarks.faust_floor", "--records", "150000", "--runs", "3"],
     ["benchmarks.suppression_bench", "--entries", "100000", "--runs", "1"],
     ["benchmarks.unsubscribe_bench", "--unsubscribes", "30"],
+    ["benchmarks.pump_bench", "--replies", "100"],
 )
 
 
