@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 from dripdrop_core.classify import classify_fields
+from dripdrop_core.config_sync import REFERENCES, config_ownership_error
 from dripdrop_core.correlation import (
     Intent,
     correlate,
@@ -542,6 +543,21 @@ def on_config(p: Processor, change: dict[str, Any], now: datetime, partition: in
         raise RecordError(f"unknown entity type {entity_type}", code="unknown_entity")
     payload = None if change.get("deleted") else _config_payload(entity_type, change["payload"])
     previous = p.config.entity(entity_type, change["entity_id"])
+    referenced = {
+        (kind, str(ident)): getattr(p.config.entity(kind, str(ident)), "tenant_key", None)
+        for kind, field in REFERENCES.get(entity_type, ())
+        if payload is not None and (ident := payload.get(field)) is not None
+    }
+    problem = config_ownership_error(
+        change["tenant_key"],
+        entity_type,
+        change["entity_id"],
+        payload,
+        getattr(previous, "tenant_key", None),
+        referenced,
+    )
+    if problem is not None:
+        raise RecordError(problem, code="tenant_mismatch")
     p.config.apply(entity_type, change["entity_id"], payload)
     if entity_type == "adapter" and payload is not None:
         adapter = p.config.adapter(change["entity_id"])

@@ -839,10 +839,10 @@ IGNORED = {
 }
 
 
-TRIED = ("enrollments", "inbound-messages", "health-signals")
-"""The input topics swept in ``make test``. ``config`` is not among them yet: its records
-naming another tenant's entity are applied, not refused (``on_config`` checks no tenant;
-reported to the lead with this sweep as the reproduction: add "config" here)."""
+TRIED = ("enrollments", "inbound-messages", "health-signals", "config")
+"""The input topics swept in ``make test``: all four. A ``config`` record naming another
+tenant's entity (to overwrite, delete or point at) is refused by
+``dripdrop_core.config_sync.config_ownership_error`` and dead-lettered ``tenant_mismatch``."""
 
 
 @pytest.mark.timeout(600)
