@@ -36,9 +36,9 @@ migrate: services
 	.venv/bin/alembic upgrade head
 
 lint: venv
-	.venv/bin/ruff check dripdrop_core streams tests infra
-	.venv/bin/ruff format --check dripdrop_core streams tests infra
-	.venv/bin/mypy dripdrop_core streams/processor streams/checkpoint.py streams/changelog.py streams/kafka.py streams/crashpoints.py streams/sends.py streams/secrets.py streams/suppressions.py streams/cli/suppressions.py streams/providers/httpapi.py streams/providers/ses.py streams/providers/mailgun.py streams/providers/postmark.py streams/pump streams/cli/pump.py streams/providers/dkim.py streams/web.py
+	.venv/bin/ruff check dripdrop_core streams tests infra benchmarks
+	.venv/bin/ruff format --check dripdrop_core streams tests infra benchmarks
+	.venv/bin/mypy dripdrop_core streams infra benchmarks tests
 
 # pytest exits 5 when it collected no test: that is a failure here too, said plainly.
 test: venv services migrate lint

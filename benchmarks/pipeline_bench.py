@@ -130,7 +130,9 @@ def dispatch_span(
                 if msg.error() is None:
                     stamps.append(msg.timestamp()[1])
                     if len(commands) < 200:
-                        commands.append(codec.decode(msg.value()))
+                        value = msg.value()
+                        assert value is not None, f"a tombstone on {topic}"
+                        commands.append(codec.decode(value))
     finally:
         consumer.close()
     if len(stamps) < n:
@@ -299,7 +301,9 @@ def replies_under_load(
         while len(commands) < replies:
             for msg in consumer.consume(replies - len(commands), 0.5):
                 if msg.error() is None:
-                    commands.append(codec.decode(msg.value()))
+                    value = msg.value()
+                    assert value is not None, "a tombstone on dispatch"
+                    commands.append(codec.decode(value))
     finally:
         consumer.close()
     out.extend(reply_latencies(settings, commands, worlds, replies, gap=0.05))

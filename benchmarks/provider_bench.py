@@ -123,33 +123,56 @@ async def _token(server: dict[str, Any]) -> str:
         return str(answer.json()["access_token"])
 
 
+Request = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+"""One prepared API call: given the shared client, send it."""
+
+
+def _post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> Request:
+    def send(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+        return http.post(url, json=body, headers=headers)
+
+    return send
+
+
+def _post_content(url: str, content: bytes, headers: dict[str, str]) -> Request:
+    def send(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+        return http.post(url, content=content, headers=headers)
+
+    return send
+
+
+def _post_mime(url: str, api_key: str, to: str, raw: bytes) -> Request:
+    def send(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+        return http.post(
+            url,
+            auth=("api", api_key),
+            data={"to": to},
+            files={"message": ("message.mime", raw, "message/rfc822")},
+        )
+
+    return send
+
+
 async def bare_http(name: str, server: dict[str, Any], messages: int) -> float:
     """messages/s of httpx alone: the provider's documented request, 8 in flight."""
     emails = [sample_email(i) for i in range(messages)]
     token = await _token(server) if name in ("gmail", "microsoft365") else ""
-    requests: list[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]] = []
+    requests: list[Request] = []
     for email in emails:
         raw, _ = render_message(email)
         if name == "gmail":
-            body = {"raw": base64.urlsafe_b64encode(raw).decode()}
+            body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(raw).decode()}
             url = f"{server['url']}/gmail/v1/users/me/messages/send"
             auth = {"Authorization": f"Bearer {token}"}
-            requests.append(lambda h, u=url, b=body, a=auth: h.post(u, json=b, headers=a))
+            requests.append(_post_json(url, body, auth))
         elif name == "microsoft365":
             content = base64.b64encode(raw)
             url = f"{server['api_base']}/me/sendMail"
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
-            requests.append(lambda h, u=url, c=content, a=headers: h.post(u, content=c, headers=a))
+            requests.append(_post_content(url, content, headers))
         elif name == "mailgun":
             url = f"{server['url']}/v3/{server['domain']}/messages.mime"
-            requests.append(
-                lambda h, u=url, r=raw, to=email.recipient: h.post(
-                    u,
-                    auth=("api", server["api_key"]),
-                    data={"to": to},
-                    files={"message": ("message.mime", r, "message/rfc822")},
-                )
-            )
+            requests.append(_post_mime(url, server["api_key"], email.recipient, raw))
         else:
             body = {
                 "From": email.from_address,
@@ -164,8 +187,8 @@ async def bare_http(name: str, server: dict[str, Any], messages: int) -> float:
                 "X-Postmark-Server-Token": server["server_token"],
             }
             url = f"{server['url']}/email"
-            requests.append(lambda h, u=url, b=body, a=headers: h.post(u, json=b, headers=a))
-    queue: asyncio.Queue[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]] = asyncio.Queue()
+            requests.append(_post_json(url, body, headers))
+    queue: asyncio.Queue[Request] = asyncio.Queue()
     for request in requests:
         queue.put_nowait(request)
     limits = httpx.Limits(max_connections=DEFAULT_CONCURRENCY)
@@ -183,7 +206,7 @@ async def bare_http(name: str, server: dict[str, Any], messages: int) -> float:
 
 def bare_boto3(server: dict[str, Any], messages: int) -> float:
     """messages/s of boto3 alone: ``SendEmail`` with raw content, 8 threads."""
-    import boto3  # type: ignore[import-untyped]
+    import boto3
 
     client = boto3.client(
         "sesv2",

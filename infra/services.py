@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,7 +83,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_until(what: str, check, *, alive=None, log_file: Path | None = None) -> float:
+def wait_until(
+    what: str,
+    check: Callable[[], bool],
+    *,
+    alive: Callable[[], bool] | None = None,
+    log_file: Path | None = None,
+) -> float:
     """Poll ``check`` until it returns True; fail fast if the process died."""
     start = time.monotonic()
     delay = 0.1
@@ -301,6 +308,14 @@ def pg_bin(name: str) -> str | None:
     return str(candidates[0]) if candidates else None
 
 
+def require_pg_bin(name: str) -> str:
+    """``pg_bin`` for a binary that must exist (``ensure_pg_binaries`` installed it)."""
+    found = pg_bin(name)
+    if found is None:
+        raise ServiceError(f"postgres: no {name} binary found")
+    return found
+
+
 def ensure_pg_binaries() -> None:
     if pg_bin("pg_ctl") and pg_bin("initdb"):
         return
@@ -358,7 +373,7 @@ def pg_up() -> None:
         subprocess.run(
             as_pg_owner(
                 [
-                    pg_bin("initdb"),
+                    require_pg_bin("initdb"),
                     "-D",
                     str(data),
                     "-U",
@@ -381,7 +396,7 @@ def pg_up() -> None:
     result = subprocess.run(
         as_pg_owner(
             [
-                pg_bin("pg_ctl"),
+                require_pg_bin("pg_ctl"),
                 "-D",
                 str(data),
                 "-o",

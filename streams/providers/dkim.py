@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import dkim  # type: ignore[import-untyped]
+import dkim
 
 from dripdrop_core.models import Adapter
 from streams.providers.base import AdapterFailureError

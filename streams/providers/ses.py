@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
-import botocore.config  # type: ignore[import-untyped]
-import botocore.exceptions  # type: ignore[import-untyped]
+import boto3
+import botocore.config
+import botocore.exceptions
 
 from streams.providers import httpapi
 from streams.providers.base import (

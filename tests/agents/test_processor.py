@@ -18,7 +18,7 @@ from dripdrop_core.limits import MAX_DATA_BYTES, MAX_MESSAGE_BYTES
 from dripdrop_core.policy import OutboundPolicy
 from streams.processor import inputs
 from streams.processor.flow import Processor
-from streams.processor.inputs import ConfigNotReadyError
+from streams.processor.pinning import ConfigNotReadyError
 from streams.processor.store import DictStore
 
 T0 = datetime(2026, 12, 7, 9, tzinfo=UTC)

@@ -26,6 +26,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+            assert isinstance(item, pytest.Function), item  # only test functions live here
             item.fixturenames.insert(0, "services")
 
 

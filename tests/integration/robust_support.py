@@ -97,7 +97,10 @@ def build_world(
             )
         )
     pool = dd.create_adapter_pool(tenant_key=tenant, name="sales", on_pin_unavailable="reassign")
+    adapter_caps: dict[str, int] = {}
     for adapter in adapters:
+        assert adapter.daily_cap is not None, "created with a daily cap above"
+        adapter_caps[adapter.id] = adapter.daily_cap
         dd.add_pool_member(
             pool.id, tenant_key=tenant, adapter_id=adapter.id, weight=adapter.daily_cap
         )
@@ -120,7 +123,7 @@ def build_world(
     return World(
         tenant=tenant,
         adapters=adapters,
-        caps={a.id: a.daily_cap for a in adapters},
+        caps=adapter_caps,
         pool=pool,
         sequence=sequence,
         version=version,
@@ -310,7 +313,11 @@ class TopicReader:
             if msg is None or msg.error() is not None:
                 continue
             value = msg.value()
-            self.records.append(self.codec.decode(value) if self.codec else value)
+            if self.codec:
+                assert value is not None, "a tombstone on a topic read with a codec"
+                self.records.append(self.codec.decode(value))
+            else:
+                self.records.append(value)
         return self.records
 
     def until(self, check: Callable[[list[Any]], bool], *, timeout: float, what: str) -> list[Any]:

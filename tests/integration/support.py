@@ -9,13 +9,20 @@ from typing import TypeVar
 
 from confluent_kafka import Producer
 
+from streams.api import Accepted
 from streams.localrun import WorkerProcess, settings_env
 from streams.settings import Settings
 
-__all__ = ["WorkerProcess", "producer", "settings_env", "wait_for"]
+__all__ = ["WorkerProcess", "enrolled_id", "producer", "settings_env", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+
+
+def enrolled_id(accepted: Accepted) -> str:
+    """The enrollment id of an accepted ``enroll`` command (set for every enroll)."""
+    assert accepted.enrollment_id is not None, accepted
+    return accepted.enrollment_id
 
 
 def wait_for(

@@ -27,7 +27,7 @@ def test_read_other_tenants_pool_adapter_members_is_tenant_mismatch(
     api: DripDrop, two_tenants: tuple[Outbound, Outbound]
 ) -> None:
     a, b = two_tenants
-    reads = [
+    reads: list[Callable[[], object]] = [
         lambda: api.get_pool(a.pool_id, tenant_key=b.tenant_key),
         lambda: api.list_pool_members(a.pool_id, tenant_key=b.tenant_key),
         lambda: api.inspect_pool(a.pool_id, tenant_key=b.tenant_key),
@@ -109,7 +109,7 @@ def test_enroll_repin_pause_ingest_across_tenants_is_rejected_and_produces_nothi
         version_id=a.version_id,
         adapter_id=a.adapter_id,
     )
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: api.enroll(
             tenant_key=b.tenant_key,
             sequence_id=a.sequence_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert
@@ -33,8 +34,9 @@ def test_create_adapter_nonpositive_daily_cap_is_invalid(
 def test_create_adapter_out_of_range_ramp_field_is_invalid(
     api: DripDrop, new_tenant: Callable[[], str], field: str, value: float
 ) -> None:
+    out_of_range: dict[str, Any] = {field: value}  # kwargs for whichever field is under test
     with pytest.raises(InvalidInputError, match=field):
-        api.create_channel_adapter(tenant_key=new_tenant(), name="a", **{field: value})
+        api.create_channel_adapter(tenant_key=new_tenant(), name="a", **out_of_range)
 
 
 def test_create_adapter_unknown_timezone_is_invalid(

@@ -128,7 +128,9 @@ def test_cli_seed_cold_outbound_example(settings: Settings, db_engine: Engine) -
     )
     assert updated["ramp_started_at"] is not None
     assert step["version_id"] == version["id"]
-    assert [m["adapter_id"] for m in shown["members"]] == [adapter["id"]]  # type: ignore[index, union-attr]
+    members = shown["members"]
+    assert isinstance(members, list)
+    assert [m["adapter_id"] for m in members] == [adapter["id"]]
     assert enrolled["command"] == "enroll" and enrolled["enrollment_id"]
 
     with db_engine.connect() as conn:

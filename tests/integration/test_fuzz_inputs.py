@@ -206,15 +206,13 @@ def test_fuzzed_inputs_are_dead_lettered_and_the_valid_ones_between_them_process
 
         def all_valid_rows() -> bool:
             assert worker.alive(), worker.log_tail()
-            return (
-                valid
-                == rows(
-                    run,
-                    "SELECT count(*) FROM dripdrop.enrollments WHERE tenant_key = %s"
-                    " AND subscriber_id LIKE 'valid-%%'",
-                    world.tenant,
-                )[0][0]
-            )
+            count: int = rows(
+                run,
+                "SELECT count(*) FROM dripdrop.enrollments WHERE tenant_key = %s"
+                " AND subscriber_id LIKE 'valid-%%'",
+                world.tenant,
+            )[0][0]
+            return valid == count
 
         wait_for(all_valid_rows, timeout=300, interval=1.0, what=f"{valid} valid enrollments' rows")
         for key in bad:

@@ -27,7 +27,7 @@ from tests.integration.pipeline_support import (
     telemetry_named,
 )
 from tests.integration.smtp_sink import SmtpSink
-from tests.integration.support import WorkerProcess, wait_for
+from tests.integration.support import WorkerProcess, enrolled_id, wait_for
 
 A, B = "prospect-a@example.org", "prospect-b@example.org"
 
@@ -52,13 +52,15 @@ def test_ambiguous_send_holds_the_enrollment_until_resolved_sent_or_not_sent(
         telemetry = TopicReader(settings, "telemetry")
         try:
             enrolled = {
-                recipient: client.enroll(
-                    tenant_key=tenant,
-                    sequence_id=world.sequence.id,
-                    subscriber_id=recipient,
-                    recipient=recipient,
-                    data={"first_name": "P"},
-                ).enrollment_id
+                recipient: enrolled_id(
+                    client.enroll(
+                        tenant_key=tenant,
+                        sequence_id=world.sequence.id,
+                        subscriber_id=recipient,
+                        recipient=recipient,
+                        data={"first_name": "P"},
+                    )
+                )
                 for recipient in (A, B)
             }
             for recipient, enrollment_id in enrolled.items():

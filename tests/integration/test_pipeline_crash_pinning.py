@@ -29,7 +29,7 @@ from streams.api import DripDrop
 from streams.settings import Settings
 from tests.integration.robust_support import TopicReader, rows, scaled, wait_ready
 from tests.integration.smtp_sink import SmtpSink
-from tests.integration.support import WorkerProcess, wait_for
+from tests.integration.support import WorkerProcess, enrolled_id, wait_for
 
 ENROLLMENTS = 1_000
 WEIGHTS = (5, 3, 2)
@@ -108,13 +108,15 @@ def test_sigkill_while_pinning_then_restart_on_same_datadir_loses_nothing(
             wait_for(lambda: "config" in _committed_topics(run), timeout=60, what="config taken in")
             assert warm.stop() == 0, warm.log_tail()
             ids = [
-                dd.enroll(
-                    tenant_key=tenant,
-                    sequence_id=sequence_id,
-                    subscriber_id=f"p-{i}",
-                    recipient=f"p{i}@{tenant}.example",
-                    data={"first_name": f"P{i}"},
-                ).enrollment_id
+                enrolled_id(
+                    dd.enroll(
+                        tenant_key=tenant,
+                        sequence_id=sequence_id,
+                        subscriber_id=f"p-{i}",
+                        recipient=f"p{i}@{tenant}.example",
+                        data={"first_name": f"P{i}"},
+                    )
+                )
                 for i in range(ENROLLMENTS)
             ]
         assert len(set(ids)) == ENROLLMENTS

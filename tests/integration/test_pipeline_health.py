@@ -173,7 +173,7 @@ def test_each_health_change_through_the_api_writes_exactly_one_transition_row(
     telemetry = TopicReader(settings, "telemetry")
     worker = start_worker(worker_factory)
     until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
-    changes = [
+    changes: list[Callable[[], object]] = [
         lambda: client.set_adapter_health(
             mailbox,
             tenant_key=key,

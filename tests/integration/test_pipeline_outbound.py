@@ -106,7 +106,9 @@ def consume(
         while time.monotonic() < deadline and not until(got):
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None:
-                got.append(codec.decode(msg.value()))
+                value = msg.value()
+                assert value is not None, f"a tombstone on {topic}"
+                got.append(codec.decode(value))
     finally:
         consumer.close()
     return got

@@ -120,7 +120,7 @@ def ses(secret: Secret) -> Iterator[Harness]:
         }
 
         def received() -> list[Received]:
-            from moto.core import DEFAULT_ACCOUNT_ID
+            from moto.core.models import DEFAULT_ACCOUNT_ID
             from moto.ses.models import ses_backends
 
             backend = ses_backends[DEFAULT_ACCOUNT_ID][MotoSes.region]

@@ -877,7 +877,7 @@ def sweep_inputs(
     kafka = producer(run)
 
     def produce(topic: str, tenant: str, record: dict[str, Any]) -> tuple[int, int]:
-        placed: list[tuple[int, int]] = []
+        placed: list[tuple[int | None, int | None]] = []
         kafka.produce(
             run.topic(topic),
             key=tenant.encode(),
@@ -886,7 +886,9 @@ def sweep_inputs(
             on_delivery=lambda err, msg: placed.append((msg.partition(), msg.offset())),
         )
         assert kafka.flush(30) == 0 and placed
-        return placed[0]
+        partition, offset = placed[0]
+        assert partition is not None and offset is not None, placed
+        return partition, offset
 
     with DripDrop(run) as dd:
         victim = build_world(dd, smtp, tenant=f"victim-{tag}", caps=(100,), steps=1)

@@ -31,19 +31,19 @@ def secret_ref(tmp_path: Path) -> Callable[[str], dict[str, str]]:
 @pytest.fixture
 def mailgun() -> Iterator[MailgunApi]:
     with MailgunApi() as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 @pytest.fixture
 def postmark() -> Iterator[PostmarkApi]:
     with PostmarkApi(inactive=("gone@example.org",)) as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 @pytest.fixture
 def ses_api() -> Iterator[SesApi]:
     with SesApi() as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 def email_fields(**overrides: Any) -> dict[str, Any]:
@@ -95,7 +95,7 @@ class MotoSes:
 
     def sent_raw(self) -> list[bytes]:
         """The raw messages SES accepted, oldest first (moto's in-process backend)."""
-        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.core.models import DEFAULT_ACCOUNT_ID
         from moto.ses.models import ses_backends
 
         backend = ses_backends[DEFAULT_ACCOUNT_ID][self.region]

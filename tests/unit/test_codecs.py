@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.partitioner import murmur2 as aiokafka_murmur2  # type: ignore[import-untyped]  # no stubs
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from confluent_kafka.schema_registry import Schema as RegistrySchema
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro import parse_schema, schemaless_writer

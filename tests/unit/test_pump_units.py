@@ -17,7 +17,7 @@ PASSWORD = {"secret": "env:IMAP_PASSWORD"}
 
 
 def test_parse_fetch_literal_lines_and_uid_after_literal() -> None:
-    lines = [
+    lines: list[bytes | bytearray] = [
         b'1 FETCH (UID 7 INTERNALDATE "03-Dec-2026 20:49:43 +0100" BODY[] {5}',
         bytearray(b"hello"),
         b")",
