@@ -13,6 +13,7 @@ from streams.cli import adapter, audit, enrollment, ingest, ops, pool, sends, se
 from streams.cli import pump as pump_cli
 from streams.cli import suppressions as suppressions_cli
 from streams.cli import web as web_cli
+from streams.cli import webhooks as webhooks_cli
 
 app = typer.Typer(
     name="dripdrop",
@@ -35,6 +36,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(sends.app, name="sends")
 app.add_typer(suppressions_cli.app, name="suppressions")
 app.command("web")(web_cli.web)
+app.add_typer(webhooks_cli.app, name="webhooks")
 app.command("pump")(pump_cli.pump)
 
 if __name__ == "__main__":
