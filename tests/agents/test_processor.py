@@ -27,6 +27,7 @@ TENANT = "acct-1"
 
 def _config(p: Processor, entity_type: str, entity_id: str, payload: dict[str, Any]) -> None:
     change = {
+        "tenant_key": payload["tenant_key"],
         "entity_type": entity_type,
         "entity_id": entity_id,
         "deleted": False,
@@ -488,7 +489,13 @@ def test_an_ambiguous_send_holds_its_enrollment_until_a_sent_resolution_arrives(
 
 def test_deleting_a_pool_member_never_seen_is_a_no_op(processor: Processor) -> None:
     """Found by the fuzz test: the delete crashed on the missing previous member."""
-    change = {"entity_type": "pool_member", "entity_id": "p:a", "deleted": True, "payload": ""}
+    change = {
+        "tenant_key": TENANT,
+        "entity_type": "pool_member",
+        "entity_id": "p:a",
+        "deleted": True,
+        "payload": "",
+    }
     assert not inputs.on_config(processor, change, T0, 0).telemetry
 
 
@@ -496,7 +503,13 @@ def test_deleting_a_pool_member_never_seen_is_a_no_op(processor: Processor) -> N
 def test_a_config_payload_that_is_not_its_entity_is_a_record_error(
     processor: Processor, payload: str
 ) -> None:
-    change = {"entity_type": "adapter", "entity_id": "a", "deleted": False, "payload": payload}
+    change = {
+        "tenant_key": TENANT,
+        "entity_type": "adapter",
+        "entity_id": "a",
+        "deleted": False,
+        "payload": payload,
+    }
     with pytest.raises(RecordError) as raised:
         inputs.on_config(processor, change, T0, 0)
     assert raised.value.code == "invalid_config"
