@@ -1,15 +1,44 @@
-"""The SMTP provider (aiosmtplib): a small pool of open connections per server.
+"""The SMTP provider (aiosmtplib): a small pool of open connections per server account.
+
+An adapter's ``config`` (``SmtpConfig.from_adapter_config``)::
+
+    {"host": "smtp.example.com", "port": 587, "start_tls": true,
+     "username": "ana@example.com", "password": {"secret": "file:/etc/dripdrop/ana.pw"},
+     "tls_ca_file": null, "timeout": 30, "pool_size": 4}
+
+    # XOAUTH2 (Gmail, Microsoft 365) instead of a password:
+    {"host": "smtp.gmail.com", "port": 465, "use_tls": true, "username": "ana@gmail.com",
+     "oauth2": {"token_url": "https://oauth2.googleapis.com/token", "client_id": "…",
+                "client_secret": {"secret": "env:GOOGLE_CLIENT_SECRET"},
+                "refresh_token": {"secret": "file:/etc/dripdrop/ana.refresh"}}}
+
+* Secrets are references (``streams.secrets``), resolved when a connection is opened and
+  never kept: a rotated password file is used by the next connection, no restart needed.
+  One that does not resolve is an ``AdapterFailureError("secret_unavailable")``.
+* TLS: ``use_tls`` (implicit TLS, port 465) or ``start_tls`` (``true``: required;
+  ``null``: used when the server offers it; ``false``: never). Certificates are always
+  verified, against the system's CAs or ``tls_ca_file`` (a private CA). A failed handshake
+  is ``AdapterFailureError("tls_failed")``, nothing sent. Credentials are never sent over
+  an unencrypted connection (``tls_required``) unless ``allow_plaintext_auth`` is true.
+* AUTH: PLAIN/LOGIN (CRAM-MD5 when offered) with ``password``; XOAUTH2 with ``oauth2`` and
+  a token from ``streams.providers.oauth.OAuth2Token`` (one per provider), refreshed and
+  retried once when the server rejects it; a second rejection, or a wrong password, is
+  ``AdapterFailureError("auth_failed")``. ``oauth2.token_url`` defaults to Google's only
+  for a gmail.com/googlemail.com ``username``.
 
 aiosmtplib errors are translated here, and only here, into the ``ProviderError`` tree.
 Which kind an error is depends on *when* it happened: anything before ``DATA`` means
 nothing was handed over (transient or permanent), a break during ``DATA`` is ambiguous.
+No error carries a secret or the server's free text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
+import ssl
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +49,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosmtplib
 
@@ -36,6 +65,10 @@ from streams.providers.base import (
     TransientDeliveryError,
     check_headers,
 )
+from streams.secrets import SecretError, is_reference, resolve_secret
+
+if TYPE_CHECKING:
+    from streams.providers.oauth import OAuth2Token
 
 DEFAULT_POOL_SIZE = 4
 """Open connections per server: enough to hide the ~3 round trips of connection setup
@@ -65,47 +98,182 @@ _TEXT_PART = (
 )
 
 
+GOOGLE_MAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+"""``username`` domains whose ``oauth2.token_url`` may be left out (Google's is used)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpOAuth2:
+    """An OAuth 2.0 refresh-token grant for XOAUTH2; the secrets are references."""
+
+    token_url: str
+    client_id: str
+    refresh_token: Mapping[str, Any]
+    client_secret: Mapping[str, Any] | None = None
+    scope: str | None = None
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (
+            self.token_url,
+            self.client_id,
+            _reference_key(self.refresh_token),
+            _reference_key(self.client_secret),
+            self.scope,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
-    """Connection settings of one SMTP server account (an adapter's ``config``)."""
+    """Connection settings of one SMTP server account (an adapter's ``config``).
+
+    ``password`` and the ``oauth2`` secrets are references (``{"secret": "env:NAME"}``),
+    resolved at each new connection; the resolved value is never stored here.
+    """
 
     host: str
     port: int = 25
     username: str | None = None
-    password: str | None = None
+    password: Mapping[str, Any] | None = None
+    oauth2: SmtpOAuth2 | None = None
     use_tls: bool = False
     start_tls: bool | None = None
+    tls_ca_file: str | None = None
+    allow_plaintext_auth: bool = False
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     pool_size: int = DEFAULT_POOL_SIZE
     local_hostname: str | None = None
 
     @classmethod
     def from_adapter_config(cls, config: Mapping[str, Any]) -> SmtpConfig:
-        """Read ``{"host", "port", "username"?, "password"?, "use_tls"?, "timeout"?…}``.
+        """Read ``{"host", "port", "username"?, "password"? | "oauth2"?, "use_tls"?,
+        "start_tls"?, "tls_ca_file"?, "allow_plaintext_auth"?, "timeout"?, "pool_size"?,
+        "local_hostname"?}`` (the module docstring shows an example).
 
         Raises:
-            PermanentDeliveryError: ``host`` missing or a value of the wrong type.
+            AdapterFailureError: ``invalid_config``: ``host`` missing, a value of the wrong
+                type, a password that is not a secret reference, ``password`` and ``oauth2``
+                both given, credentials without ``username``, ``use_tls`` with ``start_tls``.
+                The detail names the key, never a value.
         """
         try:
+            username = _optional(config, "username", str)
+            password = config.get("password")
+            if password is not None and not is_reference(password):
+                raise _InvalidConfigError("password must be a secret reference")
+            oauth2 = _oauth2(config.get("oauth2"), username)
+            if password is not None and oauth2 is not None:
+                raise _InvalidConfigError("password and oauth2 are exclusive")
+            if (password is not None or oauth2 is not None) and not username:
+                raise _InvalidConfigError("credentials need a username")
+            use_tls = _flag(config, "use_tls", False)
+            start_tls = config.get("start_tls")
+            if start_tls is not None and not isinstance(start_tls, bool):
+                raise _InvalidConfigError("start_tls must be true, false or null")
+            if use_tls and start_tls:
+                raise _InvalidConfigError("use_tls and start_tls are exclusive")
             return cls(
                 host=str(config["host"]),
                 port=int(config.get("port", 25)),
-                username=config.get("username"),
-                password=config.get("password"),
-                use_tls=bool(config.get("use_tls", False)),
-                start_tls=config.get("start_tls"),
+                username=username,
+                password=password,
+                oauth2=oauth2,
+                use_tls=use_tls,
+                start_tls=start_tls,
+                tls_ca_file=_optional(config, "tls_ca_file", str)
+                or _optional(config, "ca_file", str),
+                allow_plaintext_auth=_flag(config, "allow_plaintext_auth", False),
                 timeout_seconds=float(config.get("timeout", DEFAULT_TIMEOUT_SECONDS)),
                 pool_size=int(config.get("pool_size", DEFAULT_POOL_SIZE)),
-                local_hostname=config.get("local_hostname"),
+                local_hostname=_optional(config, "local_hostname", str),
             )
         except (KeyError, TypeError, ValueError) as exc:
             # Fixing the adapter fixes every held send: an adapter failure, never a bounce.
-            raise AdapterFailureError("invalid_config", type(exc).__name__) from exc
+            raise AdapterFailureError("invalid_config", _config_detail(exc)) from exc
 
     @property
     def pool_key(self) -> tuple[object, ...]:
-        """Accounts that may share connections: same server, same credentials, same TLS."""
-        return (self.host, self.port, self.username, self.password, self.use_tls, self.start_tls)
+        """Accounts that may share connections: same server, same credentials (by
+        reference, never the resolved secret), same TLS settings."""
+        return (
+            self.host,
+            self.port,
+            self.username,
+            _reference_key(self.password),
+            self.oauth2.key if self.oauth2 is not None else None,
+            self.use_tls,
+            self.start_tls,
+            self.tls_ca_file,
+            self.allow_plaintext_auth,
+            self.local_hostname,
+        )
+
+
+class _InvalidConfigError(ValueError):
+    """A config problem whose message names a key, never a value."""
+
+
+def _reference_key(value: object) -> str | None:
+    """``httpapi.reference_key`` (the same form), without importing httpx for SMTP."""
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _optional(config: Mapping[str, Any], key: str, kind: type[str]) -> str | None:
+    value = config.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise _InvalidConfigError(f"{key} must be a {kind.__name__}")
+    return value
+
+
+def _flag(config: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = config.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):  # "false" would be truthy: refuse rather than guess
+        raise _InvalidConfigError(f"{key} must be true or false")
+    return value
+
+
+def _oauth2(value: object, username: str | None) -> SmtpOAuth2 | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _InvalidConfigError("oauth2 must be an object")
+    client_id = _optional(value, "client_id", str)
+    if not client_id:
+        raise _InvalidConfigError("oauth2.client_id missing")
+    refresh_token = value.get("refresh_token")
+    if not is_reference(refresh_token):
+        raise _InvalidConfigError("oauth2.refresh_token must be a secret reference")
+    client_secret = value.get("client_secret")
+    if client_secret is not None and not is_reference(client_secret):
+        raise _InvalidConfigError("oauth2.client_secret must be a secret reference")
+    token_url = _optional(value, "token_url", str)
+    if not token_url:
+        domain = (username or "").rpartition("@")[2].lower()
+        if domain not in GOOGLE_MAIL_DOMAINS:
+            raise _InvalidConfigError("oauth2.token_url missing")
+        from streams.providers.oauth import GOOGLE_TOKEN_URL
+
+        token_url = GOOGLE_TOKEN_URL
+    assert isinstance(refresh_token, Mapping)  # is_reference checked it
+    return SmtpOAuth2(
+        token_url=token_url,
+        client_id=client_id,
+        refresh_token=refresh_token,
+        client_secret=client_secret if isinstance(client_secret, Mapping) else None,
+        scope=_optional(value, "scope", str),
+    )
+
+
+def _config_detail(exc: Exception) -> str:
+    """What ``invalid_config`` says: our own messages (key names) or the error's type,
+    never ``str(exc)`` of a conversion (``int("…")`` quotes the value)."""
+    if isinstance(exc, KeyError):
+        return f"missing {exc.args[0]}"
+    if isinstance(exc, _InvalidConfigError):
+        return str(exc)
+    return type(exc).__name__
 
 
 def _utf8_charset() -> Charset:
@@ -241,6 +409,31 @@ def _recipient_refused(exc: aiosmtplib.SMTPResponseException) -> ProviderError:
     return kind("recipient_refused", _status(exc), smtp_code=exc.code)
 
 
+def _secret(reference: object, key: str) -> str:
+    """Resolve a secret reference now (a rotated file is read again); never kept.
+
+    Raises:
+        AdapterFailureError: ``secret_unavailable``, naming the key, never the value.
+    """
+    try:
+        return resolve_secret(reference)
+    except SecretError as exc:
+        raise AdapterFailureError("secret_unavailable", key) from exc
+
+
+def _raise_if_tls(exc: BaseException) -> None:
+    """An ``ssl.SSLError`` anywhere in the chain (bad certificate, wrong host, protocol):
+    ``tls_failed``, an adapter failure; nothing was sent."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # chains are short; never loop on a cyclic one
+        if seen is None:
+            return
+        if isinstance(seen, ssl.SSLError):
+            detail = getattr(seen, "verify_message", None) or type(seen).__name__
+            raise AdapterFailureError("tls_failed", str(detail)) from exc
+        seen = seen.__cause__ or seen.__context__
+
+
 class _Slot:
     """One pooled connection (or the right to open one): a client that may be closed."""
 
@@ -263,13 +456,30 @@ class SmtpProvider:
         for _ in range(max(1, config.pool_size)):
             self._slots.put_nowait(_Slot())
         self._closed = False
+        self._token: OAuth2Token | None = None
+        if config.oauth2 is not None:
+            # httpx (behind OAuth2Token) is imported only by XOAUTH2 accounts.
+            from streams.providers.oauth import OAuth2Token
+
+            grant = config.oauth2
+            self._token = OAuth2Token(
+                grant.token_url,
+                grant.client_id,
+                grant.client_secret,
+                grant.refresh_token,
+                scope=grant.scope,
+            )
 
     async def send(self, email: OutboundEmail) -> str:
         """Deliver ``email``; return the queue id from the server's reply or the Message-ID.
 
         Raises:
             HeaderInjectionError: before any connection is opened.
-            PermanentDeliveryError: 5xx at MAIL/RCPT/DATA, authentication refused.
+            PermanentDeliveryError: 5xx at MAIL/RCPT/DATA.
+            RecipientRejectedError / RecipientDeferredError: 5xx / 4xx at RCPT.
+            AdapterFailureError: ``auth_failed``, ``auth_unavailable``, ``tls_failed``,
+                ``tls_required``, ``secret_unavailable``, the OAuth2 token endpoint's
+                failures (``token_refused``…), 421 at RCPT.
             TransientDeliveryError: connection failed or 4xx before the content was sent.
             AmbiguousDeliveryError: the connection broke or timed out during DATA.
         """
@@ -307,28 +517,109 @@ class SmtpProvider:
         if slot.client is not None and slot.client.is_connected:
             return slot.client
         config = self.config
+        # Credentials first: an unavailable secret or token endpoint opens no connection.
+        password = _secret(config.password, "password") if config.password is not None else None
+        access = await self._token.access_token() if self._token is not None else None
+        tls_context = await self._tls_context()
         client = aiosmtplib.SMTP(
             hostname=config.host,
             port=config.port,
-            username=config.username,
-            password=config.password,
             use_tls=config.use_tls,
-            start_tls=config.start_tls,
+            start_tls=False,  # done below, so a STARTTLS failure is told apart
+            tls_context=tls_context,
             timeout=config.timeout_seconds,
             local_hostname=config.local_hostname,
         )
         try:
+            await self._open(client)
+            encrypted = config.use_tls or await self._start_tls(client)
+            if password is not None or access is not None:
+                if not encrypted and not config.allow_plaintext_auth:
+                    raise AdapterFailureError("tls_required", "no TLS, credentials not sent")
+                await self._authenticate(client, password, access)
+        except BaseException:
+            client.close()
+            raise
+        slot.client = client
+        return client
+
+    async def _tls_context(self) -> ssl.SSLContext | None:
+        """A verifying context (system CAs, or ``tls_ca_file``), built per connection so a
+        renewed CA file is read again; ``None`` when TLS is off."""
+        config = self.config
+        if not config.use_tls and config.start_tls is False:
+            return None
+        try:
+            return await asyncio.to_thread(ssl.create_default_context, cafile=config.tls_ca_file)
+        except (OSError, ValueError) as exc:  # missing or unreadable CA file
+            raise AdapterFailureError("tls_failed", f"tls_ca_file: {type(exc).__name__}") from exc
+
+    @staticmethod
+    async def _open(client: aiosmtplib.SMTP) -> None:
+        """TCP (and implicit TLS), the greeting and EHLO."""
+        try:
             await client.connect()
-        except aiosmtplib.SMTPAuthenticationError as exc:
-            # The account, not the message: deferred and counted by the circuit breaker.
-            raise AdapterFailureError("auth_failed", _status(exc), smtp_code=exc.code) from exc
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()  # a server without ESMTP (then no STARTTLS, no AUTH)
         except aiosmtplib.SMTPResponseException as exc:
             raise _by_code("connect_refused", exc) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            # Refused, unreachable, TLS handshake or greeting timeout: nothing was sent.
+            _raise_if_tls(exc)
+            # Refused, unreachable or greeting timeout: nothing was sent.
             raise TransientDeliveryError("connect_failed", type(exc).__name__) from exc
-        slot.client = client
-        return client
+
+    async def _start_tls(self, client: aiosmtplib.SMTP) -> bool:
+        """STARTTLS when required (``start_tls: true``) or offered (``null``); whether the
+        connection is now encrypted."""
+        wanted = self.config.start_tls
+        if wanted is False or (wanted is None and not client.supports_extension("starttls")):
+            return False
+        if not client.supports_extension("starttls"):
+            raise AdapterFailureError("tls_failed", "STARTTLS not offered")
+        try:
+            await client.starttls()
+        except aiosmtplib.SMTPResponseException as exc:
+            raise AdapterFailureError("tls_failed", _status(exc), smtp_code=exc.code) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            _raise_if_tls(exc)
+            raise TransientDeliveryError("connect_failed", type(exc).__name__) from exc
+        return True
+
+    async def _authenticate(
+        self, client: aiosmtplib.SMTP, password: str | None, access: str | None
+    ) -> None:
+        """AUTH with the password, or XOAUTH2 with ``access`` (refreshed once if refused).
+
+        A failed AUTH leaves the session usable (RFC 4954 §4), so the retry with a fresh
+        token runs on the same connection.
+        """
+        username = self.config.username or ""
+        try:
+            if client.is_ehlo_or_helo_needed:  # STARTTLS reset the extensions
+                await client.ehlo()
+            if password is not None:
+                await client.login(username, password)
+                return
+            assert access is not None and self._token is not None
+            if "xoauth2" not in client.server_auth_methods:
+                raise AdapterFailureError("auth_unavailable", "XOAUTH2 not offered")
+            try:
+                await client.auth_xoauth2(username, access)
+            except aiosmtplib.SMTPAuthenticationError:
+                # Expired or revoked before its time: one fresh token, then give up.
+                self._token.invalidate()
+                await client.auth_xoauth2(username, await self._token.access_token())
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            if self._token is not None:
+                self._token.invalidate()
+            # The account, not the message: deferred and counted by the circuit breaker.
+            raise AdapterFailureError("auth_failed", _status(exc), smtp_code=exc.code) from exc
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+            raise TransientDeliveryError("connect_failed", type(exc).__name__) from exc
+        except aiosmtplib.SMTPException as exc:  # no AUTH extension, no common mechanism
+            raise AdapterFailureError("auth_unavailable", type(exc).__name__) from exc
 
     async def _envelope(self, client: aiosmtplib.SMTP, email: OutboundEmail) -> None:
         """MAIL FROM + RCPT TO; a refusal resets the transaction so the connection stays usable."""
