@@ -143,6 +143,9 @@ class SequenceVersion(Frozen):
     max_wait_seconds: int | None = Field(default=None, gt=0)
     """Outbound: an enrollment waiting for capacity longer than this is rejected
     (``capacity_wait_expired``); ``None`` waits as long as it takes (SPEC §5.2)."""
+    one_click_unsubscribe: bool | None = None
+    """RFC 8058 ``List-Unsubscribe`` headers and ``{{ unsubscribe_url }}`` on its sends
+    (SPEC §13); ``None``: the mode's default, on for lifecycle, off for outbound."""
 
 
 class QuietHours(Frozen):

@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from dripdrop_core.models import Mode, SequenceVersion
+
 VERSION = "v1"
 MAX_TOKEN_LENGTH = 2048
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -88,3 +90,45 @@ def list_unsubscribe_headers(url: str, mailto: str | None, token: str) -> dict[s
     if mailto:
         values.append(f"<mailto:{mailto}?subject={quote('unsubscribe ' + token)}>")
     return {"List-Unsubscribe": ", ".join(values), "List-Unsubscribe-Post": ONE_CLICK}
+
+
+@dataclass(frozen=True, slots=True)
+class OneClickLinks:
+    """What the links of every opted-in send are made of (the shell resolves the key).
+
+    Attributes:
+        key: The HMAC key the endpoint (``dripdrop web``) checks tokens with.
+        base_url: Where the endpoint is reached; the link is ``{base_url}/u/{token}``.
+        mailto: The address of the ``mailto:`` alternative, or ``None`` for none.
+    """
+
+    key: bytes
+    base_url: str
+    mailto: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OneClick:
+    """The unsubscribe link of one enrollment's sends and the headers that carry it."""
+
+    url: str
+    headers: dict[str, str]
+
+
+def is_one_click_on(version: SequenceVersion) -> bool:
+    """Whether the version's sends carry one-click unsubscribe (SPEC §13): its own
+    ``one_click_unsubscribe`` when set, else on for lifecycle and off for outbound."""
+    if version.one_click_unsubscribe is not None:
+        return version.one_click_unsubscribe
+    return version.mode is Mode.LIFECYCLE
+
+
+def one_click(
+    links: OneClickLinks, tenant_key: str, enrollment_id: str, recipient: str
+) -> OneClick:
+    """The link and ``List-Unsubscribe`` / ``List-Unsubscribe-Post`` headers of a send: the
+    token binds tenant, enrollment and recipient, so every send of the enrollment has the
+    same link and a POST to it stops that enrollment."""
+    token = make_token(links.key, tenant_key, enrollment_id, recipient)
+    url = unsubscribe_url(links.base_url, token)
+    return OneClick(url=url, headers=list_unsubscribe_headers(url, links.mailto, token))

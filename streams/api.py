@@ -711,11 +711,21 @@ class DripDrop:
         mode: Mode | str = Mode.LIFECYCLE,
         config: Mapping[str, Any] | None = None,
         active: bool = True,
+        one_click_unsubscribe: bool | None = None,
     ) -> SequenceVersion:
         """Create a version; ``mode="outbound"`` needs ``config["pool_id"]`` of the same tenant
         and may set ``config["max_wait_seconds"]`` (how long an enrollment waits for capacity
-        before it is rejected; unset: as long as it takes)."""
+        before it is rejected; unset: as long as it takes).
+
+        ``one_click_unsubscribe`` (or ``config["one_click_unsubscribe"]``): the version's sends
+        carry RFC 8058 ``List-Unsubscribe`` / ``List-Unsubscribe-Post`` and templates get
+        ``{{ unsubscribe_url }}`` (SPEC §13). Unset: on for lifecycle, off for outbound."""
         config = dict(config or {})
+        if one_click_unsubscribe is not None:
+            config["one_click_unsubscribe"] = one_click_unsubscribe
+        one_click = config.get("one_click_unsubscribe")
+        if one_click is not None and not isinstance(one_click, bool):
+            raise InvalidInputError("config.one_click_unsubscribe must be true or false")
         raw_pool = config.get("pool_id")
         if raw_pool is not None and not isinstance(raw_pool, str):
             raise InvalidInputError("config.pool_id must be a string id")
@@ -739,6 +749,7 @@ class DripDrop:
                     "pool_id": None,
                     "active": active,
                     "max_wait_seconds": max_wait,
+                    "one_click_unsubscribe": one_click,
                 },
             )
             pool_id: str | None = None

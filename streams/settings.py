@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # One-click unsubscribe (streams/web.py): the HMAC key as a secret reference
     # (env:NAME or file:/path, streams/secrets.py), never the key itself.
     unsubscribe_key: str | None = None
+    # Where recipients reach that endpoint: sends link to {unsubscribe_base_url}/u/{token}
+    # (RFC 8058 wants https), with a mailto: alternative when unsubscribe_mailto is set.
+    unsubscribe_base_url: str | None = None
+    unsubscribe_mailto: str | None = None
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, gt=0)
     # The per-adapter circuit breaker of adapter-level send failures (SPEC §7): opens after

@@ -17,6 +17,7 @@ from streams import jsonlog, metrics  # noqa: E402
 from streams.agents import ping  # noqa: E402
 from streams.app import create_app  # noqa: E402
 from streams.clock import clock_from  # noqa: E402
+from streams.one_click import OneClickSource  # noqa: E402
 from streams.pipeline import Pipeline  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -24,6 +25,9 @@ settings = Settings()
 app = create_app(settings)
 ping.register(app, settings)
 pipeline = Pipeline(app, settings, clock_from(settings))
+# One-click unsubscribe links on opted-in sends (SPEC §13): the key by reference, as
+# ``dripdrop web`` resolves it.
+pipeline.processor.one_click = OneClickSource(settings)
 
 
 def main() -> None:

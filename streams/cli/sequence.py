@@ -41,6 +41,14 @@ def create_version(
     pool_id: Annotated[str | None, typer.Option("--pool", help="Pool id (outbound).")] = None,
     config: Annotated[str | None, typer.Option(help="Version config, a JSON object.")] = None,
     inactive: Annotated[bool, typer.Option("--inactive")] = False,
+    one_click_unsubscribe: Annotated[
+        bool | None,
+        typer.Option(
+            "--one-click-unsubscribe/--no-one-click-unsubscribe",
+            help="RFC 8058 List-Unsubscribe headers and {{ unsubscribe_url }} on the sends"
+            " (default: on for lifecycle, off for outbound).",
+        ),
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Create a sequence version; outbound needs --pool (or config pool_id)."""
@@ -55,6 +63,7 @@ def create_version(
             mode=mode,
             config=merged,
             active=not inactive,
+            one_click_unsubscribe=one_click_unsubscribe,
         )
     emit(created, as_json=json_out, title="version")
 

@@ -187,6 +187,7 @@ def version_from_row(row: Row[Any]) -> SequenceVersion:
         pool_id=None if m["pool_id"] is None else str(m["pool_id"]),
         active=m["active"],
         max_wait_seconds=(m.get("config") or {}).get("max_wait_seconds"),
+        one_click_unsubscribe=(m.get("config") or {}).get("one_click_unsubscribe"),
     )
 
 

@@ -50,6 +50,7 @@ from dripdrop_core.selection import Candidate
 from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state, roll_day
 from dripdrop_core.suppression import recipient_keys
 from dripdrop_core.suppression import suppression_key as core_suppression_key
+from dripdrop_core.unsubscribe import OneClick, OneClickLinks, is_one_click_on, one_click
 from streams.processor import pinning
 from streams.processor.render import render_step
 from streams.processor.runtime import (
@@ -119,6 +120,10 @@ class Processor:
         # when to re-issue). Memory only: ``sweep`` rebuilds it from the enrollments when
         # a partition arrives (a restart, a rebalance), which is the only time it is lost.
         self._in_flight: dict[int, dict[str, tuple[str, datetime]]] = {}
+        # The one-click unsubscribe links of opted-in sends (SPEC §13); the composition root
+        # (streams/worker.py) sets a source that resolves the key. ``None``: no headers.
+        self.one_click: Callable[[], OneClickLinks | None] = lambda: None
+        self._one_click_reported = False
 
     # ------------------------------------------------------------ events and caches
 
@@ -497,10 +502,14 @@ class Processor:
         first_of_pin = e.mode is Mode.OUTBOUND and not is_override and e.last_sent_at is None
         message_id = new_message_id(uuid.UUID(exec_id), now, adapter.from_address)
         try:
-            headers = thread_headers(
-                e.thread, is_override=is_override or not threaded, message_id=message_id
+            headers, subject, body = self._compose(
+                e,
+                step,
+                is_override=is_override or not threaded,
+                message_id=message_id,
+                now=now,
+                out=out,
             )
-            subject, body = render_step(step, e.data)
             validate_message_size(subject, body)
             validate_headers(
                 {"Subject": subject, "To": e.recipient, "From": adapter.from_address or ""}
@@ -566,6 +575,50 @@ class Processor:
         out.sink.append(claim)
         self._arm_redrive(e, now, partition)
         return e
+
+    def _compose(
+        self,
+        e: EnrollmentRuntime,
+        step: Step,
+        *,
+        is_override: bool,
+        message_id: str,
+        now: datetime,
+        out: Outputs,
+    ) -> tuple[dict[str, str], str, str]:
+        """The headers, subject and body of a send: threading headers, the one-click
+        unsubscribe headers and ``{{ unsubscribe_url }}`` when the version has them on.
+
+        Raises:
+            DripDropError: a header with a line break, a template that cannot render.
+        """
+        headers = thread_headers(e.thread, is_override=is_override, message_id=message_id)
+        data = e.data
+        link = self._one_click_for(e, now, out)
+        if link is not None:
+            validate_headers(link.headers)
+            headers = {**headers, **link.headers}
+            data = {**e.data, "unsubscribe_url": link.url}
+        subject, body = render_step(step, data)
+        return headers, subject, body
+
+    def _one_click_for(self, e: EnrollmentRuntime, now: datetime, out: Outputs) -> OneClick | None:
+        version = self.config.version(e.version_id)
+        if version is None or not is_one_click_on(version):
+            return None
+        links = self.one_click()
+        if links is None:
+            if not self._one_click_reported:  # once per process: the log says why
+                self._one_click_reported = True
+                out.emit(
+                    "unsubscribe.links_unavailable",
+                    e.tenant_key,
+                    now,
+                    enrollment_id=e.id,
+                    detail="sends go out without List-Unsubscribe: no key or base URL",
+                )
+            return None
+        return one_click(links, e.tenant_key, e.id, e.recipient)
 
     def _claim_op(
         self,
@@ -667,10 +720,14 @@ class Processor:
         handoff, admitted = reserve_handoff(adapter, admitted, now)
         self.save_adapter_state(admitted)
         at = pending.decided_at
-        headers = thread_headers(
-            e.thread, is_override=pending.is_override, message_id=pending.message_id
+        headers, subject, body = self._compose(
+            e,
+            step,
+            is_override=pending.is_override,
+            message_id=pending.message_id,
+            now=now,
+            out=out,
         )
-        subject, body = render_step(step, e.data)
         cap = effective_cap(adapter, state, at, policy=self.policy.health)
         out.emit("dispatch.redriven", e.tenant_key, now, enrollment_id=e.id, step_id=step.id)
         # The row may have been lost with the claim: the execution row references it.

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from dripdrop_core.models import Mode, SequenceVersion
 from dripdrop_core.unsubscribe import (
     ONE_CLICK,
     InvalidTokenError,
+    OneClickLinks,
     Unsubscribe,
+    is_one_click_on,
     list_unsubscribe_headers,
     make_token,
+    one_click,
     read_token,
     unsubscribe_url,
 )
@@ -54,3 +58,40 @@ def test_headers_https_first_then_mailto_and_the_one_click_post() -> None:
         "List-Unsubscribe-Post": ONE_CLICK,
     }
     assert list_unsubscribe_headers(url, None, "tok")["List-Unsubscribe"] == f"<{url}>"
+
+
+@pytest.mark.parametrize(
+    ("mode", "setting", "on"),
+    [
+        (Mode.LIFECYCLE, None, True),
+        (Mode.OUTBOUND, None, False),
+        (Mode.LIFECYCLE, False, False),
+        (Mode.OUTBOUND, True, True),
+        (Mode.LIFECYCLE, True, True),
+        (Mode.OUTBOUND, False, False),
+    ],
+)
+def test_is_one_click_on_mode_default_unless_the_version_says(
+    mode: Mode, setting: bool | None, on: bool
+) -> None:
+    version = SequenceVersion(
+        id="v",
+        sequence_id="s",
+        tenant_key="t",
+        version=1,
+        mode=mode,
+        pool_id="p" if mode is Mode.OUTBOUND else None,
+        one_click_unsubscribe=setting,
+    )
+    assert is_one_click_on(version) is on
+
+
+def test_one_click_link_and_headers_carry_a_token_bound_to_the_enrollment() -> None:
+    links = OneClickLinks(key=KEY, base_url="https://u.example/", mailto="unsub@u.example")
+    link = one_click(links, "t1", "e1", "ann@example.org")
+    assert link.url.startswith("https://u.example/u/")
+    token = link.url.rsplit("/", 1)[1]
+    assert read_token(KEY, token) == Unsubscribe("t1", "e1", "ann@example.org")
+    assert link.headers == list_unsubscribe_headers(link.url, "unsub@u.example", token)
+    assert link.headers["List-Unsubscribe-Post"] == ONE_CLICK
+    assert one_click(links, "t1", "e1", "ann@example.org") == link  # same link every send
