@@ -2,7 +2,7 @@
 
 Counted from what the pipeline already produces: every telemetry event of a processed
 record (``observe``, called from ``Pipeline.publish``), dead letters and per-record processing
-time (``instrument`` wraps the pipeline's ``process`` and ``dead_letter``), and consumer lag
+time (``instrument`` hooks into the pipeline and its dead letters), and consumer lag
 (a timer reading ``app.consumer``: highwater − position per assigned partition). Labels are
 bounded: telemetry names, reasons, health states, short topic names; never addresses,
 adapter ids or enrollment ids. Nothing is recorded until ``start`` is called.
@@ -11,10 +11,7 @@ adapter ids or enrollment ids. Nothing is recorded until ``start`` is called.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -172,7 +169,7 @@ def start(settings: Settings, app: faust.App, pipeline: Any) -> Metrics | None:
     metrics = Metrics()
     start_http_server(settings.metrics_port, registry=metrics.registry)
     _active = metrics
-    instrument(pipeline, metrics, prefix=settings.topic_prefix)
+    instrument(pipeline, metrics)
 
     @app.timer(LAG_INTERVAL_SECONDS)  # type: ignore[untyped-decorator] # faust is untyped
     async def consumer_lag() -> None:
@@ -189,28 +186,15 @@ def start(settings: Settings, app: faust.App, pipeline: Any) -> Metrics | None:
     return metrics
 
 
-def instrument(pipeline: Any, metrics: Metrics, *, prefix: str) -> None:
-    """Time ``pipeline.process`` per record and count ``pipeline.dead_letter`` by reason.
+def instrument(pipeline: Any, metrics: Metrics) -> None:
+    """Time each processed record and count dead letters by reason, through the pipeline's
+    explicit hooks (``Pipeline.hooks``, ``DeadLetters.hooks``)."""
 
-    Wraps the two bound methods on the instance (composition root only), so the pipeline
-    module needs no metrics code beyond ``observe``.
-    """
-    process: Callable[[Any], Awaitable[None]] = pipeline.process
-    dead_letter: Callable[..., Awaitable[None]] = pipeline.dead_letter
+    def timed(topic: str, seconds: float) -> None:
+        metrics.processing.labels(topic=topic).observe(seconds)
 
-    @functools.wraps(process)
-    async def timed(event: Any) -> None:
-        started = time.perf_counter()
-        try:
-            await process(event)
-        finally:
-            topic = str(event.message.topic).removeprefix(prefix)
-            metrics.processing.labels(topic=topic).observe(time.perf_counter() - started)
-
-    @functools.wraps(dead_letter)
-    async def counted(message: Any, reason: str, detail: str) -> None:
+    def counted(reason: str) -> None:
         metrics.dead_letters.labels(reason=reason).inc()
-        await dead_letter(message, reason, detail)
 
-    pipeline.process = timed
-    pipeline.dead_letter = counted
+    pipeline.hooks.append(timed)
+    pipeline.dead_letters.hooks.append(counted)

@@ -1,15 +1,23 @@
-"""Wires the pipeline into a Faust app: topics, tables, the processor agent, the two
-stateless stages and the tick timer.
+"""The worker's composition root and its processor agent: topics, tables, the checkpoint,
+the stages, the tick timer.
 
-* ``processor`` (Faust agent, stateful, per event): enrollments, inbound-messages,
+* ``processor`` (Faust agent, stateful, per event; here): enrollments, inbound-messages,
   health-signals, config, dispatch-results, ``ticks`` and ``sink-feedback`` → ``Processor``
-  → outputs.
-* ``sink`` (own consumer, batched; ``streams/batch_consumer.py``): row operations →
-  PostgreSQL (``PostgresSink``) → granted send commands on ``dispatch``, refused claims back
-  to the processor, ``message-events``.
-* ``sender`` (own consumer, batched): ``dispatch`` → ``Sender`` (ledger + provider) →
-  ``dispatch-results``.
+  → outputs. Records that overtook their config wait in ``streams/parking.py``; bad input
+  and bugs go to ``streams/dead_letters.py``; table writes become durable in the order
+  ``streams/checkpoint.py`` owns.
+* ``sink`` (``streams/sink_stage.py``, own consumer, batched): row operations → PostgreSQL
+  → granted send commands on ``dispatch``, refused claims back to the processor,
+  ``message-events``.
+* ``sender`` (``streams/sender_stage.py``, own consumer, batched): ``dispatch`` → ``Sender``
+  (ledger + provider) → ``dispatch-results``.
 * a timer on every worker ticks each partition it owns, so due steps fire by themselves.
+
+Error policy of the processor (the one ``except Exception`` here): bad input
+(``RecordError``, ``CodecError``) is dead-lettered with its reason; config not seen yet is
+parked; anything else is a bug, dead-lettered as ``bug`` with the input that met it, so no
+record is lost and no partition is stuck. PostgreSQL being away is waited out
+(``streams/retrying.py``), never dead-lettered.
 
 Every input topic is keyed by ``tenant_key`` (config: partition of the tenant) and has the
 same partition count, so one tenant's state lives on one partition (docs/topics.md).
@@ -17,26 +25,22 @@ same partition count, so one tenant's state lives on one partition (docs/topics.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import logging
 import os
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import Any
 
 import faust
 import orjson
-import psycopg
 from faust.exceptions import PartitionsMismatch
 from psycopg_pool import AsyncConnectionPool
 
 from dripdrop_core.circuit import CircuitPolicy
 from dripdrop_core.errors import RecordError
-from dripdrop_core.models import Adapter
 from dripdrop_core.policy import OutboundPolicy
 from streams import metrics
 from streams.batch_consumer import BatchConsumer
@@ -44,26 +48,22 @@ from streams.changelog import ChangelogTable, changelog_tables
 from streams.checkpoint import Checkpoint
 from streams.clock import Clock
 from streams.codecs import CodecError, Codecs, partition_for
+from streams.dead_letters import DeadLetters, Place
 from streams.kafka import PublishError, StreamPublisher
+from streams.parking import Parked, Parking
 from streams.processor import inputs
 from streams.processor.flow import Processor
 from streams.processor.pinning import ConfigNotReadyError
 from streams.processor.runtime import Outputs, stable_id
 from streams.processor.store import TABLES
-from streams.providers import ProviderRegistry
-from streams.sender import Sender, SenderDatabaseError
+from streams.retrying import StopRetrying, until_written
+from streams.sender_stage import SenderStage
 from streams.settings import Settings
-from streams.sink import PostgresSink, SinkDatabaseError, is_transient
+from streams.sink_stage import SinkStage, encode
 
 log = logging.getLogger("dripdrop.pipeline")
-T = TypeVar("T")
-
 PUBLIC_INPUTS = ("enrollments", "inbound-messages", "health-signals", "config", "dispatch-results")
 INTERNAL = ("ticks", "sink", "sink-feedback")
-RETRIES = 5
-"""Attempts at a sender batch that fails for another reason than an unreachable database."""
-MAX_RETRY_SECONDS = 10.0
-"""Longest wait between two attempts at a write while PostgreSQL is unreachable."""
 REDRIVE_REAL_SECONDS = 300.0
 """A send command unanswered this long (real time) is re-issued (``Processor._redrive``).
 
@@ -75,18 +75,12 @@ RETRY_REAL_SECONDS = 5.0
 doubles per consecutive retry up to 64× (``dripdrop_core.retry_delay``)."""
 ARRIVAL_REDRIVE_REAL_SECONDS = 15.0
 """Sends found in flight when a partition arrives in this process are re-issued this soon."""
-PARKED_MAX = 300
-"""Records parked per partition (one table value: it must stay well under 1 MB)."""
-PARKED_MAX_BYTES = 512 * 1024
-"""Parked bytes per partition (base64), for the same reason: a few large records fill it."""
 SENDER_BATCH = 256
 """Send commands per sender batch (the sender runs up to 8 sends at a time within one)."""
 SINK_RECORD_BYTES = 256 * 1024
 """Row operations per sink record stop growing past this size (the broker's limit is 1 MB)."""
 SWEEP_REAL_SECONDS = 600.0
 """Besides when a partition arrives, how often its enrollments are swept (a backstop)."""
-PARK_ATTEMPTS = 40
-"""Ticks a record naming unknown config waits for it before it is dead-lettered."""
 TICK_IN_FLIGHT_SECONDS = 2.0
 """A partition gets no new tick while its last one (sent less than this ago) is unprocessed:
 a busy processor must not fall further behind on a queue of ticks. Ticks carry ``now`` and
@@ -94,29 +88,11 @@ a busy processor must not fall further behind on a queue of ticks. Ticks carry `
 tick lost to a rebalance (processed by another worker, or never) stop blocking."""
 
 
-class StopRetrying(BaseException):  # noqa: N818 - a signal, not an error
-    """The worker is stopping while PostgreSQL is unreachable: abandon the input without
-    committing it (the next owner replays it). A ``BaseException``, so no ``except
-    Exception`` on the way turns it into a dead letter."""
-
-
-def _transient(exc: BaseException) -> bool:
-    """Database trouble that goes away by itself (connection, pool, serialization)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, SinkDatabaseError):
-            return seen.transient
-        if isinstance(seen, psycopg.Error):
-            return is_transient(seen)
-        seen = seen.__cause__
-    return False
-
-
 EXIT_UNCOMMITTED = 75
 """Exit status of a worker that stopped during a PostgreSQL outage without committing."""
 
 
-def _exit_uncommitted(message: Any) -> None:
+def _exit_uncommitted(message: Place) -> None:
     """Leave the process now, so the event in hand is never committed.
 
     Faust acks an agent's current event when the agent's loop is left, even by an
@@ -135,17 +111,6 @@ def _exit_uncommitted(message: Any) -> None:
     os._exit(EXIT_UNCOMMITTED)
 
 
-class _Parked:
-    """A parked record, shaped like a Kafka message for ``dead_letter``."""
-
-    def __init__(self, topic: str, partition: int, item: dict[str, Any], value: bytes) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.offset = item["offset"]
-        self.key = base64.b64decode(item["key"]) or None
-        self.value = value
-
-
 class FaustStore:
     def __init__(self, tables: dict[str, ChangelogTable], checkpoint: Checkpoint) -> None:
         self.tables = tables
@@ -161,24 +126,9 @@ class FaustStore:
         return self.tables[name].partition_items(partition)
 
 
-class _Message:
-    """A confluent-kafka message, shaped like a Faust one for ``dead_letter``."""
-
-    def __init__(self, message: Any) -> None:
-        self.topic = message.topic()
-        self.partition = message.partition()
-        self.offset = message.offset()
-        self.key = message.key()
-        self.value = message.value()
-
-
 def _reason(exc: RecordError | CodecError) -> str:
     """The dead-letter reason of bad input: a codec's specific reason, else the code."""
     return str(getattr(exc, "reason", None) or exc.code)
-
-
-def _json(value: Any) -> bytes:
-    return orjson.dumps(value, default=str)
 
 
 class Pipeline:
@@ -225,11 +175,20 @@ class Pipeline:
             owns=lambda tenant, partition: partition_for(tenant, settings.partitions) == partition,
         )
         self._pool: AsyncConnectionPool | None = None
-        self.registry = ProviderRegistry()
-        self.adapters: dict[str, Adapter] = {}
         self._ticks_in_flight: dict[int, float] = {}
         self._last_sweep: dict[int, float] = {}  # partition → when swept in this process
         self._resynced: set[int] = set()
+        self.dead_letters = DeadLetters(self.publisher, self.codecs, settings.topic("dead-letter"))
+        self.parking = Parking(self.processor.index, settings.topic)
+        stopping = self._stopping
+        self.sink = SinkStage(
+            settings, self.codecs, self.publisher, self.dead_letters, self.pool, stopping
+        )
+        self.sender = SenderStage(
+            settings, self.codecs, self.publisher, self.dead_letters, self.pool, stopping, clock
+        )
+        self.hooks: list[Callable[[str, float], None]] = []
+        """``hook(topic, seconds)`` after each processed record (the metrics time them)."""
         # The stateless stages read with their own consumers (streams/batch_consumer.py).
         self.consumers = [
             BatchConsumer(
@@ -238,7 +197,7 @@ class Pipeline:
                 role="sink",
                 batch_size=settings.sink_batch_size,
                 batch_seconds=settings.sink_batch_seconds,
-                handle=self.sink_batch,
+                handle=self.sink.handle,
                 on_failure=self._stage_failed,
                 seed_group=settings.app_id,  # the Faust group read it before
             ),
@@ -248,7 +207,7 @@ class Pipeline:
                 role="sender",
                 batch_size=SENDER_BATCH,
                 batch_seconds=0.05,
-                handle=self.sender_batch,
+                handle=self.sender.handle,
                 on_failure=self._stage_failed,
                 seed_group=settings.app_id,
             ),
@@ -313,7 +272,7 @@ class Pipeline:
                 try:
                     await self.process(event)
                 except StopRetrying:
-                    _exit_uncommitted(event.message)
+                    _exit_uncommitted(Place.of_event(event.message))
 
         @app.task  # type: ignore[untyped-decorator]  # Faust's decorators are untyped
         async def start_stages() -> None:  # after table recovery, like the agents
@@ -338,53 +297,81 @@ class Pipeline:
                         continue
                     self._ticks_in_flight[tp.partition] = sent_at
                     await topics["ticks"].send(
-                        key=b"tick", value=_json({"now": now}), partition=tp.partition
+                        key=b"tick", value=encode({"now": now}), partition=tp.partition
                     )
 
     # ------------------------------------------------------------ processor
 
     async def process(self, event: faust.EventT[bytes]) -> None:
         """Decode, decide, publish. Nothing escapes: bad input goes to the dead letters."""
-        message = event.message
-        name = message.topic.removeprefix(self.settings.topic_prefix)
-        partition = message.partition
+        started = time.perf_counter()
+        place = Place.of_event(event.message)
+        name = place.topic.removeprefix(self.settings.topic_prefix)
+        try:
+            await self._process(name, place)
+        finally:
+            for hook in self.hooks:
+                hook(name, time.perf_counter() - started)
+
+    async def _process(self, name: str, place: Place) -> None:
+        partition = place.partition
         try:
             if partition not in self._resynced:
                 await self.resync_counters(partition)
             if name == "ticks":
                 self._ticks_in_flight.pop(partition, None)
-                await self.retry_parked(partition)
-            out = self._dispatch_input(name, message.value or b"", partition)
+                await self.parking.retry(partition, self._retry_parked)
+            out = self._dispatch_input(name, place.value, partition)
         except ConfigNotReadyError as exc:
-            if not self.park(name, message, partition, str(exc)):
-                await self.dead_letter(message, exc.code, f"parking full: {exc}")
+            if not self.parking.park(partition, name, place, str(exc)):
+                await self.dead_letters.send(place, exc.code, f"parking full: {exc}")
             return
         except (RecordError, CodecError) as exc:
-            await self.dead_letter(message, _reason(exc), str(exc))
+            await self.dead_letters.send(place, _reason(exc), str(exc))
             return
         except PartitionsMismatch:
             # The worker's topics disagree with its tables (a changelog topic deleted or
             # recreated with another partition count): no event can be processed, and
             # dead-lettering each as a bug would commit it and lose it. Stop, commit nothing.
             log.critical("topics and tables disagree:\n%s", traceback.format_exc())
-            _exit_uncommitted(message)
-        except Exception as exc:  # noqa: BLE001 - the one catch-all: a bug, never a lost record
-            await self._bug(message, partition, exc)
+            _exit_uncommitted(place)
+        except Exception as exc:  # noqa: BLE001 - the processor's error policy: a bug is
+            # dead-lettered with the input that met it, never a lost record or a stuck partition
+            await self._bug(place, exc)
             return
         try:
-            await self.publish(out, partition)
+            await self.publish(out, place)
         except Exception as exc:  # noqa: BLE001 - e.g. a record librdkafka refuses
-            await self._bug(message, partition, exc)
+            await self._bug(place, exc)
 
-    async def _bug(self, message: Any, partition: int, exc: Exception) -> None:
+    async def _retry_parked(self, record: Parked, last: bool) -> bool:
+        """``Parking.retry``'s attempt: process a parked record, or report it still waits."""
+        place = record.place
+        try:
+            out = self._dispatch_input(record.name, place.value, place.partition)
+        except ConfigNotReadyError as exc:
+            if not last:
+                return False
+            await self.dead_letters.send(place, exc.code, str(exc))
+            return True
+        except (RecordError, CodecError) as exc:
+            await self.dead_letters.send(place, _reason(exc), str(exc))
+            return True
+        except Exception as exc:  # noqa: BLE001 - a bug must not block the partition's ticks
+            await self._bug(place, exc)
+            return True
+        await self.publish(out, place)
+        return True
+
+    async def _bug(self, place: Place, exc: Exception) -> None:
         log.error(
             "bug processing %s[%s]@%s: %s",
-            message.topic,
-            partition,
-            message.offset,
+            place.topic,
+            place.partition,
+            place.offset,
             traceback.format_exc(),
         )
-        await self.dead_letter(message, "bug", f"{type(exc).__name__}: {exc}")
+        await self.dead_letters.send(place, "bug", f"{type(exc).__name__}: {exc}")
 
     async def resync_counters(self, partition: int) -> None:
         """Before a partition's first event in this process: counters from PostgreSQL.
@@ -408,68 +395,10 @@ class Pipeline:
 
         # Unreachable PostgreSQL is waited out here too: failing, the event would be
         # dead-lettered as a bug and committed.
-        rows = await self._until_written("counter resync", read)
+        rows = await until_written("counter resync", read, stopping=self._stopping)
         counters = {(r[0], r[1]): (int(r[2]), r[3]) for r in rows}
         self.processor.resync_adapters(partition, counters, self.clock.now())
         self._resynced.add(partition)
-
-    def park(self, name: str, message: Any, partition: int, error: str) -> bool:
-        """Keep a record that names config not seen yet; False when the partition's parking
-        is full (the caller dead-letters it)."""
-        key = f"parked:{partition}"
-        parked = list(self.processor.index.get(key) or [])
-        value = base64.b64encode(message.value).decode()
-        size = len(value) + sum(len(item["value"]) for item in parked)
-        if len(parked) >= PARKED_MAX or size > PARKED_MAX_BYTES:
-            return False
-        parked.append(
-            {
-                "name": name,
-                "value": value,
-                "key": base64.b64encode(message.key or b"").decode(),
-                "offset": message.offset,
-                "attempts": 0,
-                "error": error,
-            }
-        )
-        self.processor.index[key] = parked
-        return True
-
-    async def retry_parked(self, partition: int) -> None:
-        """Retry records that named config not seen yet; dead-letter them after a while."""
-        key = f"parked:{partition}"
-        parked = list(self.processor.index.get(key) or [])
-        if not parked:
-            return
-        still: list[dict[str, Any]] = []
-        for item in parked:
-            value = base64.b64decode(item["value"])
-            try:
-                out = self._dispatch_input(item["name"], value, partition)
-            except ConfigNotReadyError as exc:
-                item = {**item, "attempts": item["attempts"] + 1, "error": str(exc)}
-                if item["attempts"] < PARK_ATTEMPTS:
-                    still.append(item)
-                    continue
-                out = Outputs()
-                await self.dead_letter(
-                    _Parked(self.settings.topic(item["name"]), partition, item, value),
-                    exc.code,
-                    str(exc),
-                )
-            except (RecordError, CodecError) as exc:
-                out = Outputs()
-                await self.dead_letter(
-                    _Parked(self.settings.topic(item["name"]), partition, item, value),
-                    _reason(exc),
-                    str(exc),
-                )
-            except Exception as exc:  # noqa: BLE001 - a bug must not block the partition's ticks
-                out = Outputs()
-                parked_record = _Parked(self.settings.topic(item["name"]), partition, item, value)
-                await self._bug(parked_record, partition, exc)
-            await self.publish(out, partition)
-        self.processor.index[key] = still
 
     def _dispatch_input(self, name: str, value: bytes, partition: int) -> Outputs:
         p = self.processor
@@ -497,23 +426,16 @@ class Pipeline:
         with p.event(partition):
             return handler(p, record, now, partition)
 
-    async def publish(self, out: Outputs, partition: int) -> None:
+    async def publish(self, out: Outputs, place: Place) -> None:
+        """An event's outputs: its dead letters (with the input that caused them), the
+        urgent rows, the sink record, telemetry."""
+        partition = place.partition
         for reason, detail in out.dead_letters:
             log.error("dead letter from processing (%s): %s", reason, detail)
-            await self.dead_letter(
-                _Parked(
-                    self.settings.topic("ticks"),
-                    partition,
-                    {"offset": -1, "key": ""},
-                    detail.encode(),
-                ),
-                reason,
-                detail,
-            )
+            await self.dead_letters.send(place, reason, detail)
         metrics.observe(out)  # Prometheus counters from telemetry (streams/metrics.py)
         if out.urgent:
-            result = await self._write_urgent(out.urgent, partition)
-            await self._publish_events(result.events if result else [])
+            await self.sink.write_urgent(out.urgent, partition)
         if out.sink:
             await self._publish_sink(out.sink, partition)
         topic = self.settings.topic("telemetry")
@@ -543,7 +465,7 @@ class Pipeline:
         topic = self.settings.topic("sink")
         chunk: list[bytes] = []
         size = 0
-        for op in (_json(op) for op in ops):
+        for op in (encode(op) for op in ops):
             if chunk and size + len(op) > SINK_RECORD_BYTES:
                 await self._send_sink(topic, key, chunk, partition)
                 chunk, size = [], 0
@@ -559,238 +481,11 @@ class Pipeline:
             if len(ops) != 1 or "MSG_SIZE_TOO_LARGE" not in str(exc):
                 raise
             detail = f"{exc}; the operation ({len(value)} bytes) is cut to its first 100 kB"
-            await self.dead_letter(
-                _Parked(topic, partition, {"offset": -1, "key": ""}, value[:100_000]),
-                "too_large",
-                detail,
-            )
+            place = Place.produced(topic, partition, value[:100_000])
+            await self.dead_letters.send(place, "too_large", detail)
 
-    async def dead_letter(self, message: Any, reason: str, detail: str) -> None:
-        value = self.codecs.for_topic("dead-letter").encode(
-            {
-                "source_topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                "key": message.key,
-                "value": message.value,
-                "reason": reason[:200],
-                "detail": detail[:2000],
-                "failed_at": datetime.now(UTC),
-            }
-        )
-        await self.publisher.send(self.settings.topic("dead-letter"), key=message.key, value=value)
-
-    # ------------------------------------------------------------ sink
-
-    async def _until_written(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()`` until it succeeds. Transient database trouble is retried for as long
-        as it lasts (nothing is committed meanwhile, so nothing is lost); when the worker
-        stops first, ``StopRetrying`` leaves the input uncommitted. Anything else is raised.
-        """
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except Exception as exc:
-                if not _transient(exc):
-                    raise
-                if self.app.should_stop:
-                    raise StopRetrying(what) from exc
-                attempt += 1
-                delay = min(0.2 * 2**attempt, MAX_RETRY_SECONDS)
-                log.warning(
-                    "%s failed (attempt %d, again in %.1f s): %s", what, attempt, delay, exc
-                )
-                await asyncio.sleep(delay)
-
-    async def _write_urgent(self, ops: list[dict[str, Any]], partition: int) -> Any:
-        """Rows that must be committed before the event is (a reply's stop): written here,
-        not through ``sink``. Operations PostgreSQL refuses for good are dead-lettered."""
-        sink = PostgresSink(await self.pool())
-        try:
-            return await self._until_written("urgent write", lambda: sink.write(ops))
-        except SinkDatabaseError as exc:
-            log.error("urgent rows refused by PostgreSQL: %s", exc)
-            place = {"offset": -1, "key": ""}
-            parked = _Parked(self.settings.topic("sink"), partition, place, _json({"ops": ops}))
-            await self.dead_letter(parked, "sink_rejected", str(exc))
-            return None
-
-    async def sink_batch(self, messages: list[Any]) -> None:
-        """A batch of sink records (``BatchConsumer``): one per processed event, carrying
-        all of its row operations (a bare operation: a record written before that format).
-
-        A record that is not an object with a list of operations is dead-lettered
-        (``invalid_sink_record``); so is one PostgreSQL refuses for good (``sink_rejected``:
-        bad data, a malformed operation), found by halving the batch. The others are
-        written. While PostgreSQL is unreachable the batch waits (``_until_written``).
-        """
-        records: list[tuple[Any, list[dict[str, Any]]]] = []
-        for message in messages:
-            try:
-                record = orjson.loads(message.value())
-                if not isinstance(record, dict):
-                    raise ValueError("a sink record must be a JSON object")
-                ops = record.get("ops", [record])
-                if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
-                    raise ValueError("a sink record's ops must be a list of objects")
-            except ValueError as exc:  # orjson.JSONDecodeError is one
-                await self.dead_letter(_Message(message), "invalid_sink_record", str(exc))
-                continue
-            records.append((message, ops))
-        await self._write_records(records)
-        await self.publisher.barrier()
-
-    async def _write_records(self, records: list[tuple[Any, list[dict[str, Any]]]]) -> None:
-        if not records:
-            return
-        sink = PostgresSink(await self.pool())
-        ops = [op for _, record_ops in records for op in record_ops]
-        try:
-            result = await self._until_written("sink batch", lambda: sink.write(ops))
-        except SinkDatabaseError as exc:
-            if len(records) == 1:
-                log.error("sink record refused by PostgreSQL: %s", exc)
-                await self.dead_letter(_Message(records[0][0]), "sink_rejected", str(exc))
-                return
-            half = len(records) // 2
-            await self._write_records(records[:half])
-            await self._write_records(records[half:])
-            return
-        await self._publish_result(result)
+    def _stopping(self) -> bool:
+        return bool(self.app.should_stop)
 
     async def _stage_failed(self, exc: BaseException) -> None:
         await self.app.crash(exc)
-
-    async def _publish_result(self, result: Any) -> None:
-        """What a committed sink batch means for Kafka: feedback, commands, events."""
-        for refused in result.refused:  # before the commands: a replayed claim's Message-ID
-            await self.publisher.send(
-                self.settings.topic("sink-feedback"),
-                key=refused["tenant_key"].encode(),
-                value=_json(refused),
-            )
-        dispatch = self.codecs.for_topic("dispatch")
-        for command in result.commands:
-            # The sink topic is JSON: its times come back as ISO strings.
-            command = {
-                **command,
-                **{
-                    name: datetime.fromisoformat(command[name])
-                    for name in ("decided_at", "not_before")
-                    if isinstance(command.get(name), str)
-                },
-            }
-            await self.publisher.send(
-                self.settings.topic("dispatch"),
-                key=command["tenant_key"].encode(),
-                value=dispatch.encode(command),
-            )
-        await self._publish_events(result.events)
-
-    async def _publish_events(self, rows: list[dict[str, Any]]) -> None:
-        codec = self.codecs.for_topic("message-events")
-        for row in rows:
-            value = {
-                "id": row["id"],
-                "tenant_key": row["tenant_key"],
-                "enrollment_id": row.get("enrollment_id"),
-                "step_execution_id": row.get("step_execution_id"),
-                "adapter_id": row.get("adapter_id"),
-                "event_type": row["event_type"],
-                "provider_message_id": None,
-                "in_reply_to": row.get("in_reply_to"),
-                "references": [],
-                "data": orjson.dumps(row.get("data") or {}).decode(),
-                "occurred_at": datetime.fromisoformat(row["occurred_at"]),
-            }
-            await self.publisher.send(
-                self.settings.topic("message-events"),
-                key=row["tenant_key"].encode(),
-                value=codec.encode(value),
-            )
-
-    # ------------------------------------------------------------ sender
-
-    async def sender_batch(self, messages: list[Any]) -> None:
-        """A batch of send commands (``BatchConsumer`` on ``dispatch``): delivered, their
-        results acknowledged on ``dispatch-results``. A record that is not a valid command
-        is dead-lettered."""
-        codec = self.codecs.for_topic("dispatch")
-        commands: list[dict[str, Any]] = []
-        for message in messages:
-            try:
-                commands.append(codec.decode(message.value()))
-            except CodecError as exc:
-                await self.dead_letter(_Message(message), _reason(exc), str(exc))
-        if commands:
-            await self.deliver(commands)
-        await self.publisher.barrier()
-
-    async def _wait_until(self, at: datetime) -> None:
-        """Sleep until ``at`` on the worker's clock (simulated time runs faster)."""
-        seconds = (at - self.clock.now()).total_seconds()
-        if seconds > 0:
-            await asyncio.sleep(self.clock.real_seconds(seconds))
-
-    async def deliver(self, commands: list[dict[str, Any]]) -> None:
-        pool = await self.pool()
-        sender = Sender(
-            pool,
-            lambda aid: self.registry.provider_for(self.adapters[aid]),
-            clock=self.clock.now,
-            wait_until=self._wait_until,
-        )
-        failures = 0
-
-        async def attempt() -> list[Any]:
-            await self._load_adapters(pool, {c["adapter_id"] for c in commands})
-            try:
-                outcome = await sender.deliver(commands)
-            except SenderDatabaseError as exc:
-                # Outcomes already delivered when recording them failed: real results (a
-                # retried batch reports those rows ambiguous).
-                await self._publish_results(exc.results)
-                raise
-            # Finished before (a replay after a crash that lost the result): say it again.
-            return [
-                *outcome.results,
-                *await sender.finished_results(commands, outcome.duplicates),
-            ]
-
-        while True:
-            try:
-                results = await self._until_written("sender batch", attempt)
-                break
-            except Exception as exc:  # noqa: BLE001 - not the database being away: a bug
-                failures += 1
-                log.error("sender batch failed (attempt %d): %r", failures, exc)
-                if failures >= RETRIES:
-                    return  # the processor redrives these sends (REDRIVE_REAL_SECONDS)
-                await asyncio.sleep(0.2 * 2**failures)
-        await self._publish_results(results)
-
-    async def _publish_results(self, results: Sequence[Any]) -> None:
-        codec = self.codecs.for_topic("dispatch-results")
-        for r in results:
-            value = dict(r) if isinstance(r, dict) else r.as_record()
-            await self.publisher.send(
-                self.settings.topic("dispatch-results"),
-                key=value["tenant_key"].encode(),
-                value=codec.encode(value),
-            )
-
-    async def _load_adapters(self, pool: AsyncConnectionPool, ids: set[str]) -> None:
-        missing = [i for i in ids if i not in self.adapters]
-        if not missing:
-            return
-        from streams.db.authoring import adapter_from_row
-
-        async with pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute(
-                "SELECT * FROM dripdrop.channel_adapters WHERE id = ANY(%s)", (missing,)
-            )
-            names = [d.name for d in cur.description or []]
-            for row in await cur.fetchall():
-                adapter = adapter_from_row(dict(zip(names, row, strict=True)))
-                self.adapters[adapter.id] = adapter

@@ -1,17 +1,17 @@
-"""The pipeline's write-retry policy (``Pipeline._until_written``): an unreachable database
+"""The worker's write-retry policy (``streams.retrying.until_written``): an unreachable database
 is waited out, a refused write is raised at once, a stopping worker abandons the input."""
 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
 
-from streams import pipeline
-from streams.pipeline import Pipeline, StopRetrying, _transient
+from streams import retrying
+from streams.retrying import StopRetrying, until_written
+from streams.retrying import transient as _transient
 from streams.sink import SinkDatabaseError, is_transient
 
 
@@ -62,14 +62,13 @@ def run(calls: list[BaseException | str], *, stopping: bool = False) -> tuple[An
             raise outcome
         return outcome
 
-    host = SimpleNamespace(app=SimpleNamespace(should_stop=stopping))
-    result = asyncio.run(Pipeline._until_written(host, "write", call))  # type: ignore[arg-type]
+    result = asyncio.run(until_written("write", call, stopping=lambda: stopping))
     return result, attempts
 
 
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline, "MAX_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(retrying, "MAX_RETRY_SECONDS", 0.0)
 
 
 def test_an_unreachable_database_is_retried_until_the_write_succeeds() -> None:
