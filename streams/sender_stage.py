@@ -8,8 +8,8 @@ batch's offsets only after they are acknowledged. A replayed command finds its r
 finished and its result is said again; a row found ``sending`` is ambiguous.
 
 Adapters are read from PostgreSQL when a command names one, and again after
-``ADAPTER_TTL_SECONDS``, so an ``adapter update`` (another host, another secret reference)
-reaches a running sender without a restart.
+``settings.adapter_refresh_seconds``, so an ``adapter update`` (another host, another secret
+reference) reaches a running sender without a restart.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ log = logging.getLogger("dripdrop.sender")
 RETRIES = 5
 """Tries of a batch that failed for a reason other than the database being away (a bug):
 then it is left to the processor's redrive."""
-ADAPTER_TTL_SECONDS = 30.0
-"""How long (real seconds) the stage trusts the adapter rows it read."""
 
 
 class SenderStage:
@@ -137,9 +135,8 @@ class SenderStage:
 
     async def _load_adapters(self, pool: AsyncConnectionPool, ids: set[str]) -> None:
         now = time.monotonic()
-        stale = [
-            i for i in ids if now - self.adapters.get(i, (-1e18, None))[0] > ADAPTER_TTL_SECONDS
-        ]
+        ttl = self.settings.adapter_refresh_seconds
+        stale = [i for i in ids if i not in self.adapters or now - self.adapters[i][0] > ttl]
         if not stale:
             return
         from streams.db.authoring import adapter_from_row

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # A recipient the receiving server keeps deferring (4xx) is retried this long
     # (simulated hours), then the step fails and the enrollment stops (SPEC §7).
     recipient_retry_hours: float = Field(default=24.0, gt=0)
+    # How long (real seconds) the sender trusts the adapter rows it read: an adapter update
+    # (another host, another secret reference) reaches a running worker within this.
+    adapter_refresh_seconds: float = Field(default=30.0, gt=0)
 
     def topic(self, name: str) -> str:
         """Full topic name for one of ``TOPIC_NAMES`` (or an internal topic)."""
