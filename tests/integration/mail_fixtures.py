@@ -95,7 +95,9 @@ class MailServer:
     def add_user(self, address: str, password: str | None = None) -> Path:
         """Create a Dovecot user (and its maildir on first delivery); return its password file.
 
-        Dovecot re-reads the passwd-file when it changes, so the user exists at once.
+        Dovecot re-reads the passwd-file when it changes, but checks at most once a second:
+        a user added in the second of its last check would be unknown (AUTH, IMAP login,
+        LMTP RCPT) until the next one, so this returns in the next second (``_settle``).
         """
         address = address.lower()
         password = password or secrets.token_hex(12)
@@ -103,6 +105,7 @@ class MailServer:
             fcntl.flock(users, fcntl.LOCK_EX)
             users.write(f"{address}:{{PLAIN}}{password}::::::\n")
         self._passwords[address] = password
+        _settle()
         return self._secret_file(f"{address}.password", password)
 
     def set_password(self, address: str, password: str) -> None:
@@ -120,6 +123,7 @@ class MailServer:
             users.truncate()
             users.write("\n".join(lines) + "\n")
         self._passwords[address] = password
+        _settle()
 
     def password(self, address: str) -> str:
         address = address.lower()
@@ -242,3 +246,10 @@ def mail_server() -> Iterator[MailServer]:
             pytest.fail(problem, pytrace=False)
         pytest.skip(problem)
     yield MailServer()
+
+
+def _settle() -> None:
+    """Wait into the next second after changing the users file (Dovecot 2.3 checks it for
+    changes at most once a second). Orders the change before the first lookup; asserts no
+    timing."""
+    time.sleep(1.01 - time.time() % 1)
