@@ -49,7 +49,7 @@ class Send(Frozen):
 
 
 class Defer(Frozen):
-    """Do not send before ``until``; re-evaluate then (cap, gap, resting, quiet hours)."""
+    """Do not send before ``until``; re-evaluate then (cap, gap, resting, sending window)."""
 
     kind: Literal["defer"] = "defer"
     until: UtcDatetime

@@ -43,10 +43,10 @@ class DueStep(Frozen):
     """A step execution that is due, with the enrollment facts dispatch needs.
 
     Attributes:
-        step: The step (quiet hours, override, channel).
+        step: The step (sending window, override, channel).
         mode: The enrollment's mode; outbound enrollments pause or reassign.
         pin_policy: The pool's ``on_pin_unavailable`` (outbound only).
-        recipient_timezone: IANA zone of the recipient, for quiet hours (UTC if absent).
+        recipient_timezone: IANA zone of the recipient, for the sending window (UTC if absent).
         suppressed: The recipient is suppressed in this tenant.
     """
 
@@ -108,7 +108,7 @@ def decide_dispatch(
 
     Returns:
         ``Hold(paused)``; ``Skip(enrollment_inactive | suppressed | adapter_*)`` ;
-        ``Pause`` / ``Reassign`` (terminal sender); ``Defer(quiet_hours | circuit_open |
+        ``Pause`` / ``Reassign`` (terminal sender); ``Defer(outside_sending_window | circuit_open |
         resting | cap | gap)`` with the exact ``until``; else ``Send(ready)``.
     """
     if due.enrollment_state is EnrollmentState.PAUSED:
@@ -120,11 +120,13 @@ def decide_dispatch(
     terminal = terminal_reason(adapter, state, now, policy=policy)
     if terminal is not None or adapter is None or state is None:
         return _unavailable(due, adapter, terminal or Reason.ADAPTER_MISSING)
-    if due.step.quiet_hours is not None:
+    if due.step.sending_window is not None:
         tz = due.recipient_timezone or "UTC"
-        opens = next_window_start(due.step.quiet_hours, tz, now)
+        opens = next_window_start(due.step.sending_window, tz, now)
         if opens > now:
-            return Defer(until=opens, reason=Reason.QUIET_HOURS, facts=Facts(timezone=tz))
+            return Defer(
+                until=opens, reason=Reason.OUTSIDE_SENDING_WINDOW, facts=Facts(timezone=tz)
+            )
     return _pace(adapter, roll_day(state, adapter, now), now, policy=policy, lookahead=lookahead)
 
 

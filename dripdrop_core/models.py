@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 ESP_PROVIDERS = frozenset({"mailgun", "sendgrid", "postmark", "mailersend", "ses"})
 """Providers that are ESP APIs: adding one as a ``mailbox`` member is ``class_mismatch``."""
@@ -148,14 +156,16 @@ class SequenceVersion(Frozen):
     (SPEC §13); ``None``: the mode's default, on for lifecycle, off for outbound."""
 
 
-class QuietHours(Frozen):
-    """Sending window in the recipient's local time: allowed iff start <= hour < end.
+class SendingWindow(Frozen):
+    """The hours of the recipient's local day when a step **may** send (SPEC §13): allowed
+    iff ``start_hour <= hour < end_hour``; outside it the step is deferred to the next opening.
 
-    A window with ``start_hour >= end_hour`` wraps midnight (e.g. 22..6).
+    A window with ``start_hour >= end_hour`` wraps midnight (22..7 sends only at night).
+    Defaults: 08:00-21:00.
     """
 
-    start_hour: int = Field(ge=0, le=23)
-    end_hour: int = Field(ge=0, le=24)
+    start_hour: int = Field(default=8, ge=0, le=23)
+    end_hour: int = Field(default=21, ge=0, le=24)
 
 
 class Step(Frozen):
@@ -172,5 +182,10 @@ class Step(Frozen):
     adapter_id: str | None = None  # lifecycle: the step's own adapter
     adapter_override_id: str | None = None  # outbound: send through this one, new thread
     reply_behavior: ReplyBehavior = ReplyBehavior.STOP
-    quiet_hours: QuietHours | None = None
+    sending_window: SendingWindow | None = Field(
+        default=None,
+        # Config records written before the rename carry the same window as ``quiet_hours``.
+        validation_alias=AliasChoices("sending_window", "quiet_hours"),
+    )
+    """When the step may send, in the recipient's timezone; ``None``: at any hour."""
     thread_continuity: bool = False  # lifecycle only: thread under the previous send

@@ -18,7 +18,7 @@ class Reason(StrEnum):
     GAP = "gap"
     RESTING = "resting"
     PAUSED = "paused"
-    QUIET_HOURS = "quiet_hours"
+    OUTSIDE_SENDING_WINDOW = "outside_sending_window"  # was quiet_hours (SPEC §13)
     SUPPRESSED = "suppressed"
     ENROLLMENT_INACTIVE = "enrollment_inactive"
     CIRCUIT_OPEN = "circuit_open"

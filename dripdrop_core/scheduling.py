@@ -1,4 +1,4 @@
-"""Due times, recipient quiet hours, OOO returns and tick buckets (SPEC §7, §8).
+"""Due times, recipient sending windows, OOO returns and tick buckets (SPEC §7, §8, §13).
 
 Every local time is resolved with zoneinfo, so windows stay right across DST.
 No state lives here.
@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from dripdrop_core.errors import InvariantError
-from dripdrop_core.models import DelayFrom, QuietHours, Step
+from dripdrop_core.models import DelayFrom, SendingWindow, Step
 from dripdrop_core.ramp import local_instant
 
 
@@ -28,7 +28,7 @@ def step_due_at(
     return anchor + timedelta(seconds=step.delay_seconds)
 
 
-def is_quiet_allowed(window: QuietHours, tz: str, at: datetime) -> bool:
+def is_in_sending_window(window: SendingWindow, tz: str, at: datetime) -> bool:
     """Return whether local hour of ``at`` in ``tz`` is inside the sending window."""
     hour = at.astimezone(ZoneInfo(tz)).hour
     if window.start_hour < window.end_hour:
@@ -36,24 +36,24 @@ def is_quiet_allowed(window: QuietHours, tz: str, at: datetime) -> bool:
     return hour >= window.start_hour or hour < window.end_hour
 
 
-def next_window_start(window: QuietHours, tz: str, now: datetime) -> datetime:
+def next_window_start(window: SendingWindow, tz: str, now: datetime) -> datetime:
     """Return ``now`` if sending is allowed, else the next instant the window opens.
 
     A start hour skipped by DST opens at the instant clocks jump to (03:00 CEST
     for a 02:00 start on the spring-forward day); a repeated one at its first
     occurrence. A window entirely inside a skipped hour is skipped that day.
     """
-    if is_quiet_allowed(window, tz, now):
+    if is_in_sending_window(window, tz, now):
         return now
     today = now.astimezone(ZoneInfo(tz)).date()
     # Two days always suffice (a start hour is skipped on one day at most); a
     # week also covers zones that once skipped a whole calendar day.
     for offset in range(8):
         candidate = local_instant(tz, today + timedelta(days=offset), time(window.start_hour))
-        if candidate > now and is_quiet_allowed(window, tz, candidate):
+        if candidate > now and is_in_sending_window(window, tz, candidate):
             return candidate
     raise InvariantError(
-        f"quiet window {window.start_hour}-{window.end_hour} never opens in {tz}"
+        f"sending window {window.start_hour}-{window.end_hour} never opens in {tz}"
     )  # pragma: no cover
 
 

@@ -56,8 +56,8 @@ from dripdrop_core.models import (
     PinPolicy,
     Pool,
     PoolMember,
-    QuietHours,
     ReplyBehavior,
+    SendingWindow,
     SequenceVersion,
     Step,
 )
@@ -785,15 +785,20 @@ class DripDrop:
         adapter_id: str | None = None,
         adapter_override_id: str | None = None,
         reply_behavior: ReplyBehavior | str = ReplyBehavior.STOP,
-        quiet_hours: QuietHours | Mapping[str, int] | tuple[int, int] | None = None,
+        sending_window: SendingWindow | Mapping[str, int] | tuple[int, int] | None = None,
         thread_continuity: bool = False,
     ) -> Step:
         """Create a step. Outbound versions take ``adapter_override_id`` (a new thread);
-        lifecycle versions take ``adapter_id``; either adapter must be the tenant's."""
+        lifecycle versions take ``adapter_id``; either adapter must be the tenant's.
+
+        ``sending_window``: the hours of the recipient's local day when the step **may**
+        send, ``(start_hour, end_hour)`` or ``{"start_hour", "end_hour"}`` (defaults 8 and
+        21); outside it the step waits for the next opening; ``(22, 7)`` sends only at
+        night. ``None``: any hour (SPEC §13)."""
         _nonempty("key", key)
         _no_newline("subject_template", subject_template)
-        if isinstance(quiet_hours, tuple):
-            quiet_hours = {"start_hour": quiet_hours[0], "end_hour": quiet_hours[1]}
+        if isinstance(sending_window, tuple):
+            sending_window = {"start_hour": sending_window[0], "end_hour": sending_window[1]}
         with self.engine.begin() as conn:
             version = repo.version_from_row(
                 repo.load_owned(conn, "sequence_version", version_id, tenant_key)
@@ -832,7 +837,7 @@ class DripDrop:
                     "adapter_id": adapter_id,
                     "adapter_override_id": adapter_override_id,
                     "reply_behavior": reply_behavior,
-                    "quiet_hours": quiet_hours,
+                    "sending_window": sending_window,
                     "thread_continuity": thread_continuity,
                 },
             )

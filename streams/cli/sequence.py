@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dripdrop_core.models import DelayFrom, Mode, ReplyBehavior
+from dripdrop_core.models import DelayFrom, Mode, ReplyBehavior, SendingWindow
 from streams.cli.output import JsonOut, Tenant, client, emit, handled, parse_json_object
 
 sequence_app = typer.Typer(help="Sequences (a key per tenant).")
@@ -68,6 +68,17 @@ def create_version(
     emit(created, as_json=json_out, title="version")
 
 
+def sending_window(start: int | None, end: int | None) -> dict[str, int] | None:
+    """The window the options give: ``None`` without either, else the other one defaulted."""
+    if start is None and end is None:
+        return None
+    window = SendingWindow()
+    return {
+        "start_hour": window.start_hour if start is None else start,
+        "end_hour": window.end_hour if end is None else end,
+    }
+
+
 @step_app.command("create")
 @handled
 def create_step(
@@ -87,15 +98,25 @@ def create_step(
     reply_behavior: Annotated[ReplyBehavior, typer.Option(case_sensitive=False)] = (
         ReplyBehavior.STOP
     ),
-    quiet_start: Annotated[int | None, typer.Option(help="Quiet hours start (0-23).")] = None,
-    quiet_end: Annotated[int | None, typer.Option(help="Quiet hours end (0-24).")] = None,
+    window_start: Annotated[
+        int | None,
+        typer.Option(
+            help="Sending window: first local hour (0-23) of the recipient's day when the step"
+            " may send (default 8 when only --window-end is given).",
+        ),
+    ] = None,
+    window_end: Annotated[
+        int | None,
+        typer.Option(
+            help="Sending window: the hour (1-24) it closes, exclusive (default 21 when only"
+            " --window-start is given); start >= end wraps midnight (22/7: only at night).",
+        ),
+    ] = None,
     thread_continuity: bool = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Create a step."""
-    if (quiet_start is None) != (quiet_end is None):
-        raise typer.BadParameter("give both --quiet-start and --quiet-end", param_hint="--quiet-*")
-    quiet = None if quiet_start is None or quiet_end is None else (quiet_start, quiet_end)
+    """Create a step; --window-start/--window-end limit when it may send (no window: any hour)."""
+    window = sending_window(window_start, window_end)
     with client() as dd:
         step = dd.create_step(
             version_id,
@@ -110,7 +131,7 @@ def create_step(
             adapter_id=adapter_id,
             adapter_override_id=adapter_override_id,
             reply_behavior=reply_behavior,
-            quiet_hours=quiet,
+            sending_window=window,
             thread_continuity=thread_continuity,
         )
     emit(step, as_json=json_out, title="step")

@@ -26,7 +26,7 @@ from dripdrop_core.models import (
     Adapter,
     Pool,
     PoolMember,
-    QuietHours,
+    SendingWindow,
     Sequence,
     SequenceVersion,
     Step,
@@ -193,10 +193,10 @@ def version_from_row(row: Row[Any]) -> SequenceVersion:
 
 def step_from_row(row: Row[Any]) -> Step:
     m = fields(row)
-    quiet = (
+    window = (
         None
         if m["quiet_start_hour"] is None
-        else QuietHours(start_hour=m["quiet_start_hour"], end_hour=m["quiet_end_hour"])
+        else SendingWindow(start_hour=m["quiet_start_hour"], end_hour=m["quiet_end_hour"])
     )
     return Step(
         id=str(m["id"]),
@@ -214,7 +214,7 @@ def step_from_row(row: Row[Any]) -> Step:
         if m["adapter_override_id"] is None
         else str(m["adapter_override_id"]),
         reply_behavior=m["reply_behavior"],
-        quiet_hours=quiet,
+        sending_window=window,
         thread_continuity=m["thread_continuity"],
     )
 
@@ -343,9 +343,11 @@ def current_version(conn: Connection, sequence_id: str) -> SequenceVersion | Non
 
 
 def insert_step(conn: Connection, step: Step) -> None:
-    values = step.model_dump(mode="json", exclude={"quiet_hours"})
-    values["quiet_start_hour"] = None if step.quiet_hours is None else step.quiet_hours.start_hour
-    values["quiet_end_hour"] = None if step.quiet_hours is None else step.quiet_hours.end_hour
+    # The columns keep their first name; they hold the sending window (allowed hours).
+    window = step.sending_window
+    values = step.model_dump(mode="json", exclude={"sending_window"})
+    values["quiet_start_hour"] = None if window is None else window.start_hour
+    values["quiet_end_hour"] = None if window is None else window.end_hour
     with translated_integrity():
         conn.execute(steps.insert().values(**values))
 

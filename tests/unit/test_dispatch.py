@@ -18,7 +18,7 @@ from dripdrop_core.models import (
     HealthState,
     Mode,
     PinPolicy,
-    QuietHours,
+    SendingWindow,
     Step,
 )
 from dripdrop_core.pacing import earliest_send_at, record_send
@@ -249,10 +249,10 @@ def test_dispatch_enrollment_states_hold_or_skip(
     assert isinstance(suppressed, Skip) and suppressed.reason is Reason.SUPPRESSED
 
 
-def test_dispatch_quiet_hours_defers_to_recipient_window(
+def test_dispatch_outside_sending_window_defers_to_its_opening(
     adapter_factory: Callable[..., Adapter], step_factory: Callable[..., Step]
 ) -> None:
-    step = step_factory(quiet_hours=QuietHours(start_hour=9, end_hour=17))
+    step = step_factory(sending_window=SendingWindow(start_hour=9, end_hour=17))
     now = datetime(2026, 11, 2, 20, tzinfo=UTC)  # 15:00 in New York, 21:00 in Berlin
     assert isinstance(
         decide_dispatch(
@@ -271,7 +271,7 @@ def test_dispatch_quiet_hours_defers_to_recipient_window(
         now,
         policy=POLICY,
     )
-    assert isinstance(decision, Defer) and decision.reason is Reason.QUIET_HOURS
+    assert isinstance(decision, Defer) and decision.reason is Reason.OUTSIDE_SENDING_WINDOW
     assert decision.until == datetime(2026, 11, 3, 8, tzinfo=UTC)
 
 
@@ -424,3 +424,32 @@ def test_dispatch_lookahead_never_crosses_the_local_day(
         lookahead=timedelta(hours=1),
     )
     assert isinstance(decision, Defer) and decision.reason is Reason.GAP
+
+
+@pytest.mark.parametrize(
+    ("hour", "sends", "opens"),
+    [
+        (12, False, datetime(2026, 11, 2, 22, tzinfo=UTC)),  # midday: outside, waits for 22:00
+        (21, False, datetime(2026, 11, 2, 22, tzinfo=UTC)),
+        (22, True, None),  # the window opens at its start hour
+        (3, True, None),  # and runs through the night
+        (7, False, datetime(2026, 11, 2, 22, tzinfo=UTC)),  # closed from its end hour
+    ],
+)
+def test_dispatch_window_22_to_7_sends_only_at_night(
+    adapter_factory: Callable[..., Adapter],
+    step_factory: Callable[..., Step],
+    hour: int,
+    sends: bool,
+    opens: datetime | None,
+) -> None:
+    """The window is when the step MAY send (SPEC §13): 22/7 is a night window, not quiet
+    hours from 22:00 to 07:00."""
+    step = step_factory(sending_window=SendingWindow(start_hour=22, end_hour=7))
+    now = datetime(2026, 11, 2, hour, tzinfo=UTC)
+    decision = decide_dispatch(_due(step), adapter_factory(), _active(), now, policy=POLICY)
+    if sends:
+        assert isinstance(decision, Send)
+    else:
+        assert isinstance(decision, Defer) and decision.reason is Reason.OUTSIDE_SENDING_WINDOW
+        assert decision.until == opens

@@ -52,8 +52,8 @@ LAST = datetime(2026, 11, 28, 10, tzinfo=UTC)
             "adapter a1 resting until 2026-11-28T23:00:00+00:00",
         ),
         (
-            Defer(until=UNTIL, reason=Reason.QUIET_HOURS, facts=Facts(timezone="UTC")),
-            "deferred until 2026-11-28T23:00:00+00:00: quiet hours in UTC",
+            Defer(until=UNTIL, reason=Reason.OUTSIDE_SENDING_WINDOW, facts=Facts(timezone="UTC")),
+            "deferred until 2026-11-28T23:00:00+00:00: outside the step's sending window in UTC",
         ),
         (Send(adapter_id="a1"), "sending now through a1"),
         (Skip(reason=Reason.SUPPRESSED), "skipped: suppressed"),

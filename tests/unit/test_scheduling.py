@@ -5,10 +5,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from dripdrop_core.models import DelayFrom, QuietHours, Step
+from dripdrop_core.models import DelayFrom, SendingWindow, Step
 from dripdrop_core.scheduling import (
     bucket_start,
-    is_quiet_allowed,
+    is_in_sending_window,
     next_window_start,
     ooo_resume_at,
     step_due_at,
@@ -29,9 +29,9 @@ def test_step_due_at_delay_from_previous_send_or_enrollment(
     assert step_due_at(fixed, enrolled_at=T0, previous_sent_at=later) == T0 + timedelta(minutes=1)
 
 
-NINE_TO_FIVE = QuietHours(start_hour=9, end_hour=17)
-TWO_TO_FOUR = QuietHours(start_hour=2, end_hour=4)
-ONE_TO_THREE = QuietHours(start_hour=1, end_hour=3)
+NINE_TO_FIVE = SendingWindow(start_hour=9, end_hour=17)
+TWO_TO_FOUR = SendingWindow(start_hour=2, end_hour=4)
+ONE_TO_THREE = SendingWindow(start_hour=1, end_hour=3)
 
 
 @pytest.mark.parametrize(
@@ -94,13 +94,13 @@ ONE_TO_THREE = QuietHours(start_hour=1, end_hour=3)
     ],
 )
 def test_next_window_start_across_dst_opens_at_local_start(
-    window: QuietHours, tz: str, now: datetime, expected: datetime
+    window: SendingWindow, tz: str, now: datetime, expected: datetime
 ) -> None:
     assert next_window_start(window, tz, now) == expected
 
 
 def test_next_window_start_window_inside_skipped_hour_moves_to_next_day() -> None:
-    only_two = QuietHours(start_hour=2, end_hour=3)
+    only_two = SendingWindow(start_hour=2, end_hour=3)
     opens = next_window_start(only_two, "Europe/Berlin", datetime(2026, 3, 28, 20, tzinfo=UTC))
     assert opens == datetime(2026, 3, 30, 0, tzinfo=UTC)  # 02:00 CEST on the 30th
 
@@ -110,11 +110,11 @@ def test_next_window_start_inside_window_returns_now() -> None:
     assert next_window_start(NINE_TO_FIVE, "Europe/Berlin", now) == now
 
 
-def test_quiet_window_wrapping_midnight_allowed_hours() -> None:
-    night = QuietHours(start_hour=22, end_hour=6)
-    assert is_quiet_allowed(night, "UTC", datetime(2026, 1, 1, 23, tzinfo=UTC))
-    assert is_quiet_allowed(night, "UTC", datetime(2026, 1, 1, 5, tzinfo=UTC))
-    assert not is_quiet_allowed(night, "UTC", datetime(2026, 1, 1, 12, tzinfo=UTC))
+def test_sending_window_wrapping_midnight_allows_only_night_hours() -> None:
+    night = SendingWindow(start_hour=22, end_hour=6)
+    assert is_in_sending_window(night, "UTC", datetime(2026, 1, 1, 23, tzinfo=UTC))
+    assert is_in_sending_window(night, "UTC", datetime(2026, 1, 1, 5, tzinfo=UTC))
+    assert not is_in_sending_window(night, "UTC", datetime(2026, 1, 1, 12, tzinfo=UTC))
     assert next_window_start(night, "UTC", datetime(2026, 1, 1, 12, tzinfo=UTC)) == datetime(
         2026, 1, 1, 22, tzinfo=UTC
     )
