@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
+from email.utils import parseaddr
 from enum import StrEnum
 from typing import Literal
 
@@ -142,6 +143,26 @@ def correlation_candidates(
 def index_key(tenant_key: str, message_id: str, kind: Literal["rfc", "provider"] = "rfc") -> str:
     """Tenant-scoped key of a sent id in the correlation index (length-prefixed, unambiguous)."""
     return f"{kind}:{len(tenant_key)}:{tenant_key}:{normalize_message_id(message_id) or ''}"
+
+
+PARTICIPANT_INTENTS = frozenset({Intent.REPLY, Intent.OOO, Intent.AUTO_REPLY})
+"""Intents a person's mailbox sends (a report comes from a mailer daemon, never the
+prospect): the only ones the participants fallback may correlate."""
+
+
+def participant_address(from_header: str | None) -> str | None:
+    """The bare lower-cased address of a ``From`` (``"Ann <Ann@X.org>"`` → ``ann@x.org``)."""
+    _, address = parseaddr(from_header or "")
+    address = address.strip().lower()
+    return address if "@" in address else None
+
+
+def participant_key(tenant_key: str, adapter_id: str, address: str) -> str:
+    """Tenant-scoped key of the last send of ``adapter_id`` to ``address``.
+
+    The correlation fallback for a reply whose client dropped In-Reply-To and References
+    (SPEC §8): the most recent enrollment the adapter sent to the message's ``From``."""
+    return f"participant:{len(tenant_key)}:{tenant_key}:{adapter_id}:{address.lower()}"
 
 
 def dedupe_key(tenant_key: str, message_id: str) -> str:

@@ -49,6 +49,8 @@ class OutboundPolicy(Frozen):
         circuit: The breaker of adapter-level send failures (SPEC §7).
         recipient_retry_limit: A send the recipient's server keeps deferring (4xx) is
             retried this long after its decision, then failed and the enrollment stopped.
+        correlate_participants: A reply no id matches is correlated to the last live
+            enrollment its adapter sent to the reply's ``From`` (``matched_by=participants``).
     """
 
     health: HealthPolicy = HealthPolicy()
@@ -57,3 +59,4 @@ class OutboundPolicy(Frozen):
     timer_grace: timedelta = timedelta(seconds=60)
     circuit: CircuitPolicy = CircuitPolicy()
     recipient_retry_limit: timedelta = timedelta(hours=24)
+    correlate_participants: bool = True

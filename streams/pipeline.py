@@ -149,6 +149,7 @@ class Pipeline:
                 probe_timeout=timedelta(seconds=ARRIVAL_REDRIVE_REAL_SECONDS / real),
             ),
             recipient_retry_limit=timedelta(hours=settings.recipient_retry_hours),
+            correlate_participants=settings.correlate_participants,
         )
         self.topics = {
             name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # How long (real seconds) the sender trusts the adapter rows it read: an adapter update
     # (another host, another secret reference) reaches a running worker within this.
     adapter_refresh_seconds: float = Field(default=30.0, gt=0)
+    # A reply no id matches (a client that drops In-Reply-To and References) is correlated
+    # to the last live enrollment its adapter sent to the reply's From (SPEC §8).
+    correlate_participants: bool = True
 
     def topic(self, name: str) -> str:
         """Full topic name for one of ``TOPIC_NAMES`` (or an internal topic)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from dripdrop_core.circuit import Signal, admit
 from dripdrop_core.circuit import on_signal as on_circuit_signal
-from dripdrop_core.correlation import index_key, normalize_message_id
+from dripdrop_core.correlation import index_key, normalize_message_id, participant_key
 from dripdrop_core.decisions import Defer, Hold, Pause, Reassign, Send, Skip
 from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
 from dripdrop_core.enrollment import TERMINAL, Event
@@ -986,7 +986,11 @@ class Processor:
         key = index_key(e.tenant_key, rfc, "rfc")
         if only_if_missing and self.index.get(key) is not None:
             return
-        self.index[key] = _execution_ref(e)
+        ref = _execution_ref(e)
+        self.index[key] = ref
+        if self.policy.correlate_participants and e.pending is not None:
+            # The reply of a client that drops In-Reply-To and References (SPEC §8).
+            self.index[participant_key(e.tenant_key, e.pending.adapter_id, e.recipient)] = ref
 
     def _stored(self, e: EnrollmentRuntime, out: Outputs) -> Outputs:
         self.save_enrollment(e.model_copy(update={"pending": None}), out)

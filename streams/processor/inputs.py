@@ -14,6 +14,7 @@ from typing import Any
 from dripdrop_core.classify import classify_fields
 from dripdrop_core.config_sync import REFERENCES, config_ownership_error
 from dripdrop_core.correlation import (
+    PARTICIPANT_INTENTS,
     Intent,
     correlate,
     correlation_candidates,
@@ -22,6 +23,8 @@ from dripdrop_core.correlation import (
     intent_effect,
     normalize_message_id,
     parse_intent,
+    participant_address,
+    participant_key,
 )
 from dripdrop_core.enrollment import TERMINAL, Event
 from dripdrop_core.enrollment import applies as enrollment_applies
@@ -199,14 +202,17 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
         original_message_id=intent_data.get("original_message_id"),
     )
     hit = correlate(tenant, candidates, _IndexView(p))
-    if hit is None:
-        out.emit("ingest.unmatched", tenant, now, message_id=message_id, adapter_id=adapter.id)
-        return out
-    execution = _execution(p, p.index.get(index_key(tenant, hit[0].message_id, hit[0].kind)))
+    if hit is not None:
+        matched_by = str(hit[0].kind)
+        execution = _execution(p, p.index.get(index_key(tenant, hit[0].message_id, hit[0].kind)))
+        execution["step_execution_id"] = hit[1]  # an older index's record lacks it
+    else:
+        matched_by, execution = "participants", _by_participant(p, msg, adapter.id, intent)
     e = p.enrollment(execution.get("enrollment_id") or "")
-    if e is None:
+    if e is None or (matched_by == "participants" and e.state in TERMINAL):
         out.emit("ingest.unmatched", tenant, now, message_id=message_id, adapter_id=adapter.id)
         return out
+    step_execution_id = execution["step_execution_id"]
     step = p.config.entity("step", execution["step_id"])
     return_at = intent_data.get("return_at")
     effect = intent_effect(
@@ -224,9 +230,9 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
         now,
         message_id=message_id,
         enrollment_id=e.id,
-        step_execution_id=hit[1],
+        step_execution_id=step_execution_id,
         intent=str(intent),
-        matched_by=hit[0].kind,
+        matched_by=matched_by,
         classified_by=intent_data.get("rule"),
     )
     out.urgent.append(
@@ -238,7 +244,7 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
                 now,
                 key=message_id,
                 adapter_id=execution["adapter_id"],
-                step_execution_id=hit[1],
+                step_execution_id=step_execution_id,
                 data={
                     "message_id": message_id,
                     "intent": str(intent),
@@ -313,6 +319,17 @@ class _IndexView(Mapping[str, str]):
 
     def __len__(self) -> int:  # pragma: no cover
         return 0
+
+
+def _by_participant(
+    p: Processor, msg: dict[str, Any], adapter_id: str, intent: Intent
+) -> dict[str, Any]:
+    """The last send of ``adapter_id`` to the message's ``From``, when no id matched
+    (``dripdrop_core.correlation.participant_key``); ``{}`` when off or none."""
+    address = participant_address(msg.get("from"))
+    if not p.policy.correlate_participants or intent not in PARTICIPANT_INTENTS or not address:
+        return {}
+    return _execution(p, p.index.get(participant_key(msg["tenant_key"], adapter_id, address)))
 
 
 def _execution(p: Processor, value: Any) -> dict[str, Any]:
