@@ -70,6 +70,7 @@ from streams.db import authoring as repo
 from streams.db.tables import adapter_pools, outbox
 from streams.kafka import Delivery, KafkaPublisher, Publisher, PublishError
 from streams.outbox import EntityType, enqueue_config_change, pending_count, relay_all
+from streams.secrets import InlineSecretError, check_no_inline_secrets
 from streams.sends import (
     AlreadyReissuedError,
     AmbiguousSend,
@@ -259,6 +260,15 @@ def _validated(model: type[M], values: Mapping[str, Any]) -> M:
         ) from None
 
 
+def _no_inline_secrets(config: Mapping[str, Any] | None) -> None:
+    """Refuse a secret given as a value (SPEC §7): the message names the key and shows
+    the reference form, never the value."""
+    try:
+        check_no_inline_secrets(config or {})
+    except InlineSecretError as exc:
+        raise InvalidInputError(str(exc), code="invalid_config") from None
+
+
 def _no_newline(name: str, value: str | None) -> None:
     if value is not None and has_line_break(value):
         raise InvalidInputError(
@@ -428,6 +438,7 @@ class DripDrop:
         _timezone("timezone", timezone)
         if from_address is not None:
             _email("from_address", from_address)
+        _no_inline_secrets(config)
         adapter = _validated(
             Adapter,
             {
@@ -472,6 +483,8 @@ class DripDrop:
             _timezone("timezone", changes["timezone"])
         if changes.get("from_address") is not None:
             _email("from_address", changes["from_address"])
+        if "config" in changes:
+            _no_inline_secrets(changes["config"])
         with self.engine.begin() as conn:
             before = repo.adapter_from_row(repo.load_owned(conn, "adapter", adapter_id, tenant_key))
             after = _validated(Adapter, {**before.model_dump(), **changes})
