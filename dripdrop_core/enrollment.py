@@ -140,3 +140,29 @@ def transition(
 def applies(state: EnrollmentState, event: Event) -> bool:
     """Whether ``event`` changes an enrollment in ``state`` (the table has the pair)."""
     return (state, event) in TRANSITIONS
+
+
+def next_generation(
+    latest: EnrollmentState | None, generation: int, *, allow_reenrollment: bool
+) -> int:
+    """Return the generation an ``enroll`` of a subscriber names (SPEC §7, §13).
+
+    A subscriber's enrollments in a sequence are numbered 0, 1, …; each has its own id, so a
+    re-enrollment is a new execution chain (new pin, new thread, new step executions).
+
+    Args:
+        latest: State of the subscriber's latest enrollment in the sequence; ``None``: none.
+        generation: That enrollment's number (ignored when ``latest`` is ``None``).
+        allow_reenrollment: The sequence's ``allow_reenrollment``.
+
+    Returns:
+        ``0`` for a first enrollment; ``generation + 1`` when the latest one has finished
+        (any state of ``TERMINAL``) and the sequence allows re-enrollment; else
+        ``generation``: the same enrollment, answered as a duplicate (a live one is not
+        enrolled twice, a finished one is not restarted).
+    """
+    if latest is None:
+        return 0
+    if latest in TERMINAL and allow_reenrollment:
+        return generation + 1
+    return generation

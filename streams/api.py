@@ -167,11 +167,34 @@ def _checked_prospect(prospect: Mapping[str, Any]) -> tuple[str, str, str | None
     return subscriber_id, recipient, timezone, data_json
 
 
-def enrollment_id_for(tenant_key: str, sequence_id: str, subscriber_id: str) -> str:
-    """Deterministic enrollment id: the same subscriber in the same sequence, the same id."""
-    return str(
-        uuid.uuid5(ENROLLMENT_NAMESPACE, f"{tenant_key}\x1f{sequence_id}\x1f{subscriber_id}")
+def enrollment_id_for(
+    tenant_key: str, sequence_id: str, subscriber_id: str, generation: int = 0
+) -> str:
+    """Deterministic enrollment id: the same subscriber in the same sequence, the same id;
+    a re-enrollment (``generation`` 1, 2, …; SPEC §7) has an id of its own."""
+    name = f"{tenant_key}\x1f{sequence_id}\x1f{subscriber_id}"
+    if generation:
+        name += f"\x1f{generation}"
+    return str(uuid.uuid5(ENROLLMENT_NAMESPACE, name))
+
+
+def _enrollment_id(
+    known: Mapping[str, str], tenant_key: str, sequence: SequenceModel, subscriber_id: str
+) -> str:
+    """The id an ``enroll`` of ``subscriber_id`` names, given the enrollments ``known``
+    (id → state): the latest one's while it is live or re-enrollment is not allowed, else
+    the next generation's (``dripdrop_core.enrollment.next_generation``)."""
+    generation = 0
+    while enrollment_id_for(tenant_key, sequence.id, subscriber_id, generation + 1) in known:
+        generation += 1
+    latest_id = enrollment_id_for(tenant_key, sequence.id, subscriber_id, generation)
+    latest = known.get(latest_id)
+    chosen = enrollment_machine.next_generation(
+        None if latest is None else EnrollmentState(latest),
+        generation,
+        allow_reenrollment=sequence.allow_reenrollment,
     )
+    return enrollment_id_for(tenant_key, sequence.id, subscriber_id, chosen)
 
 
 # --- typed results ----------------------------------------------------------------------------
@@ -874,6 +897,12 @@ class DripDrop:
     ) -> Accepted:
         """Enroll a subscriber; returns the deterministic ``enrollment_id`` (idempotent).
 
+        While the subscriber's enrollment in the sequence is live, or when it has finished and
+        the sequence does not allow re-enrollment, this names that enrollment (the processor
+        answers ``enrollment.duplicate``). When it has finished (as PostgreSQL shows it) and
+        ``allow_reenrollment`` is set, this is a new enrollment with an id of its own: a new
+        pin, thread and step executions (SPEC §7).
+
         Raises:
             NotFoundError / TenantMismatchError: unknown sequence or version.
             ConflictError: the sequence has no active version.
@@ -952,11 +981,14 @@ class DripDrop:
                 if current is None:
                     raise ConflictError(f"sequence {sequence.id} has no active version")
                 version = current
+            known = repo.subscriber_enrollments(
+                conn, tenant_key, sequence.id, [subscriber_id for subscriber_id, *_ in checked]
+            )
         return [
             self._command(
                 "enroll",
                 tenant_key,
-                enrollment_id_for(tenant_key, sequence.id, subscriber_id),
+                _enrollment_id(known, tenant_key, sequence, subscriber_id),
                 sequence_id=sequence.id,
                 sequence_version_id=version.id,
                 subscriber_id=subscriber_id,

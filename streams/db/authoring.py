@@ -374,3 +374,20 @@ def versions_using_pool(conn: Connection, pool_id: str) -> int:
         .where(sequence_versions.c.pool_id == pool_id)
     ).scalar_one()
     return int(count)
+
+
+def subscriber_enrollments(
+    conn: Connection, tenant_key: str, sequence_id: str, subscriber_ids: list[str]
+) -> dict[str, str]:
+    """Enrollment id → state of every enrollment of these subscribers in the sequence."""
+    found: dict[str, str] = {}
+    for start in range(0, len(subscriber_ids), 1000):  # bounded IN lists for lead imports
+        chunk = subscriber_ids[start : start + 1000]
+        rows = conn.execute(
+            select(enrollments.c.id, enrollments.c.state)
+            .where(enrollments.c.tenant_key == tenant_key)
+            .where(enrollments.c.sequence_id == sequence_id)
+            .where(enrollments.c.subscriber_id.in_(chunk))
+        )
+        found.update({str(row.id): row.state for row in rows})
+    return found

@@ -15,8 +15,10 @@ from dripdrop_core.enrollment import (
     Transition,
     TransitionError,
     applies,
+    next_generation,
     transition,
 )
+from dripdrop_core.models import EnrollmentState
 from dripdrop_core.models import EnrollmentState as S
 
 EXPECTED = {
@@ -87,3 +89,18 @@ def test_resume_and_pin_clear_the_reason_and_name_their_telemetry() -> None:
     assert bounced == Transition(
         state=S.BOUNCED, reason="bounce", terminal=True, telemetry="enrollment.bounced"
     )
+
+
+@pytest.mark.parametrize(
+    ("latest", "allowed", "expected"),
+    [
+        (None, False, 0),
+        (None, True, 0),
+        *((state, False, 2) for state in EnrollmentState),  # never re-enrolled: the same one
+        *((state, True, 3 if state in TERMINAL else 2) for state in EnrollmentState),
+    ],
+)
+def test_next_generation_new_only_after_a_finished_one_when_allowed(
+    latest: EnrollmentState | None, allowed: bool, expected: int
+) -> None:
+    assert next_generation(latest, 2, allow_reenrollment=allowed) == expected
