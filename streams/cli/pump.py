@@ -43,12 +43,21 @@ def pump(
     refresh_seconds: Annotated[
         float, typer.Option(min=0.1, help="How often adapters are re-read from PostgreSQL.")
     ] = 30.0,
+    http_host: Annotated[
+        str, typer.Option(help="Address of the push endpoint (Gmail Pub/Sub, Graph).")
+    ] = "127.0.0.1",
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="Serve the push endpoint on this port (default: none, polling only)."),
+    ] = None,
 ) -> None:
-    """Read inbound mailboxes (IMAP IDLE or polling) until SIGTERM/SIGINT.
+    """Read inbound mailboxes (IMAP IDLE, Gmail API, Microsoft Graph) until SIGTERM/SIGINT.
 
-    Every adapter with ``config.inbound.imap`` gets one supervised task per folder; a
-    message is classified, produced, acknowledged by Kafka, and only then is the
-    UIDVALIDITY + UID cursor saved in PostgreSQL.
+    Every adapter with ``config.inbound.imap`` gets one supervised task per folder, one
+    with ``config.inbound.gmail`` or ``config.inbound.graph`` one task per mailbox; a
+    message is classified, produced, acknowledged by Kafka, and only then is the cursor
+    (UIDVALIDITY + UID, historyId, delta link) saved in PostgreSQL. ``--http-port`` serves
+    ``/gmail/push/{adapter_id}`` and ``/graph/notify/{adapter_id}`` (docs/inbound.md).
     """
     handler = logging.StreamHandler()
     if os.environ.get("DRIPDROP_LOG_FORMAT") == "json":
@@ -57,6 +66,7 @@ def pump(
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("aioimaplib").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines carry tokens in URLs
     metrics = PumpMetrics()
     if metrics_port is not None:
         start_http_server(metrics_port, registry=metrics.registry)
@@ -66,6 +76,8 @@ def pump(
         only=frozenset(adapter or ()),
         shard=_shard(shard),
         refresh_seconds=refresh_seconds,
+        http_host=http_host,
+        http_port=http_port,
     )
 
     async def main() -> None:

@@ -521,6 +521,26 @@ inbound_seen = Table(
     Index("ix_inbound_seen_seen_at", "seen_at"),
 )
 
+# The Gmail and Microsoft Graph pumps' cursors (streams/pump/gmail.py, graph.py, migration
+# 0005_inbound_api_cursors): per adapter and kind the historyId (Gmail) or the delta link
+# (Graph), saved only after Kafka acknowledged the records, and the push registration (the
+# Gmail watch or the Graph subscription) with its expiry, renewed before it runs out.
+inbound_api_cursors = Table(
+    "inbound_api_cursors",
+    metadata,
+    _tenant(),
+    Column("adapter_id", Uuid(as_uuid=False), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("cursor", Text),
+    Column("watch_id", Text),
+    Column("watch_expires_at", DateTime(timezone=True)),
+    _updated_at(),
+    PrimaryKeyConstraint("adapter_id", "kind"),
+    _tenant_check(),
+    CheckConstraint("kind IN ('gmail', 'graph')", name="kind_known"),
+    _tenant_fk(("tenant_key", "adapter_id"), "channel_adapters", ondelete="CASCADE"),
+)
+
 outbox = Table(
     "outbox",
     metadata,

@@ -108,3 +108,75 @@ class CursorStore:
                 " WHERE active AND config ? 'inbound' ORDER BY id"
             ).fetchall()
         return [(str(r[0]), str(r[1]), dict(r[2])) for r in found]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCursor:
+    """A Gmail or Graph pump's state: the read cursor and the push registration."""
+
+    cursor: str | None
+    watch_id: str | None
+    watch_expires_at: datetime | None
+    updated_at: datetime
+
+
+class ApiCursorStore:
+    """``dripdrop.inbound_api_cursors`` (kind ``gmail``: the historyId; ``graph``: the delta
+    link) next to ``inbound_seen`` (folder = the kind). Shares the ``CursorStore``'s pool."""
+
+    def __init__(self, store: CursorStore, kind: str) -> None:
+        self.store = store
+        self.kind = kind
+
+    def load(self, adapter_id: str) -> ApiCursor | None:
+        with self.store.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT cursor, watch_id, watch_expires_at, updated_at"
+                " FROM dripdrop.inbound_api_cursors WHERE adapter_id = %s AND kind = %s",
+                (adapter_id, self.kind),
+            ).fetchone()
+        return ApiCursor(row[0], row[1], row[2], row[3]) if row else None
+
+    def save(
+        self,
+        adapter_id: str,
+        tenant_key: str,
+        cursor: str | None,
+        seen: Iterable[str] = (),
+    ) -> None:
+        """Move the cursor (``None``: keep it) and remember the produced ids, at once."""
+        with self.store.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO dripdrop.inbound_api_cursors AS c (tenant_key, adapter_id, kind,"
+                " cursor) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (adapter_id, kind) DO UPDATE"
+                " SET cursor = coalesce(EXCLUDED.cursor, c.cursor), updated_at = now()",
+                (tenant_key, adapter_id, self.kind, cursor),
+            )
+            rows = [(tenant_key, adapter_id, self.kind, mid, 0) for mid in seen]
+            if rows:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO dripdrop.inbound_seen (tenant_key, adapter_id, folder,"
+                        " message_id, uid) VALUES (%s, %s, %s, %s, %s)"
+                        " ON CONFLICT (adapter_id, message_id)"
+                        " DO UPDATE SET seen_at = now()",
+                        rows,
+                    )
+
+    def save_watch(
+        self, adapter_id: str, tenant_key: str, watch_id: str | None, expires_at: datetime | None
+    ) -> None:
+        """Record the push registration (Gmail watch, Graph subscription); the cursor stays."""
+        with self.store.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO dripdrop.inbound_api_cursors AS c (tenant_key, adapter_id, kind,"
+                " watch_id, watch_expires_at) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (adapter_id, kind) DO UPDATE"
+                " SET watch_id = EXCLUDED.watch_id,"
+                " watch_expires_at = EXCLUDED.watch_expires_at",
+                (tenant_key, adapter_id, self.kind, watch_id, expires_at),
+            )
+
+    def seen(self, adapter_id: str, message_ids: Iterable[str]) -> set[str]:
+        return self.store.seen(adapter_id, message_ids)

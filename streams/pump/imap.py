@@ -71,6 +71,16 @@ class TokenSource(Protocol):
     def invalidate(self) -> None: ...
 
 
+class AdapterIdentity(Protocol):
+    """What a record needs of its adapter (``InboundAdapter``, or a Gmail/Graph pump's)."""
+
+    @property
+    def adapter_id(self) -> str: ...
+
+    @property
+    def tenant_key(self) -> str: ...
+
+
 Produce = Callable[[str, str, dict[str, Any]], None]
 """``(topic, key, record)``: hands one record to the producer (no wait)."""
 Flush = Callable[[], Awaitable[None]]
@@ -110,7 +120,7 @@ def message_id_of(raw: bytes, parsed: str | None) -> str:
     return parsed or f"no-message-id-{hashlib.sha256(raw).hexdigest()[:32]}@dripdrop.invalid"
 
 
-def inbound_record(adapter: InboundAdapter, fetched: Fetched, now: datetime) -> dict[str, Any]:
+def inbound_record(adapter: AdapterIdentity, fetched: Fetched, now: datetime) -> dict[str, Any]:
     """The ``inbound-messages`` record of one fetched message, classified (SPEC §8)."""
     mail = parse_mail(fetched.raw)
     received = fetched.internal_date or mail.date or now

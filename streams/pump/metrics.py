@@ -58,6 +58,18 @@ class PumpMetrics:
             _MAILBOX,
             registry=r,
         )
+        self.pushes = Counter(
+            "dripdrop_pump_pushes",
+            "Push notifications accepted (Gmail Pub/Sub, Graph change notifications).",
+            ["kind"],
+            registry=r,
+        )
+        self.push_refused = Counter(
+            "dripdrop_pump_push_refused",
+            "Push requests refused: wrong token, OIDC or clientState.",
+            ["kind"],
+            registry=r,
+        )
         self.mailboxes = Gauge(
             "dripdrop_pump_mailboxes", "Folders this pump is reading.", registry=r
         )

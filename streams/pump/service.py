@@ -4,6 +4,10 @@ Adapters come from ``dripdrop.channel_adapters`` (active, with ``config.inbound`
 are re-read every ``refresh_seconds``: a new or changed adapter gets its tasks, a removed
 one loses them. A malformed inbound config is logged and skipped; the other mailboxes go
 on. Shards (``k/n``) split the adapters between pump processes by a stable hash.
+
+Three kinds run side by side: ``inbound.imap`` (one ``ImapFolderPump`` per folder),
+``inbound.gmail`` (``GmailPump``) and ``inbound.graph`` (``GraphPump``). With an HTTP
+port the process also serves the push endpoint (``push.py``) that wakes the last two.
 """
 
 from __future__ import annotations
@@ -14,20 +18,41 @@ import importlib
 import logging
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from streams.codecs import Codecs
 from streams.kafka import KafkaPublisher
-from streams.pump.config import InboundAdapter, inbound_imap
-from streams.pump.cursor import CursorStore
+from streams.pump.apibase import ApiAdapter
+from streams.pump.config import (
+    GmailInbound,
+    GraphInbound,
+    ImapConfig,
+    InboundAdapter,
+    inbound_gmail,
+    inbound_graph,
+    inbound_imap,
+)
+from streams.pump.cursor import ApiCursorStore, CursorStore
+from streams.pump.gmail import GmailPump
+from streams.pump.graph import GraphPump
 from streams.pump.imap import ImapFolderPump, PumpError, TokenSource
 from streams.pump.metrics import PumpMetrics
+from streams.pump.push import PushRoutes, http_server
 from streams.settings import Settings
 
 log = logging.getLogger("dripdrop.pump")
 
 Key = tuple[str, str, str]
-"""(adapter_id, folder, fingerprint of the adapter's inbound config)."""
+"""(adapter_id, channel: ``imap:<folder>``, ``gmail`` or ``graph``, config fingerprint)."""
+
+
+class Wanted(BaseModel):
+    """One task to run: the adapter and the inbound config of its kind."""
+
+    adapter_id: str
+    tenant_key: str
+    config: ImapConfig | GmailInbound | GraphInbound
+    folder: str = ""
 
 
 class KafkaSink:
@@ -57,27 +82,51 @@ def in_shard(adapter_id: str, shard: tuple[int, int] | None) -> bool:
     return int(hashlib.sha256(adapter_id.encode()).hexdigest(), 16) % n == k
 
 
-def _token_source(adapter: InboundAdapter) -> TokenSource | None:
-    oauth = adapter.imap.oauth2
-    if oauth is None:
-        return None
+def _token_source(config: ImapConfig | GmailInbound | GraphInbound) -> TokenSource | None:
+    if isinstance(config, ImapConfig):
+        if config.oauth2 is None:
+            return None
+        oauth = config.oauth2
+        token_url, client_id, secret, refresh, scope = (
+            oauth.token_url,
+            oauth.client_id,
+            oauth.client_secret,
+            oauth.refresh_token,
+            oauth.scope,
+        )
+    elif isinstance(config, GmailInbound):
+        token_url, client_id, secret, refresh, scope = (
+            config.token_url,
+            config.client_id,
+            config.client_secret,
+            config.refresh_token,
+            config.scope,
+        )
+    else:
+        token_url, client_id, secret, refresh, scope = (
+            config.resolved_token_url,
+            config.client_id,
+            config.client_secret,
+            config.refresh_token,
+            config.scope,
+        )
     try:  # helper A's module (shared-interfaces.md); looked up at run time
         oauth_token = importlib.import_module("streams.providers.oauth").OAuth2Token
     except (ImportError, AttributeError):
         raise PumpError("oauth2 needs streams.providers.oauth.OAuth2Token") from None
     token = oauth_token(
-        token_url=oauth.token_url,
-        client_id=oauth.client_id,
-        client_secret=oauth.client_secret,
-        refresh_token=oauth.refresh_token,
-        scope=oauth.scope,
+        token_url=token_url,
+        client_id=client_id,
+        client_secret=secret,
+        refresh_token=refresh,
+        scope=scope,
     )
     source: TokenSource = token
     return source
 
 
 class Pump:
-    """Keeps one ``ImapFolderPump`` task per (adapter, folder) while it runs."""
+    """Keeps one task per (adapter, IMAP folder) and per Gmail / Graph mailbox while it runs."""
 
     def __init__(
         self,
@@ -87,6 +136,8 @@ class Pump:
         only: frozenset[str] = frozenset(),
         shard: tuple[int, int] | None = None,
         refresh_seconds: float = 30.0,
+        http_host: str = "127.0.0.1",
+        http_port: int | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or PumpMetrics()
@@ -96,57 +147,111 @@ class Pump:
         self.codecs = Codecs(settings)
         self.store = CursorStore(settings.database_url)
         self.tasks: dict[Key, tuple[asyncio.Task[None], KafkaSink]] = {}
-        self.invalid: set[str] = set()
+        self.invalid: set[tuple[str, str]] = set()
+        self.http_host = http_host
+        self.http_port = http_port
+        self.push = PushRoutes(self.metrics)
 
-    def wanted(self) -> dict[Key, InboundAdapter]:
-        """The (adapter, folder) pairs this process should read now."""
-        wanted: dict[Key, InboundAdapter] = {}
+    def wanted(self) -> dict[Key, Wanted]:
+        """The (adapter, channel) pairs this process should read now."""
+        wanted: dict[Key, Wanted] = {}
         for adapter_id, tenant_key, config in self.store.inbound_adapters():
             if (self.only and adapter_id not in self.only) or not in_shard(adapter_id, self.shard):
                 continue
-            try:
-                imap = inbound_imap(config)
-            except ValidationError as exc:
-                if adapter_id not in self.invalid:
-                    fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
-                    log.error("adapter %s: invalid inbound.imap config (%s)", adapter_id, fields)
-                    self.invalid.add(adapter_id)
-                continue
-            self.invalid.discard(adapter_id)
-            if imap is None:
-                continue
-            adapter = InboundAdapter(adapter_id=adapter_id, tenant_key=tenant_key, imap=imap)
-            fingerprint = hashlib.sha256(imap.model_dump_json().encode()).hexdigest()[:16]
-            for folder in imap.folders:
-                wanted[(adapter_id, folder, fingerprint)] = adapter
+            found: list[ImapConfig | GmailInbound | GraphInbound] = []
+            for kind, read in (
+                ("imap", inbound_imap),
+                ("gmail", inbound_gmail),
+                ("graph", inbound_graph),
+            ):
+                try:
+                    one = read(config)
+                except ValidationError as exc:
+                    if (adapter_id, kind) not in self.invalid:
+                        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+                        log.error(
+                            "adapter %s: invalid inbound.%s config (%s)", adapter_id, kind, fields
+                        )
+                        self.invalid.add((adapter_id, kind))
+                    continue
+                self.invalid.discard((adapter_id, kind))
+                if one is not None:
+                    found.append(one)
+            for cfg in found:
+                fingerprint = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
+                if isinstance(cfg, ImapConfig):
+                    for folder in cfg.folders:
+                        wanted[(adapter_id, f"imap:{folder}", fingerprint)] = Wanted(
+                            adapter_id=adapter_id, tenant_key=tenant_key, config=cfg, folder=folder
+                        )
+                else:
+                    kind = "gmail" if isinstance(cfg, GmailInbound) else "graph"
+                    wanted[(adapter_id, kind, fingerprint)] = Wanted(
+                        adapter_id=adapter_id, tenant_key=tenant_key, config=cfg
+                    )
         return wanted
 
-    def _start(self, key: Key, adapter: InboundAdapter) -> None:
+    def _start(self, key: Key, want: Wanted) -> None:
         try:
-            token = _token_source(adapter)
+            token = _token_source(want.config)
         except PumpError as exc:
             log.error("adapter %s: %s", key[0], exc)
             return
         sink = KafkaSink(self.settings, self.codecs)
-        folder = ImapFolderPump(
-            adapter,
-            key[1],
-            store=self.store,
-            produce=sink.produce,
-            flush=sink.flush,
-            metrics=self.metrics,
-            token=token,
-        )
-        task = asyncio.create_task(folder.run_forever(), name=f"pump:{key[0]}:{key[1]}")
+        cfg = want.config
+        runner: ImapFolderPump | GmailPump | GraphPump
+        if isinstance(cfg, ImapConfig):
+            adapter = InboundAdapter(
+                adapter_id=want.adapter_id, tenant_key=want.tenant_key, imap=cfg
+            )
+            runner = ImapFolderPump(
+                adapter,
+                want.folder,
+                store=self.store,
+                produce=sink.produce,
+                flush=sink.flush,
+                metrics=self.metrics,
+                token=token,
+            )
+        else:
+            assert token is not None  # the API kinds always authenticate with OAuth2
+            identity = ApiAdapter(want.adapter_id, want.tenant_key)
+            if isinstance(cfg, GmailInbound):
+                runner = GmailPump(
+                    identity,
+                    cfg,
+                    store=ApiCursorStore(self.store, "gmail"),
+                    produce=sink.produce,
+                    flush=sink.flush,
+                    metrics=self.metrics,
+                    token=token,
+                )
+                self.push.gmail[want.adapter_id] = runner
+            else:
+                runner = GraphPump(
+                    identity,
+                    cfg,
+                    store=ApiCursorStore(self.store, "graph"),
+                    produce=sink.produce,
+                    flush=sink.flush,
+                    metrics=self.metrics,
+                    token=token,
+                )
+                self.push.graph[want.adapter_id] = runner
+        task = asyncio.create_task(runner.run_forever(), name=f"pump:{key[0]}:{key[1]}")
         task.add_done_callback(lambda t: self._ended(key, t))
         self.tasks[key] = (task, sink)
-        log.info("pump: reading adapter %s folder %s", key[0], key[1])
+        log.info("pump: reading adapter %s (%s)", key[0], key[1])
 
     def _ended(self, key: Key, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("pump %s/%s stopped: %r", key[0], key[1], task.exception())
 
     async def _stop(self, key: Key) -> None:
+        if key[1] == "gmail":
+            self.push.gmail.pop(key[0], None)
+        elif key[1] == "graph":
+            self.push.graph.pop(key[0], None)
         task, sink = self.tasks.pop(key)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -167,6 +272,11 @@ class Pump:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: reconcile now, then every ``refresh_seconds``."""
+        server = None
+        if self.http_port is not None:
+            server = http_server(self.push.app(), self.http_host, self.http_port)
+            serving = asyncio.create_task(server.serve(), name="pump:http")
+            log.info("pump: push endpoint on http://%s:%d", self.http_host, self.http_port)
         try:
             while not stop.is_set():
                 try:
@@ -178,6 +288,9 @@ class Pump:
                 except TimeoutError:
                     pass
         finally:
+            if server is not None:
+                server.should_exit = True
+                await asyncio.gather(serving, return_exceptions=True)
             for key in list(self.tasks):
                 await self._stop(key)
             await asyncio.to_thread(self.store.close)
