@@ -21,6 +21,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from dripdrop_core.correlation import normalize_message_id
 from streams.processor.runtime import stable_id
 
 ORDER = {"enrollment": 0, "claim": 1, "event": 2, "suppression": 3, "health": 4}
@@ -313,7 +314,9 @@ def claim_params(op: dict[str, Any]) -> dict[str, Any]:
         "attempt": command["attempt"],
         "adapter_id": command["adapter_id"],
         "recipient": command["recipient"],
-        "out_message_id": command["headers"]["Message-ID"],
+        # Stored the way inbound ids are matched: without angle brackets (SPEC §8); the
+        # payload keeps the wire form.
+        "out_message_id": normalize_message_id(command["headers"]["Message-ID"]),
         "payload": Jsonb(payload),
         "day": guard["day"],
         "cap": guard["cap"],

@@ -30,6 +30,7 @@ from datetime import date, datetime
 from typing import Any
 
 from dripdrop_core import enrollment
+from dripdrop_core.correlation import normalize_message_id
 from dripdrop_core.models import Adapter, HealthState
 from dripdrop_core.policy import HealthPolicy
 from dripdrop_core.ramp import effective_cap, local_day
@@ -432,7 +433,7 @@ def _row_problem(row: ExecutionRow | None, send: SentSend | None) -> str | None:
         return f"sent in the log but {row.status!r} in PostgreSQL"
     if send is None:
         return None  # its command is outside the replayed range
-    mid = send.headers.get("Message-ID")
+    mid = normalize_message_id(send.headers.get("Message-ID"))
     if row.out_message_id != mid:
         return f"out_message_id {row.out_message_id!r} but the command's Message-ID is {mid!r}"
     if dict(row.headers) != dict(send.headers):

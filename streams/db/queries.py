@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from dripdrop_core import enrollment
+from dripdrop_core.correlation import normalize_message_id, split_references
 from dripdrop_core.models import Adapter
 from dripdrop_core.policy import HealthPolicy
 from dripdrop_core.ramp import effective_cap, local_day
@@ -200,8 +201,10 @@ def enrollment_chain(conn: Connection, enrollment_id: str) -> list[dict[str, Any
             "override": r["adapter_override_id"] is not None,
             "status": r["status"],
             "out_message_id": r["out_message_id"],
-            "in_reply_to": (r["headers"] or {}).get("In-Reply-To"),
-            "references": (r["headers"] or {}).get("References"),
+            # Ids as they are stored and matched (SPEC §8): without angle brackets.
+            "in_reply_to": normalize_message_id((r["headers"] or {}).get("In-Reply-To")),
+            "references": " ".join(split_references((r["headers"] or {}).get("References")))
+            or None,
             "sent_at": _iso(r["sent_at"]),
         }
         for r in _rows(

@@ -844,7 +844,7 @@ class Processor:
                 "dispatch.sent",
                 e.tenant_key,
                 now,
-                out_message_id=pending.message_id,
+                out_message_id=normalize_message_id(pending.message_id),
                 provider_message_id=result.get("provider_message_id"),
                 **attrs,
             )
@@ -868,7 +868,7 @@ class Processor:
                 e.tenant_key,
                 now,
                 error=result.get("error"),
-                out_message_id=pending.message_id,
+                out_message_id=normalize_message_id(pending.message_id),
                 **attrs,
             )
             if e.state not in TERMINAL:

@@ -478,7 +478,8 @@ def _pacing(
         mid = rows(
             run, "SELECT out_message_id FROM dripdrop.step_executions WHERE id = %s", exec_id
         )[0][0]
-        where = "received by the SMTP server" if mid in handoffs.message_ids else "not received"
+        seen = {m.strip("<>") for m in handoffs.message_ids}  # stored bare (SPEC §8)
+        where = "received by the SMTP server" if mid in seen else "not received"
         cause = causes.cause.get(exec_id, "unattributed")
         report.ambiguous_causes.append((exec_id, int(position), f"{cause}; {where}"))
 

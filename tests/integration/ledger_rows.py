@@ -16,6 +16,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 
+def _bare(message_id: str | None) -> str | None:
+    """``out_message_id`` is stored without angle brackets (SPEC §8), as the sink stores it."""
+    return message_id.strip().strip("<>") if message_id else None
+
+
 class LedgerTenant:
     """One tenant with one adapter and a one-step sequence, on a sync psycopg connection."""
 
@@ -70,7 +75,7 @@ class LedgerTenant:
         ]  # fmt: skip
         executions = [
             (c["step_execution_id"], self.tenant_key, c["enrollment_id"], self.step_id,
-             self.adapter_id, c["recipient"], c["headers"].get("Message-ID"),
+             self.adapter_id, c["recipient"], _bare(c["headers"].get("Message-ID")),
              Jsonb(_payload(c)))
             for c in commands
         ]  # fmt: skip

@@ -37,6 +37,12 @@ def rows(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(sql, params).fetchall()
 
 
+def wire(message_id: str) -> str:
+    """The header form of a stored id (``out_message_id`` is stored bare, SPEC §8)."""
+    assert not message_id.startswith("<"), f"stored with brackets: {message_id!r}"
+    return f"<{message_id}>"
+
+
 def sent_rows(settings: Settings, enrollment_id: str) -> list[tuple[Any, ...]]:
     """``(step_id, out_message_id, headers, adapter_id)`` of sent executions, oldest first."""
     return rows(

@@ -192,7 +192,8 @@ def assert_exactly_once(settings: Settings, smtp: SmtpSink, world: World) -> dic
     * per adapter and local day, rows ≤ cap and ``adapter_day_counters.sent`` = rows.
     """
     messages = tenant_messages(smtp, world)
-    ids = Counter(m.header("Message-ID") for m in messages)
+    # The ledger stores ids bare (SPEC §8); the SMTP server saw the wire form.
+    ids = Counter(str(m.header("Message-ID")).strip().strip("<>") for m in messages)
     twice = {k: n for k, n in ids.items() if n > 1}
     assert not twice, f"Message-IDs received more than once: {twice}"
     per_step = Counter(

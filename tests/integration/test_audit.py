@@ -184,7 +184,7 @@ class History:
                     "step": self.steps[step],
                     "attempt": attempt,
                     "adapter": adapter_id or self.adapter_id,
-                    "mid": headers["Message-ID"],
+                    "mid": headers["Message-ID"].strip("<>"),  # stored bare, as the sink does
                     "payload": Jsonb({"headers": headers}),
                     "sent_at": sent_at,
                 },

@@ -79,7 +79,7 @@ def _world(api: DripDrop, engine: Engine, tenant: str) -> dict[str, Any]:  # noq
             e=live,
             s=steps[position],
             a=adapter.id,
-            mid=headers["Message-ID"],
+            mid=headers["Message-ID"].strip("<>"),  # stored bare, as the sink stores it
             payload=Jsonb({"headers": headers}),
             at=now - timedelta(minutes=10 - position),
         )
@@ -161,9 +161,10 @@ def test_enrollment_explain_shows_pin_chain_and_why(
     m0, m1 = w["chain"]
     view = _json(cli("enrollment", "explain", w["live"], "--tenant", tenant, "--json"))
     assert view["pinned_adapter_id"] == w["adapter"].id
+    bare0, bare1 = m0.strip("<>"), m1.strip("<>")
     assert [(c["out_message_id"], c["in_reply_to"], c["references"]) for c in view["chain"]] == [
-        (m0, None, None),
-        (m1, m0, m0),
+        (bare0, None, None),
+        (bare1, bare0, bare0),
     ]
     assert view["next_step"] == {"position": 2, "key": "s2"}
     assert view["latest_deferral"]["data"]["reason"] == "gap"
@@ -171,7 +172,7 @@ def test_enrollment_explain_shows_pin_chain_and_why(
 
     human = cli("enrollment", "explain", w["live"], "--tenant", tenant)
     assert human.exit_code == 0, human.stderr
-    assert f"In-Reply-To: {m0}" in human.stdout and "why: step s2:" in human.stdout
+    assert f"In-Reply-To: {bare0}" in human.stdout and "why: step s2:" in human.stdout
 
     replied = _json(cli("enrollment", "explain", w["replied"], "--tenant", tenant, "--json"))
     assert replied["why"] == "enrollment is replied: nothing to send"

@@ -97,3 +97,36 @@ def test_migrations_cli_db_upgrade_creates_schema(services: Settings, migtest_ur
     result = run_cli(services.model_copy(update={"database_url": plain_url}), "db", "upgrade")
     assert result.exit_code == 0, result.stderr
     assert "outbox" in _tables(migtest_url)
+
+
+def test_migration_0006_stores_out_message_ids_without_brackets(migtest_url: str) -> None:
+    """Rows written before 0006 carry the wire form; after it, the form inbound ids are
+    matched in (SPEC §8); the downgrade puts the brackets back."""
+    from tests.integration.ledger_rows import LedgerTenant
+
+    config = alembic_config(migtest_url)
+    command.upgrade(config, "0005_inbound_api_cursors")
+    ledger = LedgerTenant(migtest_url.replace("postgresql+psycopg://", "postgresql://", 1))
+    sent = ledger.command()
+    execution = sent["step_execution_id"]
+    wire = sent["headers"]["Message-ID"]
+    with ledger.connect() as conn:  # as a sink before 0006 wrote it
+        conn.execute(
+            "UPDATE dripdrop.step_executions SET out_message_id = %s WHERE id = %s",
+            (wire, execution),
+        )
+
+    def stored() -> tuple[str, str]:
+        with ledger.connect() as conn:
+            row = conn.execute(
+                "SELECT out_message_id, payload->'headers'->>'Message-ID'"
+                " FROM dripdrop.step_executions WHERE id = %s",
+                (execution,),
+            ).fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    command.upgrade(config, "head")
+    assert stored() == (wire.strip("<>"), wire)
+    command.downgrade(config, "0005_inbound_api_cursors")
+    assert stored() == (wire, wire)

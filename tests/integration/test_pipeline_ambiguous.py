@@ -82,7 +82,7 @@ def test_ambiguous_send_holds_the_enrollment_until_resolved_sent_or_not_sent(
             assert explained.exit_code == 0, explained.stderr
             why = json.loads(explained.stdout)["why"]
             assert "ambiguous" in why and "dripdrop sends resolve" in why
-            first_ids = {e: held[e].message_id for e in held}
+            first_ids = {e: f"<{held[e].message_id}>" for e in held}  # stored bare
 
             smtp.behaviour.drop_after_data.clear()  # the operator checked: A has it, B not
             a, b = enrolled[A], enrolled[B]

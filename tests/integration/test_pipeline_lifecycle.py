@@ -19,6 +19,7 @@ from tests.integration.pipeline_support import (
     sent_rows,
     start_worker,
     tenant,
+    wire,
 )
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
@@ -75,7 +76,7 @@ def test_lifecycle_steps_rotate_adapters_and_thread_only_on_continuity(
     # Rotation over the active adapters (ordered by id), never the inactive one.
     rotation = sorted(a.id for a in active)
     assert [x[3] for x in chain] == [rotation[0], rotation[1], rotation[2], rotation[0]]
-    ids = [x[1] for x in chain]
+    ids = [wire(x[1]) for x in chain]
     headers = [x[2] for x in chain]
     assert headers[0] == {"Message-ID": ids[0]}
     assert headers[1] == {"Message-ID": ids[1]}

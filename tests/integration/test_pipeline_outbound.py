@@ -15,7 +15,7 @@ from confluent_kafka import Consumer
 from streams.api import DripDrop
 from streams.codecs import Codecs
 from streams.settings import Settings
-from tests.integration.pipeline_support import rows
+from tests.integration.pipeline_support import rows, wire
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
 
@@ -144,7 +144,7 @@ def test_outbound_sequence_threads_through_pin_and_override_and_reply_stops(
         return found if len(found) == 4 else None
 
     chain = wait_for(sent, timeout=120, what="four sent step executions")
-    ids = [r[1] for r in chain]
+    ids = [wire(r[1]) for r in chain]
     headers = [r[2] for r in chain]
     pinned = world["adapters"][0].id
     assert [str(r[3]) for r in chain] == [pinned, pinned, world["override"].id, pinned]

@@ -19,7 +19,7 @@ import pytest
 
 from streams.api import DripDrop
 from streams.settings import Settings
-from tests.integration.pipeline_support import rows, sent_rows, start_worker, tenant
+from tests.integration.pipeline_support import rows, sent_rows, start_worker, tenant, wire
 from tests.integration.support import WorkerProcess, wait_for
 from tests.providers.conftest import MotoSes
 from tests.providers.gmail_api import GmailApi
@@ -254,7 +254,7 @@ def test_two_steps_through_the_provider_thread_under_its_message_id(
 
         chain = wait_for(both_sent, timeout=60, what=f"two sends through {name}")
         assert [row[3] for row in chain] == [adapter.id, adapter.id]
-        first_id, second_id = (row[1] for row in chain)
+        first_id, second_id = (wire(row[1]) for row in chain)
         ledger = rows(
             settings,
             "SELECT out_message_id, provider_message_id, error FROM dripdrop.step_executions"
@@ -265,7 +265,7 @@ def test_two_steps_through_the_provider_thread_under_its_message_id(
         assert set(received) == {first_id, second_id}
         first, second = received[first_id], received[second_id]
         # The ledger holds each send's provider message id, as the provider reported it.
-        assert [(row[0], row[1], row[2]) for row in ledger] == [
+        assert [(wire(row[0]), row[1], row[2]) for row in ledger] == [
             (first_id, first.provider_id, None),
             (second_id, second.provider_id, None),
         ]

@@ -62,7 +62,7 @@ def test_list_shows_only_the_tenants_ambiguous_sends(
     assert found.step_execution_id == held["step_execution_id"]
     assert (found.enrollment_id, found.adapter_id) == (held["enrollment_id"], ledger.adapter_id)
     assert (found.recipient, found.step_key) == (held["recipient"], "first")
-    assert found.message_id == held["headers"]["Message-ID"]
+    assert found.message_id == held["headers"]["Message-ID"].strip("<>")  # stored bare
     assert found.error == "interrupted_while_sending" and not found.reissued
     everyone = {s.step_execution_id for s in api.list_ambiguous_sends()}
     assert {held["step_execution_id"], theirs["step_execution_id"]} <= everyone
@@ -190,7 +190,7 @@ def test_cli_lists_and_resolves(
     assert listed.exit_code == 0, listed.stderr
     [row] = json.loads(listed.stdout)
     assert row["step_execution_id"] == execution_id
-    assert row["message_id"] == command["headers"]["Message-ID"]
+    assert row["message_id"] == command["headers"]["Message-ID"].strip("<>")
     assert {"enrollment_id", "adapter_id", "recipient", "step", "since"} <= set(row)
     table = cli("sends", "ambiguous", "--tenant", ledger.tenant_key)
     assert table.exit_code == 0 and "ambiguous sends" in table.stdout

@@ -319,7 +319,7 @@ def row(n: int, **fields: Any) -> ExecutionRow:
         "id": f"se{n}",
         "tenant_key": "t1",
         "status": "sent",
-        "out_message_id": mid(n),
+        "out_message_id": mid(n).strip("<>"),  # stored without brackets (SPEC §8)
         "headers": {"Message-ID": mid(n)},
     }
     return ExecutionRow(**{**base, **fields})
@@ -337,7 +337,7 @@ def test_check_database_missing_row_is_named() -> None:
 
 
 def test_check_database_other_message_id_is_named() -> None:
-    rows = {"se0": row(0, out_message_id=mid(9))}
+    rows = {"se0": row(0, out_message_id=mid(9).strip("<>"))}
     found = check_database(sends_of([command(0, at=T0)]), [result(0)], rows)
     assert "out_message_id" in found[0].message
 
