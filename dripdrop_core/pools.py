@@ -7,9 +7,10 @@ operator input to ``decide_repin``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dripdrop_core.decisions import (
+    Eviction,
     Pause,
     Pin,
     PinDecision,
@@ -44,13 +45,16 @@ def decide_pin(
     now: datetime,
     *,
     policy: HealthPolicy,
+    horizon: timedelta = timedelta(days=7),
 ) -> PinOutcome:
     """Choose the sender of a new outbound enrollment (SPEC §5.2, §5.3).
 
     Capacity waits, it does not reject: when nobody is eligible but some member only
-    lacks headroom today or rests for now (``WAITS_FOR``), the decision is ``Wait``. Both
-    pool policies reject with ``pool_exhausted`` only when no member could send at all;
-    either decision lists every evicted member and its reason for ``dispatch.pool_exhausted``.
+    lacks headroom today or rests for now (``WAITS_FOR``; a rest ending within
+    ``horizon``), the decision is ``Wait``. Both pool policies reject with
+    ``pool_exhausted`` only when no member could send at all (a member resting beyond the
+    horizon cannot); either decision lists every evicted member and its reason for
+    ``dispatch.pool_exhausted``.
 
     Returns:
         ``Pin(pinned)`` with the new counters, or ``Wait(capacity)`` /
@@ -58,7 +62,8 @@ def decide_pin(
     """
     eligible, evicted = split_eligible(candidates, now, policy=policy)
     if not eligible:
-        if any(e.reason in WAITS_FOR for e in evicted):
+        rests = {c.member.adapter_id: c.state for c in candidates}
+        if any(_passes(e, rests.get(e.adapter_id), now, horizon) for e in evicted):
             waits = Wait(pool_id=pool.id, evicted=evicted)
             return PinOutcome(selection=selection, decision=waits)
         return PinOutcome(
@@ -68,6 +73,18 @@ def decide_pin(
     new, adapter_id = pick(selection, eligible)
     decided: PinDecision = Pin(adapter_id=adapter_id, evicted=evicted)
     return PinOutcome(selection=new, decision=decided)
+
+
+def _passes(
+    eviction: Eviction, state: AdapterState | None, now: datetime, horizon: timedelta
+) -> bool:
+    """The member's eviction ends by itself soon enough to wait for it (``WAITS_FOR``)."""
+    if eviction.reason not in WAITS_FOR:
+        return False
+    if eviction.reason is Reason.RESTING and state is not None:
+        until = state.resting_until
+        return until is None or until <= now + horizon
+    return True
 
 
 def decide_pin_unavailable(

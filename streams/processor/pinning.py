@@ -92,6 +92,7 @@ def _decide(
         p.candidates(pool.id),
         now,
         policy=p.policy.health,
+        horizon=p.policy.terminal_resting_horizon,
     )
     decision = outcome.decision
     waiting = e.state is EnrollmentState.WAITING

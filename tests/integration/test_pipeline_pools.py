@@ -28,6 +28,7 @@ from tests.integration.pipeline_support import (
     telemetry_named,
     tenant,
     wait_until,
+    wire,
 )
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
@@ -123,7 +124,7 @@ def test_reassign_pool_moves_the_enrollment_and_breaks_the_thread(
     assert enrollment_state(settings, enrollment_id) == ("active", None, new)
 
     chain = wait_for(lambda: sends_of(enrollment_id, 3), what="three sends")
-    ids = [x[1] for x in chain]
+    ids = [wire(x[1]) for x in chain]
     assert [x[3] for x in chain] == [old, new, new]
     decided = [
         r[0]
@@ -159,12 +160,14 @@ def test_pause_pool_pauses_in_flight_at_once_rejects_new_and_resume_sends_once(
         client, smtp, tenant_key=key, steps=2, pool_policy="pause", delays=(0, 3 * 3600)
     )
     pinned = world.adapters[0].id
+    # Resting beyond the 7-day horizon: no member could send at all, so a new enrollment is
+    # rejected (SPEC §5.3); a shorter rest would make it wait (§5.2, test_pools.py).
     resting = create_mailbox(client, smtp, tenant_key=key, name="resting")
     client.set_adapter_health(
         resting.id,
         tenant_key=key,
         health_state="resting",
-        resting_until=datetime.now(UTC) + timedelta(days=2),
+        resting_until=datetime.now(UTC) + timedelta(days=30),
     )
     inactive = create_mailbox(client, smtp, tenant_key=key, name="inactive", active=False)
     for adapter in (resting, inactive):
@@ -181,7 +184,7 @@ def test_pause_pool_pauses_in_flight_at_once_rejects_new_and_resume_sends_once(
         pinned,
         tenant_key=key,
         health_state="resting",
-        resting_until=clock.now() + timedelta(days=8),
+        resting_until=clock.now() + timedelta(days=30),
     )
     paused = telemetry.wait(
         telemetry_named("enrollment.paused_pin_unavailable", enrollment_id=first),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -157,3 +158,31 @@ def test_reserve_pin_counts_waiting_pin_today(adapter_factory: Callable[..., Ada
     state = reserve_pin(adapter_factory(), AdapterState(adapter_id="a1"), T0)
     state = reserve_pin(adapter_factory(), state, T0)
     assert (state.day, state.pinned_waiting_today) == (T0.date(), 2)
+
+
+def test_decide_pin_a_rest_beyond_the_horizon_cannot_make_an_enrollment_wait(
+    pool_factory: Callable[..., Pool],
+    adapter_factory: Callable[..., Adapter],
+    member_factory: Callable[..., PoolMember],
+) -> None:
+    """SPEC §5.3: a member resting beyond the horizon could not send at all (reject);
+    one resting for a while only holds the enrollment (wait)."""
+
+    def resting(days: int) -> AdapterState:
+        return AdapterState(
+            adapter_id="a1",
+            health_state=HealthState.RESTING,
+            resting_until=T0 + timedelta(days=days),
+            day=T0.date(),
+        )
+
+    def decide(days: int) -> object:
+        held = [
+            Candidate(member=member_factory("a1"), adapter=adapter_factory(), state=resting(days))
+        ]
+        pool = pool_factory(on_pin_unavailable=PinPolicy.PAUSE)
+        return decide_pin(SEL, pool, held, T0, policy=POLICY, horizon=timedelta(days=7)).decision
+
+    assert isinstance(decide(2), Wait)
+    rejected = decide(8)
+    assert isinstance(rejected, Reject) and rejected.reason is Reason.POOL_EXHAUSTED
