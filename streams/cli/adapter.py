@@ -1,4 +1,8 @@
-"""``dripdrop adapter``: create, update (ramp fields), set-health, show."""
+"""``dripdrop adapter``: create, update (ramp fields, config), set-health, show.
+
+Secrets in ``--config`` are references (``{"secret": "env:NAME"}`` or ``file:/path``);
+a value is refused (``invalid_config``) and output never shows one (``streams.secrets``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from dripdrop_core.models import HealthState
+from dripdrop_core.models import Adapter, HealthState
 from streams.cli import inspect
 from streams.cli.output import JsonOut, Tenant, client, emit, handled, parse_json_object, parse_time
+from streams.secrets import redact
 
 app = typer.Typer(help="Sending identities (mailboxes, ESP accounts) and their ramp fields.")
 
@@ -22,6 +27,15 @@ CLEARABLE = (
     "ramp_increment",
     "ramp_started_at",
 )
+
+CONFIG_HELP = (
+    'Provider config, a JSON object; secrets by reference: {"password": {"secret": "file:/path"}}.'
+)
+
+
+def _shown(adapter: Adapter) -> dict[str, Any]:
+    """The adapter for output, its config redacted (references kept, values as ***)."""
+    return {**adapter.model_dump(mode="json"), "config": redact(adapter.config)}
 
 
 @app.command("create")
@@ -42,7 +56,7 @@ def create(
     ramp_started_at: Annotated[str | None, typer.Option(help="ISO 8601 or 'now'.")] = None,
     min_gap_seconds: int = 0,
     inactive: Annotated[bool, typer.Option("--inactive", help="Create it inactive.")] = False,
-    config: Annotated[str | None, typer.Option(help="Provider config, a JSON object.")] = None,
+    config: Annotated[str | None, typer.Option(help=CONFIG_HELP)] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Create a channel adapter."""
@@ -63,7 +77,7 @@ def create(
             min_gap_seconds=min_gap_seconds,
             config=parse_json_object(config, "--config"),
         )
-    emit(adapter, as_json=json_out, title="adapter")
+    emit(_shown(adapter), as_json=json_out, title="adapter")
 
 
 @app.command("update")
@@ -86,6 +100,7 @@ def update(
         list[str] | None,
         typer.Option(help=f"Set a field to null (repeatable): {', '.join(CLEARABLE)}."),
     ] = None,
+    config: Annotated[str | None, typer.Option(help=CONFIG_HELP + " Replaces it whole.")] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Change adapter fields; only the options given change (the seed's ramp update)."""
@@ -103,6 +118,7 @@ def update(
             "ramp_increment": ramp_increment,
             "ramp_started_at": parse_time(ramp_started_at, "--ramp-started-at"),
             "min_gap_seconds": min_gap_seconds,
+            "config": None if config is None else parse_json_object(config, "--config"),
         }.items()
         if value is not None
     }
@@ -112,7 +128,7 @@ def update(
         changes[field] = None
     with client() as dd:
         adapter = dd.update_channel_adapter(adapter_id, tenant_key=tenant, **changes)
-    emit(adapter, as_json=json_out, title="adapter")
+    emit(_shown(adapter), as_json=json_out, title="adapter")
 
 
 @app.command("set-health")
@@ -137,7 +153,7 @@ def set_health(
             resting_until=parse_time(resting_until, "--resting-until"),
             source=source,
         )
-    emit(adapter, as_json=json_out, title="adapter")
+    emit(_shown(adapter), as_json=json_out, title="adapter")
 
 
 @app.command("show")

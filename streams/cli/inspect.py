@@ -18,6 +18,7 @@ from dripdrop_core.policy import OutboundPolicy
 from streams.cli.output import client, emit
 from streams.clock import clock_from
 from streams.db import queries
+from streams.secrets import redact
 
 
 def _say(line: str = "") -> None:
@@ -71,12 +72,16 @@ def show_adapter(adapter_id: str, tenant: str, *, as_json: bool) -> None:
         view = queries.inspect_adapter(
             conn, adapter.id, tenant, now, policy=OutboundPolicy().health
         )
+    # References are shown as they are; a value under a secret key (a row written before
+    # inline secrets were refused) as ***.
+    config = redact(adapter.config)
     if as_json:
-        emit({**adapter.model_dump(mode="json"), **view}, as_json=True)
+        emit({**adapter.model_dump(mode="json"), "config": config, **view}, as_json=True)
         return
     status = view["adapter"]
     _say(f"adapter {status['name']} ({status['adapter_id']}), provider {status['provider']}")
     _status_lines(status)
+    _say(f"  config: {json.dumps(config, sort_keys=True, default=str)}")
     pools = ", ".join(f"{p['name']} ({p['pool_id']}, weight {p['weight']})" for p in view["pools"])
     _say(f"  pools: {pools or '-'}")
     _say("  health transitions (newest first):")
