@@ -29,7 +29,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -199,12 +199,22 @@ class _Delivery:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NO_GAP = timedelta(0)
 
 
 def _not_before(command: Command) -> datetime | None:
     """The command's hand-off time (``not_before``), if it has a valid one."""
     at = command.get("not_before")
     return at if isinstance(at, datetime) and at.tzinfo is not None else None
+
+
+def _adapter_of(command: Command) -> str | None:
+    adapter_id = command.get("adapter_id")
+    return adapter_id if isinstance(adapter_id, str) else None
+
+
+def _no_gap(_adapter_id: str) -> timedelta:
+    return _NO_GAP
 
 
 async def _real_wait_until(at: datetime) -> None:
@@ -232,6 +242,12 @@ class Sender:
         clock: ``now`` for ``sent_at`` / ``finished_at``; the scaled clock in demos.
         wait_until: sleeps until a command's ``not_before`` on that clock (the pipeline's
             converts simulated to real time); by default real time.
+        gap: ``adapter_id`` → its ``min_gap_seconds`` (SPEC §5.5). A send of an adapter
+            with a gap is handed over only once the adapter's previous send has finished
+            and the gap has passed since, so commands that queued up behind a slow batch
+            go out spaced, never as a burst, even when their ``not_before`` has passed.
+        handoffs: ``adapter_id`` → when its last send finished; give the same dict to
+            every ``Sender`` of a process so the spacing holds across batches.
     """
 
     def __init__(
@@ -242,12 +258,16 @@ class Sender:
         concurrency: int = DEFAULT_CONCURRENCY,
         clock: Callable[[], datetime] = _utc_now,
         wait_until: Callable[[datetime], Awaitable[None]] | None = None,
+        gap: Callable[[str], timedelta] = _no_gap,
+        handoffs: dict[str, datetime] | None = None,
     ) -> None:
         self._pool = pool
         self._providers = providers
         self._concurrency = max(1, concurrency)
         self._clock = clock
         self._wait_until = wait_until or _real_wait_until
+        self._gap = gap
+        self._handoffs = {} if handoffs is None else handoffs
 
     async def deliver_batch(self, commands: Sequence[Command]) -> list[DispatchResult]:
         """Deliver ``commands``; return a result for each row sent, failed or ambiguous.
@@ -287,6 +307,8 @@ class Sender:
                     clock=self._clock,
                     wait_until=self._wait_until,
                     concurrency=self._concurrency,
+                    gap=self._gap,
+                    handoffs=self._handoffs,
                 )
                 try:
                     outcome = await stream.run()
@@ -452,6 +474,8 @@ class _Stream:
         clock: Callable[[], datetime],
         wait_until: Callable[[datetime], Awaitable[None]],
         concurrency: int,
+        gap: Callable[[str], timedelta] = _no_gap,
+        handoffs: dict[str, datetime] | None = None,
     ) -> None:
         self._conn = conn
         self._by_id = by_id
@@ -470,6 +494,11 @@ class _Stream:
         self._delivered: dict[str, _Delivery] = {}
         self._error: Exception | None = None
         self._error_what = "ledger"
+        self._gap = gap
+        self._handoffs = {} if handoffs is None else handoffs
+        # Adapters with a gap whose send is claimed or in flight, and a wake-up when one ends.
+        self._busy: set[str] = set()
+        self._freed = asyncio.Event()
         self.locks_released = False
         """True once the last outcomes were recorded and the advisory locks dropped with them."""
 
@@ -502,7 +531,13 @@ class _Stream:
             id_ = await row
             if id_ is None:
                 return
-            self._delivered[id_] = await self._send(self._by_id[id_])
+            delivery = await self._send(self._by_id[id_])
+            self._delivered[id_] = delivery
+            adapter_id = _adapter_of(self._by_id[id_])
+            if adapter_id is not None and adapter_id in self._busy:
+                last = self._handoffs.get(adapter_id)
+                self._handoffs[adapter_id] = max(last or delivery.finished_at, delivery.finished_at)
+                self._free(adapter_id)
             finished = id_
 
     async def _ledger(self) -> None:
@@ -523,13 +558,12 @@ class _Stream:
         then the next ids are claimed for the workers still waiting, until none is left.
         """
         while waiting:
+            now = self._clock()
             if self._todo and not self._error:
                 # Held until its hand-off time, *before* its claim: a row is ``sending`` only
                 # while it is really being handed over (a crash in the wait leaves it intent).
-                head = _not_before(self._by_id[self._todo[0]])
-                if head is not None and head > self._clock():
-                    await self._wait_until(head)
-            take = [] if self._error else self._take(len(waiting))
+                now = await self._until_ready()
+            take = [] if self._error else self._take(len(waiting), now)
             # Everyone still working is asking and nothing is left: the batch's last
             # transaction, which also drops the locks (after COMMIT: they guard nothing now).
             last = not take and len(waiting) == self._active
@@ -545,11 +579,17 @@ class _Stream:
                     # Rolled back: nothing of ``take`` was claimed, ``finished`` not recorded.
                     self._error = exc
                     self._error_what = "ledger" if take else "ledger outcome"
+                    claimed: tuple[str, ...] = ()
                 else:
                     self.locks_released = last
                     self._add(claim)
+                    claimed = claim.claimed
                     for id_ in claim.claimed:
                         waiting.pop(0).set_result(id_)
+                for id_ in set(take) - set(claimed):  # not sent: its adapter is free again
+                    adapter_id = _adapter_of(self._by_id[id_])
+                    if adapter_id is not None:
+                        self._free(adapter_id)
                 finished = []
             if not take:
                 for row in waiting:
@@ -557,17 +597,63 @@ class _Stream:
                 self._active -= len(waiting)
                 return
 
-    def _take(self, count: int) -> list[str]:
+    def _ready_at(self, id_: str) -> datetime | None:
+        """When ``id_`` may be handed over: its ``not_before``, and for an adapter with a gap
+        one gap after its previous send finished (``None`` while that send is out)."""
+        command = self._by_id[id_]
+        at = _not_before(command) or _EPOCH
+        adapter_id = _adapter_of(command)
+        if adapter_id is None or self._gap(adapter_id) <= _NO_GAP:
+            return at
+        if adapter_id in self._busy:
+            return None
+        last = self._handoffs.get(adapter_id)
+        return at if last is None else max(at, last + self._gap(adapter_id))
+
+    async def _until_ready(self) -> datetime:
+        """Wait until an id not claimed yet may be handed over; return that ``now``."""
+        while True:
+            self._freed.clear()
+            now = self._clock()
+            times = [at for id_ in self._todo if (at := self._ready_at(id_)) is not None]
+            if times and min(times) <= now or not times and not self._busy:
+                return now
+            # Until the earliest hand-off time, or until a send ends (its adapter's next).
+            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._freed.wait())]
+            if times:
+                waits.append(asyncio.ensure_future(self._wait_until(min(times))))
+            try:
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+            if times and waits[1] in done:
+                waits[1].result()
+                return max(self._clock(), min(times))  # it was waited for
+
+    def _take(self, count: int, now: datetime) -> list[str]:
         """The next ``count`` ids of the batch not claimed yet whose hand-off time has come
-        (the first one always: it was waited for); fewer near its end."""
-        now = self._clock()
+        (see ``_ready_at``), in ``not_before`` order; fewer near its end. One per adapter
+        with a gap: the next one waits for it to finish."""
         taken: list[str] = []
-        while self._todo and len(taken) < count:
-            at = _not_before(self._by_id[self._todo[0]])
-            if taken and at is not None and at > now:
+        for id_ in list(self._todo):
+            if len(taken) >= count:
                 break
-            taken.append(self._todo.popleft())
+            at = self._ready_at(id_)
+            if at is None or at > now:
+                continue
+            taken.append(id_)
+            self._todo.remove(id_)
+            adapter_id = _adapter_of(self._by_id[id_])
+            if adapter_id is not None and self._gap(adapter_id) > _NO_GAP:
+                self._busy.add(adapter_id)
+        if not taken and self._todo and not self._busy:
+            taken.append(self._todo.popleft())  # waited for; never end a batch with ids left
         return taken
+
+    def _free(self, adapter_id: str) -> None:
+        self._busy.discard(adapter_id)
+        self._freed.set()
 
     def _add(self, claim: _Claim) -> None:
         self._claims.append(claim)

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -62,6 +62,8 @@ class SenderStage:
         self.clock = clock
         self.registry = ProviderRegistry()
         self.adapters: dict[str, tuple[float, Adapter]] = {}  # id → (read at, adapter)
+        # adapter id → when its last send finished: the gap holds across batches (SPEC §5.5)
+        self.handoffs: dict[str, datetime] = {}
 
     async def handle(self, messages: list[Any]) -> None:
         """A batch of send commands (``BatchConsumer`` on ``dispatch``): delivered, their
@@ -85,6 +87,11 @@ class SenderStage:
         if seconds > 0:
             await asyncio.sleep(self.clock.real_seconds(seconds))
 
+    def _gap(self, adapter_id: str) -> timedelta:
+        """The adapter's ``min_gap_seconds`` (simulated, like the clock); 0 if unknown."""
+        known = self.adapters.get(adapter_id)
+        return timedelta(seconds=known[1].min_gap_seconds if known else 0)
+
     async def deliver(self, commands: list[dict[str, Any]]) -> None:
         pool = await self.pool()
         sender = Sender(
@@ -92,6 +99,8 @@ class SenderStage:
             lambda aid: self.registry.provider_for(self.adapters[aid][1]),
             clock=self.clock.now,
             wait_until=self._wait_until,
+            gap=self._gap,
+            handoffs=self.handoffs,
         )
         failures = 0
 
