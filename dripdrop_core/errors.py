@@ -23,6 +23,7 @@ ErrorCode = Literal[
     "input",
     "not_found",
     "unknown_adapter",
+    "unknown_provider",
     "unknown_pool",
     "tenant_mismatch",
     "conflict",

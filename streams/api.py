@@ -70,6 +70,7 @@ from streams.db import authoring as repo
 from streams.db.tables import adapter_pools, outbox
 from streams.kafka import Delivery, KafkaPublisher, Publisher, PublishError
 from streams.outbox import EntityType, enqueue_config_change, pending_count, relay_all
+from streams.providers import PROVIDERS
 from streams.secrets import InlineSecretError, check_no_inline_secrets
 from streams.sends import (
     AlreadyReissuedError,
@@ -283,6 +284,15 @@ def _validated(model: type[M], values: Mapping[str, Any]) -> M:
         ) from None
 
 
+def _known_provider(provider: str) -> None:
+    """An adapter names a provider we ship, or it is refused now, not at its first send."""
+    if provider not in PROVIDERS:
+        raise InvalidInputError(
+            f"unknown provider {provider[:40]!r}; one of {', '.join(sorted(PROVIDERS))}",
+            code="unknown_provider",
+        )
+
+
 def _no_inline_secrets(config: Mapping[str, Any] | None) -> None:
     """Refuse a secret given as a value (SPEC §7): the message names the key and shows
     the reference form, never the value."""
@@ -461,6 +471,7 @@ class DripDrop:
         _timezone("timezone", timezone)
         if from_address is not None:
             _email("from_address", from_address)
+        _known_provider(provider)
         _no_inline_secrets(config)
         adapter = _validated(
             Adapter,
@@ -504,6 +515,8 @@ class DripDrop:
             raise InvalidInputError("nothing to update: give at least one field")
         if "timezone" in changes:
             _timezone("timezone", changes["timezone"])
+        if "provider" in changes:
+            _known_provider(str(changes["provider"]))
         if changes.get("from_address") is not None:
             _email("from_address", changes["from_address"])
         if "config" in changes:

@@ -62,15 +62,7 @@ class ProviderRegistry:
 
     def __init__(self) -> None:
         self._providers: dict[_Key, Provider] = {}
-        self._builders: dict[str, Callable[[Adapter], tuple[_Key, Callable[[], Provider]]]] = {
-            "smtp": _smtp,
-            "memory": _memory,
-            "gmail": _gmail,
-            "microsoft365": _microsoft365,
-            "ses": _ses,
-            "mailgun": _mailgun,
-            "postmark": _postmark,
-        }
+        self._builders = _BUILDERS
 
     def provider_for(self, adapter: Adapter) -> Provider:
         """Return the provider for ``adapter`` (``smtp``, ``gmail``, ``microsoft365``, ``ses``,
@@ -143,3 +135,16 @@ def _memory(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
     # One recorder per adapter, so a test can look at what "this mailbox" sent.
     fail = adapter.config.get("fail") or {}
     return ("memory", adapter.id), lambda: MemoryProvider(fail=fail)
+
+
+_BUILDERS: dict[str, Callable[[Adapter], tuple[_Key, Callable[[], Provider]]]] = {
+    "smtp": _smtp,
+    "memory": _memory,
+    "gmail": _gmail,
+    "microsoft365": _microsoft365,
+    "ses": _ses,
+    "mailgun": _mailgun,
+    "postmark": _postmark,
+}
+PROVIDERS = frozenset(_BUILDERS)
+"""The providers we ship, registered here only; the API refuses an adapter naming another."""

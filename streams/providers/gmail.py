@@ -42,7 +42,6 @@ from streams.providers import httpapi
 from streams.providers.base import (
     AdapterFailureError,
     OutboundEmail,
-    PermanentDeliveryError,
     ProviderError,
     RecipientRejectedError,
     check_headers,
@@ -80,7 +79,8 @@ class GmailConfig:
         """Read the adapter's config.
 
         Raises:
-            PermanentDeliveryError: ``invalid_config`` (a missing key, a wrong type).
+            AdapterFailureError: ``invalid_config`` (a missing key, a wrong type): fixing the
+                adapter fixes every held send, so it is deferred, never failed.
         """
         try:
             return cls(
@@ -94,7 +94,7 @@ class GmailConfig:
                 timeout_seconds=float(config.get("timeout", httpapi.DEFAULT_TIMEOUT_SECONDS)),
             )
         except (TypeError, ValueError) as exc:
-            raise PermanentDeliveryError("invalid_config", type(exc).__name__) from exc
+            raise AdapterFailureError("invalid_config", type(exc).__name__) from exc
 
     @property
     def key(self) -> tuple[object, ...]:

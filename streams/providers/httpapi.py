@@ -65,12 +65,13 @@ def config_value(config: Mapping[str, Any], key: str, default: Any = None) -> An
     """``config[key]``, or ``default``; a missing required key is a configuration error.
 
     Raises:
-        PermanentDeliveryError: ``invalid_config`` when ``key`` is missing and required.
+        AdapterFailureError: ``invalid_config`` when ``key`` is missing and required (the
+            adapter is at fault: its sends are deferred until it is fixed, never failed).
     """
     if key in config and config[key] is not None:
         return config[key]
     if default is None:
-        raise PermanentDeliveryError("invalid_config", f"missing {key}")
+        raise AdapterFailureError("invalid_config", f"missing {key}")
     return default
 
 

@@ -33,7 +33,6 @@ from streams.providers import httpapi
 from streams.providers.base import (
     AdapterFailureError,
     OutboundEmail,
-    PermanentDeliveryError,
     ProviderError,
     RecipientRejectedError,
     check_headers,
@@ -81,7 +80,8 @@ class GraphConfig:
         """Read the adapter's config.
 
         Raises:
-            PermanentDeliveryError: ``invalid_config`` (a missing key, a wrong type).
+            AdapterFailureError: ``invalid_config`` (a missing key, a wrong type): fixing the
+                adapter fixes every held send, so it is deferred, never failed.
         """
         try:
             tenant = str(config.get("tenant") or "common")
@@ -97,7 +97,7 @@ class GraphConfig:
                 timeout_seconds=float(config.get("timeout", httpapi.DEFAULT_TIMEOUT_SECONDS)),
             )
         except (TypeError, ValueError) as exc:
-            raise PermanentDeliveryError("invalid_config", type(exc).__name__) from exc
+            raise AdapterFailureError("invalid_config", type(exc).__name__) from exc
 
     @property
     def key(self) -> tuple[object, ...]:

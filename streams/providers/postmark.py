@@ -30,7 +30,6 @@ from streams.providers import httpapi
 from streams.providers.base import (
     AdapterFailureError,
     OutboundEmail,
-    PermanentDeliveryError,
     ProviderError,
     RecipientRejectedError,
     check_headers,
@@ -58,7 +57,8 @@ class PostmarkConfig:
         """Read the adapter's config.
 
         Raises:
-            PermanentDeliveryError: ``invalid_config`` (a missing key, a wrong type).
+            AdapterFailureError: ``invalid_config`` (a missing key, a wrong type): fixing the
+                adapter fixes every held send, so it is deferred, never failed.
         """
         try:
             return cls(
@@ -68,7 +68,7 @@ class PostmarkConfig:
                 timeout_seconds=float(config.get("timeout", httpapi.DEFAULT_TIMEOUT_SECONDS)),
             )
         except (TypeError, ValueError) as exc:
-            raise PermanentDeliveryError("invalid_config", type(exc).__name__) from exc
+            raise AdapterFailureError("invalid_config", type(exc).__name__) from exc
 
     @property
     def key(self) -> tuple[object, ...]:

@@ -88,7 +88,8 @@ class SesConfig:
         """Read the adapter's config.
 
         Raises:
-            PermanentDeliveryError: ``invalid_config`` (a missing key, a wrong type).
+            AdapterFailureError: ``invalid_config`` (a missing key, a wrong type): fixing the
+                adapter fixes every held send, so it is deferred, never failed.
         """
         try:
             return cls(
@@ -101,7 +102,7 @@ class SesConfig:
                 timeout_seconds=float(config.get("timeout", httpapi.DEFAULT_TIMEOUT_SECONDS)),
             )
         except (TypeError, ValueError) as exc:
-            raise PermanentDeliveryError("invalid_config", type(exc).__name__) from exc
+            raise AdapterFailureError("invalid_config", type(exc).__name__) from exc
 
     @property
     def key(self) -> tuple[object, ...]:

@@ -88,7 +88,22 @@ def test_create_pool_duplicate_name_in_tenant_is_conflict(
     api.create_adapter_pool(tenant_key=new_tenant(), name="p")  # other tenant: fine
 
 
-@pytest.mark.parametrize("provider", ["mailgun", "sendgrid", "postmark", "mailersend", "ses"])
+@pytest.mark.parametrize("provider", ["sendgrid", "mailersend", "gmal", "SMTP", ""])
+def test_an_adapter_naming_a_provider_we_do_not_ship_is_refused_when_created(
+    api: DripDrop, new_tenant: Callable[[], str], provider: str
+) -> None:
+    """Refused with a clear error at once, never at its first send (issue 12 item 1)."""
+    tenant = new_tenant()
+    with pytest.raises(InvalidInputError) as caught:
+        api.create_channel_adapter(tenant_key=tenant, name="x", provider=provider)
+    assert caught.value.code == "unknown_provider"
+    assert "smtp" in str(caught.value) and "mailgun" in str(caught.value)
+    adapter = api.create_channel_adapter(tenant_key=tenant, name="y", provider="smtp")
+    with pytest.raises(InvalidInputError):
+        api.update_channel_adapter(adapter.id, tenant_key=tenant, provider=provider)
+
+
+@pytest.mark.parametrize("provider", ["mailgun", "postmark", "ses"])
 def test_add_member_esp_provider_as_mailbox_is_class_mismatch(
     api: DripDrop, new_tenant: Callable[[], str], provider: str
 ) -> None:
@@ -197,7 +212,7 @@ def test_create_version_pool_on_lifecycle_or_bad_mode_is_invalid(
     tenant = new_tenant()
     pool = api.create_adapter_pool(tenant_key=tenant, name="p")
     sequence = api.create_sequence(tenant_key=tenant, key="s")
-    with pytest.raises(InvalidInputError, match="only allowed on outbound"):
+    with pytest.raises(InvalidInputError, match="only for outbound versions"):
         api.create_sequence_version(
             sequence.id, tenant_key=tenant, version=1, config={"pool_id": pool.id}
         )
