@@ -24,7 +24,7 @@ def earliest_send_at(adapter: Adapter, state: AdapterState) -> datetime | None:
 
 
 def reserve_gap_slot(
-    adapter: Adapter, state: AdapterState, earliest: datetime
+    adapter: Adapter, state: AdapterState, earliest: datetime, *, its_turn: bool = False
 ) -> tuple[datetime, AdapterState]:
     """Give a step deferred by the minimum gap its own slot, one gap after the last one.
 
@@ -32,12 +32,21 @@ def reserve_gap_slot(
     sends and all the others defer again: work grows with the queue on every slot. With
     them, the k-th waiting step wakes at ``earliest + (k - 1) * gap``.
 
+    A step woken for its slot (``its_turn``) that finds the gap not yet over (the
+    adapter's last send went out after its own slot: a late tick) keeps its place at the
+    head of the queue and waits for ``earliest`` itself. Queued again behind every step
+    waiting since, it would leave the slot at ``earliest`` empty until the next step's
+    slot: nearly a whole gap lost.
+
     Returns:
         The slot (never before ``earliest``) and the state that remembers it.
     """
     gap = timedelta(seconds=adapter.min_gap_seconds)
     slot = earliest
-    if state.gap_slot_at is not None and state.gap_slot_at + gap > slot:
+    if its_turn:
+        if state.gap_slot_at is not None and state.gap_slot_at >= slot:
+            return slot, state
+    elif state.gap_slot_at is not None and state.gap_slot_at + gap > slot:
         slot = state.gap_slot_at + gap
     return slot, state.model_copy(update={"gap_slot_at": slot})
 

@@ -410,10 +410,16 @@ class Processor:
                 at = decision.at or now  # a gap slot ahead of now: the hand-off time
                 return self._send(e, step, adapter, state, now, partition, out, at=at)
             case Defer():
+                wake = decision.until
                 if decision.reason is Reason.GAP and adapter is not None and state is not None:
-                    slot, queued = reserve_gap_slot(adapter, state, decision.until)
+                    slot, queued = reserve_gap_slot(
+                        adapter, state, decision.until, its_turn=self._gap_turn(e, now)
+                    )
                     self.save_adapter_state(queued)
                     decision = decision.model_copy(update={"until": slot})
+                    # Woken one look-ahead early, the tick before the slot sends it for the
+                    # slot itself (``Send.at``): a tick after it would hand it over late.
+                    wake = slot - self.lookahead if slot - self.lookahead > now else slot
                 e = self._note(e, decision, now)
                 out.emit(
                     "dispatch.deferred",
@@ -427,7 +433,7 @@ class Processor:
                     cap=decision.facts.cap,
                     sent_today=decision.facts.sent_today,
                 )
-                e = self.schedule_at(e, decision.until, now, partition, out)
+                e = self.schedule_at(e, wake, now, partition, out)
                 out.sink.append(
                     {
                         "op": "event",
@@ -465,6 +471,17 @@ class Processor:
             case Pause() | Reassign():
                 return self.pin_unavailable(e, now, partition, out, cause=str(decision.reason))
         raise AssertionError(f"unhandled decision {decision!r}")  # pragma: no cover
+
+    def _gap_turn(self, e: EnrollmentRuntime, now: datetime) -> bool:
+        """``e`` waited for the minimum gap and its slot has come (it is woken for it)."""
+        last = e.last_decision
+        return (
+            last is not None
+            and last.kind == "defer"
+            and last.reason == str(Reason.GAP)
+            and last.until is not None
+            and last.until - self.lookahead <= now
+        )
 
     def execution_id(self, e: EnrollmentRuntime, step: Step) -> str:
         return stable_id("exec", e.id, step.id, str(e.attempt))

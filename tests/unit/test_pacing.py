@@ -36,6 +36,26 @@ def test_reserve_gap_slot_stale_slot_never_delays_past_earliest(
     assert new.gap_slot_at == later
 
 
+def test_reserve_gap_slot_a_step_whose_turn_came_keeps_its_place(
+    adapter_factory: Callable[..., Adapter],
+) -> None:
+    """Woken for its slot, the step finds the last send went out late (a late tick): it
+    waits for that send's gap, not behind every step queued since (a gap lost)."""
+    adapter = adapter_factory(min_gap_seconds=90)
+    gap = timedelta(seconds=90)
+    state = AdapterState(adapter_id="a1", last_sent_at=T0, gap_slot_at=T0 + 10 * gap)
+    earliest = T0 + gap
+    slot, kept = reserve_gap_slot(adapter, state, earliest, its_turn=True)
+    assert slot == earliest and kept == state  # the queue behind it is unchanged
+    queued, _ = reserve_gap_slot(adapter, state, earliest)
+    assert queued == T0 + 11 * gap  # a newcomer joins the end of the queue
+    # Nobody queued beyond it: the next newcomer comes one gap after it.
+    slot, alone = reserve_gap_slot(
+        adapter, AdapterState(adapter_id="a1", gap_slot_at=T0), earliest, its_turn=True
+    )
+    assert slot == earliest and alone.gap_slot_at == earliest
+
+
 def test_reserve_handoff_spaces_sends_issued_again_one_gap_apart(
     adapter_factory: Callable[..., Adapter],
 ) -> None:
