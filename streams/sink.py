@@ -214,7 +214,10 @@ class PostgresSink:
         for op in ops:
             command = op["command"]
             original = stored.get(command["step_execution_id"]) or command
-            result.commands.append(original)
+            # The mail is the stored one; its hand-off time is the new decision's: a redrive
+            # after an outage re-issues with a fresh slot one gap after the adapter's last
+            # (pacing.reserve_handoff), not the stale one that would go out at once.
+            result.commands.append({**original, "not_before": command.get("not_before")})
             result.refused.append(
                 {
                     "enrollment_id": command["enrollment_id"],
