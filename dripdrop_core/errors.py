@@ -12,7 +12,10 @@
     │   └── MessageTooLargeError   a rendered message past limits.MAX_MESSAGE_BYTES
     └── InvariantError       our bug → dead-letter as ``bug``, alert, no retry
 
-``TransientError`` lives in ``streams/errors.py``: the core does no I/O.
+The core does no I/O, so it has no transient family: the shell decides transience at
+its boundaries, once each (``streams/retrying.py`` for PostgreSQL, by SQLSTATE; the failure
+classes of ``streams/providers/base.py`` for providers, each adapter translating its
+library's errors ``from exc``).
 """
 
 from __future__ import annotations

@@ -12,12 +12,9 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams import topics
 from streams.processor.store import TABLES
-from streams.settings import TOPIC_NAMES, Settings
-
-COMPACTED = frozenset({"config"})
-INTERNAL_TOPICS = ("ticks", "sink", "sink-feedback", "ping")
-"""Topics only the workers use; created with the public ones so co-partitioning holds."""
+from streams.settings import Settings
 
 
 def admin_client(settings: Settings) -> AdminClient:
@@ -26,7 +23,7 @@ def admin_client(settings: Settings) -> AdminClient:
 
 def create_topics(
     settings: Settings,
-    names: Iterable[str] = (*TOPIC_NAMES, *INTERNAL_TOPICS),
+    names: Iterable[str] = topics.ALL,
     *,
     timeout: float = 30.0,
 ) -> list[str]:
@@ -42,7 +39,7 @@ def create_topics(
             num_partitions=settings.partitions,
             replication_factor=settings.replication_factor,
             config={"cleanup.policy": "compact"}
-            if full.removeprefix(settings.topic_prefix) in COMPACTED
+            if full.removeprefix(settings.topic_prefix) in topics.COMPACTED
             else {},
         )
         for full in wanted

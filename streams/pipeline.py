@@ -42,7 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 from dripdrop_core.circuit import CircuitPolicy
 from dripdrop_core.errors import RecordError
 from dripdrop_core.policy import OutboundPolicy
-from streams import metrics
+from streams import metrics, topics
 from streams.batch_consumer import BatchConsumer
 from streams.changelog import ChangelogTable, changelog_tables
 from streams.checkpoint import Checkpoint
@@ -62,8 +62,6 @@ from streams.settings import Settings
 from streams.sink_stage import SinkStage, encode
 
 log = logging.getLogger("dripdrop.pipeline")
-PUBLIC_INPUTS = ("enrollments", "inbound-messages", "health-signals", "config", "dispatch-results")
-INTERNAL = ("ticks", "sink", "sink-feedback")
 REDRIVE_REAL_SECONDS = 300.0
 """A send command unanswered this long (real time) is re-issued (``Processor._redrive``).
 
@@ -153,14 +151,8 @@ class Pipeline:
         )
         self.topics = {
             name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
-            for name in (
-                *PUBLIC_INPUTS,
-                *INTERNAL,
-                "dispatch",
-                "telemetry",
-                "message-events",
-                "dead-letter",
-            )
+            for name in topics.ALL
+            if name != "ping"  # the diagnostic agent's (streams/agents/ping.py)
         }
         self.publisher = StreamPublisher(settings)
         self.checkpoint = Checkpoint(self.publisher)
@@ -260,9 +252,9 @@ class Pipeline:
     # ------------------------------------------------------------ agents
 
     def _register(self) -> None:
-        app, topics = self.app, self.topics
+        app, by_name = self.app, self.topics
         source = app.topic(
-            *(self.settings.topic(n) for n in (*PUBLIC_INPUTS, "ticks", "sink-feedback")),
+            *(self.settings.topic(n) for n in topics.PROCESSOR_INPUTS),
             key_serializer="raw",
             value_serializer="raw",
         )
@@ -297,7 +289,7 @@ class Pipeline:
                     if last is not None and sent_at - last < TICK_IN_FLIGHT_SECONDS:
                         continue
                     self._ticks_in_flight[tp.partition] = sent_at
-                    await topics["ticks"].send(
+                    await by_name["ticks"].send(
                         key=b"tick", value=encode({"now": now}), partition=tp.partition
                     )
 

@@ -10,18 +10,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TOPIC_NAMES = (
-    "enrollments",
-    "inbound-messages",
-    "health-signals",
-    "config",
-    "dispatch",
-    "dispatch-results",
-    "telemetry",
-    "message-events",
-    "dead-letter",
-)
-"""Public topics (SPEC §3), without the prefix."""
+from streams.topics import PUBLIC
+
+TOPIC_NAMES = PUBLIC
+"""Public topics (SPEC §3), without the prefix: ``streams.topics.PUBLIC``."""
 
 
 class Settings(BaseSettings):

@@ -8,8 +8,9 @@ import sys
 
 from confluent_kafka.admin import ConfigResource
 
-from streams.admin import INTERNAL_TOPICS, admin_client
+from streams.admin import admin_client
 from streams.settings import TOPIC_NAMES, Settings
+from streams.topics import INTERNAL as INTERNAL_TOPICS
 from tests.integration.support import settings_env
 
 

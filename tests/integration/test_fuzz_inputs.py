@@ -30,12 +30,13 @@ import pytest
 from streams.api import DripDrop
 from streams.codecs import Codecs, partition_for
 from streams.settings import Settings
+from streams.topics import HOST_INPUTS
 from tests.integration.robust_support import TopicReader, World, build_world, rows, wait_ready
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, producer, wait_for
 from tests.integration.test_pipeline_dead_letter import enroll_record
 
-TOPICS = ("enrollments", "inbound-messages", "health-signals", "config")
+TOPICS = HOST_INPUTS
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 RECORDS = int(os.environ.get("DRIPDROP_FUZZ_RECORDS", "10000"))
 VALID_EVERY = 50

@@ -37,6 +37,7 @@ from streams.api import DripDrop
 from streams.cli.main import app as cli_app
 from streams.codecs import Codecs, partition_for
 from streams.settings import Settings
+from streams.topics import HOST_INPUTS
 from tests.integration._api_fixtures import *  # noqa: F403
 from tests.integration._api_fixtures import CliResult
 from tests.integration.ledger_rows import LedgerTenant
@@ -839,7 +840,7 @@ IGNORED = {
 }
 
 
-TRIED = ("enrollments", "inbound-messages", "health-signals", "config")
+TRIED = HOST_INPUTS
 """The input topics swept in ``make test``: all four. A ``config`` record naming another
 tenant's entity (to overwrite, delete or point at) is refused by
 ``dripdrop_core.config_sync.config_ownership_error`` and dead-lettered ``tenant_mismatch``."""
