@@ -15,6 +15,7 @@ BENCHES = (
     ["benchmarks.suppression_bench", "--entries", "100000", "--runs", "1"],
     ["benchmarks.unsubscribe_bench", "--unsubscribes", "30"],
     ["benchmarks.pump_bench", "--replies", "100"],
+    ["benchmarks.provider_bench", "--messages", "400", "--runs", "3"],
 )
 
 
