@@ -131,7 +131,9 @@ def test_xoauth2_with_a_refreshed_token(mail_server: MailServer) -> None:
         client.starttls(context=mail_server.ssl_context())
         client.ehlo()
         code, _ = client.docmd("AUTH", "XOAUTH2 " + xoauth2(token))
-        assert code == 334  # revoked: refused
+        assert code == 334  # revoked: refused, with the SASL error challenge ...
+        code, _ = client.docmd("")
+        assert code == 535  # ... then the failure, so the session can QUIT cleanly
     bad = httpx.post(
         grant.token_url,
         data={"grant_type": "refresh_token", "client_id": grant.client_id,

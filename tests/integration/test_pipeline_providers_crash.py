@@ -39,21 +39,29 @@ class HoldingMailgun(MailgunApi):
         super().__init__()
         self.seen: set[str] = set()  # every recipient whose request reached the server
         self.in_flight: set[str] = set()
+        self.held: set[str] = set()  # the requests in flight when the kill was triggered
         self.triggered = threading.Event()
         self.released = threading.Event()
 
     async def planned(self, route: str = "send", tag: str | None = None) -> Response | None:
         assert tag is not None
         with self._lock:
+            self.requests += 1
             self.seen.add(tag)
             self.in_flight.add(tag)
-            if len(self.in_flight) >= DEFAULT_CONCURRENCY and len(self.sent) >= KILL_AFTER:
+            if (
+                not self.triggered.is_set()
+                and len(self.in_flight) >= DEFAULT_CONCURRENCY
+                and len(self.sent) >= KILL_AFTER
+            ):
+                self.held = set(self.in_flight)
                 self.triggered.set()
         await asyncio.sleep(0.05)
         while self.triggered.is_set() and not self.released.is_set():
             await asyncio.sleep(0.02)
         with self._lock:
-            if not self.triggered.is_set():
+            held = self.triggered.is_set() and tag in self.held
+            if not held:  # before the kill, or the next worker's sends after it: served
                 self.in_flight.discard(tag)
                 return None
         # Held through the kill: the client is gone; this server drops the message.
@@ -86,7 +94,7 @@ def test_sigkill_with_http_sends_in_flight_leaves_exactly_those_ambiguous(
 
         assert server.triggered.wait(90), first.log_tail()
         first.kill()  # eight requests are in the API's hands: exactly these are in flight
-        in_flight = set(server.in_flight)
+        in_flight = set(server.held)
         server.released.set()
 
         second = worker_factory(settings)
