@@ -173,7 +173,10 @@ def resolve_ambiguous(dd: DripDrop, smtp: SmtpSink, world: World) -> int:
     worker found them (seconds after the kill): the server's sessions that the kill cut are
     over by then, so "received" is final. Returns how many were settled.
     """
-    received = {m.header("Message-ID") for m in tenant_messages(smtp, world)}
+    # Listed ids are bare, as stored (SPEC §8); the server saw the wire form.
+    received = {
+        str(m.header("Message-ID")).strip().strip("<>") for m in tenant_messages(smtp, world)
+    }
     held = dd.list_ambiguous_sends(tenant_key=world.tenant)
     for send in held:
         dd.resolve_ambiguous_send(
