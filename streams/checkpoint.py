@@ -13,6 +13,8 @@ file order it: a write is *staged* here (readable by the events after it, nowher
 and reaches RocksDB only after everything it depends on is acknowledged. ``commit`` runs
 right before Faust commits input offsets, and does, in this order:
 
+0. wait until no input event is half done (``processing``: an event's table writes and
+   its outputs enter an epoch together);
 1. wait until every output produced so far (sink, dispatch, telemetry, …) is acknowledged;
 2. produce the epoch's changelog records (the last value of each key: a key written by
    many events costs one record) and wait until they are acknowledged;
@@ -157,6 +159,19 @@ class Checkpoint:
                 del epoch[table_partition]
 
     # ------------------------------------------------------------ commit
+
+    def processing(self) -> asyncio.Lock:
+        """Held by the processor around each input event, from its first table write to
+        its last output produced (``async with checkpoint.processing():``).
+
+        ``commit`` takes the same lock, so it never freezes an epoch between an event's
+        writes and its outputs. Without it, a commit that ran while an event awaited
+        (an urgent PostgreSQL write, a full producer queue) made the event's state durable
+        while its outputs were not yet produced; a crash after the changelog then replayed
+        the input against state that already held it, answered it as a duplicate, and its
+        outputs never existed (376 of 1,900 suppressions lost at ``before_store``).
+        """
+        return self._lock
 
     async def commit(self) -> None:
         """Make every write staged so far durable, in the order of the module docstring.

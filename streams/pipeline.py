@@ -301,7 +301,9 @@ class Pipeline:
         place = Place.of_event(event.message)
         name = place.topic.removeprefix(self.settings.topic_prefix)
         try:
-            await self._process(name, place)
+            # An event's table writes and its outputs enter one epoch: no commit between.
+            async with self.checkpoint.processing():
+                await self._process(name, place)
         finally:
             for hook in self.hooks:
                 hook(name, time.perf_counter() - started)
