@@ -33,6 +33,7 @@ from tests.integration.pipeline_support import (
     start_worker,
     telemetry_named,
     tenant,
+    wire,
 )
 from tests.integration.support import WorkerProcess, wait_for
 
@@ -119,7 +120,7 @@ def test_greylisted_recipient_is_retried_seconds_later_and_sent_once(
         assert len(attempts) == 2 and len(accepted) == 2  # step 1 once, step 2 once
         assert attempts[1] - attempts[0] >= RETRY_REAL_SECONDS * 0.9
         # The follow-up threads under the greylisted (and finally accepted) first step.
-        assert second[2]["In-Reply-To"] == first[1]
+        assert second[2]["In-Reply-To"] == wire(first[1])  # out_message_id is stored bare
         assert enrollment_state(settings, enrollment)[0] == "completed"  # type: ignore[index]
         telemetry.close()
 
