@@ -10,7 +10,8 @@ never ahead of what is durable (``streams/checkpoint.py``), so a replay re-decid
 exactly 1,000 enrollment rows, pinned exactly 500/300/200 (WDRR's exactness, SPEC §5.2,
 survives the crash only if no pin was lost or made twice), each with one first step.
 The kill comes once at a random moment (a SIGKILL after 100 pins were reported) and once
-at each of the checkpoint's crash points (``streams/crashpoints.py``), mid-pinning.
+at each of the checkpoint's crash points (``streams/crashpoints.py``), mid-pinning: with
+some enrollments not yet committed, which the test checks before the restart.
 """
 
 from __future__ import annotations
@@ -37,16 +38,17 @@ KILL_AFTER_PINS = 100
 """Early in the backlog: a fast machine pins the 1,000 in about a second."""
 
 
-def _committed_topics(settings: Settings) -> set[str]:
-    """Input topics on which the worker's group has committed an offset."""
+def _committed(settings: Settings) -> dict[str, int]:
+    """Records the worker's group has committed, per input topic (offsets summed)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     request = [ConsumerGroupTopicPartitions(settings.app_id)]
     result = admin.list_consumer_group_offsets(request)[settings.app_id].result(timeout=10)
-    return {
-        tp.topic.removeprefix(settings.topic_prefix)
-        for tp in result.topic_partitions
-        if tp.offset >= 0
-    }
+    committed: dict[str, int] = {}
+    for tp in result.topic_partitions:
+        if tp.offset >= 0:
+            topic = tp.topic.removeprefix(settings.topic_prefix)
+            committed[topic] = committed.get(topic, 0) + tp.offset
+    return committed
 
 
 def _world(dd: DripDrop, smtp: SmtpSink, tenant: str) -> tuple[list[str], str]:
@@ -80,7 +82,9 @@ def _world(dd: DripDrop, smtp: SmtpSink, tenant: str) -> tuple[list[str], str]:
     return [a.id for a in adapters], sequence.id
 
 
-CRASHES = ["sigkill-after-100-pins", *(f"{point}:3" for point in crashpoints.POINTS)]
+CRASHES = ["sigkill-after-100-pins", *(f"{point}:2" for point in crashpoints.POINTS)]
+"""The second commit with table writes in it: the first epoch's pins are durable, the
+backlog's rest is not (a loaded CI machine once pinned all 1,000 before a third)."""
 
 
 @pytest.mark.timeout(400)
@@ -105,7 +109,7 @@ def test_sigkill_while_pinning_then_restart_on_same_datadir_loses_nothing(
             # on ticks, in an order a replay does not repeat: see docs/architecture.md).
             warm = worker_factory(run)
             wait_ready(warm)
-            wait_for(lambda: "config" in _committed_topics(run), timeout=60, what="config taken in")
+            wait_for(lambda: "config" in _committed(run), timeout=60, what="config taken in")
             assert warm.stop() == 0, warm.log_tail()
             ids = [
                 enrolled_id(
@@ -141,10 +145,11 @@ def test_sigkill_while_pinning_then_restart_on_same_datadir_loses_nothing(
             wait_for(lambda: not first.alive(), timeout=120, what=f"the crash at {crash}")
             first.kill()  # reaps it and closes its log
             assert "crash point" in first.log_path.read_text(), first.log_tail()
-        at_kill = rows(
-            run, "SELECT count(*) FROM dripdrop.enrollments WHERE tenant_key = %s", tenant
-        )[0][0]
-        assert at_kill < ENROLLMENTS, "killed too late: every row was already written"
+        # Mid-pinning means: some enrollments were not committed when the worker died, so
+        # the restart replays them against what the first worker left (its rows may all
+        # be in PostgreSQL already; the replay must then neither lose nor repeat a pin).
+        at_kill = _committed(run).get("enrollments", 0)
+        assert at_kill < ENROLLMENTS, "killed too late: every enrollment was committed"
 
         second = worker_factory(run)  # the same app id and data directory
 
