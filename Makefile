@@ -43,7 +43,7 @@ lint: venv
 # pytest exits 5 when it collected no test: that is a failure here too, said plainly.
 test: venv services migrate lint
 	DRIPDROP_REQUIRE_SERVICES=1 .venv/bin/pytest -p no:cacheprovider \
-		--cov=dripdrop_core --cov-report=term --cov-fail-under=95 tests; \
+		--durations=40 --cov=dripdrop_core --cov-report=term --cov-fail-under=95 tests; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
 test-unit: venv
