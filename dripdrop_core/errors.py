@@ -109,7 +109,7 @@ class HeaderInjectionError(RecordError):
 
 
 class MessageTooLargeError(RecordError):
-    """A rendered subject and body over ``limits.MAX_MESSAGE_BYTES``."""
+    """A rendered subject and bodies over ``limits.MAX_MESSAGE_BYTES``."""
 
     code: ErrorCode = "message_too_large"
 

@@ -46,16 +46,17 @@ def validate_identity(subscriber_id: str, recipient: str) -> None:
         )
 
 
-def validate_message_size(subject: str, body: str) -> None:
-    """Refuse a message that could not travel as one record.
+def validate_message_size(subject: str, body: str, html: str | None = None) -> None:
+    """Refuse a message that could not travel as one record (subject, text and HTML body).
 
     Raises:
         MessageTooLargeError: With the size, never the content.
     """
-    size = _json_bytes(subject) + _json_bytes(body)
+    size = _json_bytes(subject) + _json_bytes(body) + _json_bytes(html or "")
     if size > MAX_MESSAGE_BYTES:
         raise MessageTooLargeError(
-            f"rendered subject and body are {size} bytes as JSON; the limit is {MAX_MESSAGE_BYTES}"
+            f"rendered subject and bodies are {size} bytes as JSON;"
+            f" the limit is {MAX_MESSAGE_BYTES}"
         )
 
 

@@ -179,6 +179,8 @@ class Step(Frozen):
     delay_from: DelayFrom = DelayFrom.PREVIOUS_SEND
     subject_template: str = ""
     body_template: str = ""
+    html_template: str | None = None
+    """The HTML alternative (autoescaped); ``None``: the send is plain text only."""
     adapter_id: str | None = None  # lifecycle: the step's own adapter
     adapter_override_id: str | None = None  # outbound: send through this one, new thread
     reply_behavior: ReplyBehavior = ReplyBehavior.STOP

@@ -70,6 +70,7 @@ from streams.db import authoring as repo
 from streams.db.tables import adapter_pools, outbox
 from streams.kafka import Delivery, KafkaPublisher, Publisher, PublishError
 from streams.outbox import EntityType, enqueue_config_change, pending_count, relay_all
+from streams.processor.render import template_errors
 from streams.providers import PROVIDERS
 from streams.secrets import InlineSecretError, check_no_inline_secrets
 from streams.sends import (
@@ -831,6 +832,7 @@ class DripDrop:
         delay_from: DelayFrom | str = DelayFrom.PREVIOUS_SEND,
         subject_template: str = "",
         body_template: str = "",
+        html_template: str | None = None,
         adapter_id: str | None = None,
         adapter_override_id: str | None = None,
         reply_behavior: ReplyBehavior | str = ReplyBehavior.STOP,
@@ -843,7 +845,11 @@ class DripDrop:
         ``sending_window``: the hours of the recipient's local day when the step **may**
         send, ``(start_hour, end_hour)`` or ``{"start_hour", "end_hour"}`` (defaults 8 and
         21); outside it the step waits for the next opening; ``(22, 7)`` sends only at
-        night. ``None``: any hour (SPEC §13)."""
+        night. ``None``: any hour (SPEC §13).
+
+        ``html_template``: an HTML alternative to ``body_template`` (the send becomes
+        multipart/alternative; enrollment data is HTML-escaped in it). Templates with a
+        syntax error are refused here (``InvalidInputError``), not at the first send."""
         _nonempty("key", key)
         _no_newline("subject_template", subject_template)
         if isinstance(sending_window, tuple):
@@ -883,6 +889,7 @@ class DripDrop:
                     "delay_from": delay_from,
                     "subject_template": subject_template,
                     "body_template": body_template,
+                    "html_template": html_template,
                     "adapter_id": adapter_id,
                     "adapter_override_id": adapter_override_id,
                     "reply_behavior": reply_behavior,
@@ -890,6 +897,9 @@ class DripDrop:
                     "thread_continuity": thread_continuity,
                 },
             )
+            errors = template_errors(step)
+            if errors:
+                raise InvalidInputError("template does not compile: " + "; ".join(errors))
             repo.insert_step(conn, step)
             self._config(conn, "step", step.id, tenant_key, step)
         self._after_commit()

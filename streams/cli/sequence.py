@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -90,7 +91,17 @@ def create_step(
     delay_seconds: int = 0,
     delay_from: Annotated[DelayFrom, typer.Option(case_sensitive=False)] = DelayFrom.PREVIOUS_SEND,
     subject: Annotated[str, typer.Option(help="Subject template.")] = "",
-    body: Annotated[str, typer.Option(help="Body template.")] = "",
+    body: Annotated[str, typer.Option(help="Body template (plain text).")] = "",
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html-file",
+            exists=True,
+            dir_okay=False,
+            help="HTML body template, read from this file (UTF-8): the send carries it as"
+            " the HTML alternative to --body; enrollment data is HTML-escaped in it.",
+        ),
+    ] = None,
     adapter_id: Annotated[str | None, typer.Option("--adapter", help="Lifecycle.")] = None,
     adapter_override_id: Annotated[
         str | None, typer.Option("--adapter-override", help="Outbound: new thread.")
@@ -128,6 +139,7 @@ def create_step(
             delay_from=delay_from,
             subject_template=subject,
             body_template=body,
+            html_template=None if html_file is None else html_file.read_text(encoding="utf-8"),
             adapter_id=adapter_id,
             adapter_override_id=adapter_override_id,
             reply_behavior=reply_behavior,

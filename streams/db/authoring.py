@@ -209,6 +209,7 @@ def step_from_row(row: Row[Any]) -> Step:
         delay_from=m["delay_from"],
         subject_template=m["subject_template"],
         body_template=m["body_template"],
+        html_template=m["html_template"],
         adapter_id=None if m["adapter_id"] is None else str(m["adapter_id"]),
         adapter_override_id=None
         if m["adapter_override_id"] is None

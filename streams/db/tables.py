@@ -250,6 +250,7 @@ steps = Table(
     Column("delay_from", Text, nullable=False, server_default="previous_send"),
     Column("subject_template", Text, nullable=False, server_default=""),
     Column("body_template", Text, nullable=False, server_default=""),
+    Column("html_template", Text),
     Column("adapter_id", Uuid(as_uuid=False)),
     Column("adapter_override_id", Uuid(as_uuid=False)),
     Column("reply_behavior", Text, nullable=False, server_default="stop"),

@@ -52,7 +52,7 @@ from dripdrop_core.suppression import recipient_keys
 from dripdrop_core.suppression import suppression_key as core_suppression_key
 from dripdrop_core.unsubscribe import OneClick, OneClickLinks, is_one_click_on, one_click
 from streams.processor import pinning
-from streams.processor.render import render_step
+from streams.processor.render import Rendered, render_step
 from streams.processor.runtime import (
     EnrollmentRuntime,
     LastDecision,
@@ -519,7 +519,7 @@ class Processor:
         first_of_pin = e.mode is Mode.OUTBOUND and not is_override and e.last_sent_at is None
         message_id = new_message_id(uuid.UUID(exec_id), now, adapter.from_address)
         try:
-            headers, subject, body = self._compose(
+            headers, content = self._compose(
                 e,
                 step,
                 is_override=is_override or not threaded,
@@ -527,9 +527,9 @@ class Processor:
                 now=now,
                 out=out,
             )
-            validate_message_size(subject, body)
+            validate_message_size(content.subject, content.text, content.html)
             validate_headers(
-                {"Subject": subject, "To": e.recipient, "From": adapter.from_address or ""}
+                {"Subject": content.subject, "To": e.recipient, "From": adapter.from_address or ""}
             )
         except DripDropError as exc:
             out.emit(
@@ -563,7 +563,7 @@ class Processor:
             adapter, state, at, policy=self.policy.health, first_send_of_pin=first_of_pin
         )
         self.apply_health(adapter, outcome, now, partition, out)
-        claim = self._claim_op(e, step, adapter, exec_id, headers, subject, body, cap, at)
+        claim = self._claim_op(e, step, adapter, exec_id, headers, content, cap, at)
         pending = PendingSend(
             step_execution_id=exec_id,
             step_id=step.id,
@@ -602,8 +602,8 @@ class Processor:
         message_id: str,
         now: datetime,
         out: Outputs,
-    ) -> tuple[dict[str, str], str, str]:
-        """The headers, subject and body of a send: threading headers, the one-click
+    ) -> tuple[dict[str, str], Rendered]:
+        """The headers and content of a send: threading headers, the one-click
         unsubscribe headers and ``{{ unsubscribe_url }}`` when the version has them on.
 
         Raises:
@@ -616,8 +616,7 @@ class Processor:
             validate_headers(link.headers)
             headers = {**headers, **link.headers}
             data = {**e.data, "unsubscribe_url": link.url}
-        subject, body = render_step(step, data)
-        return headers, subject, body
+        return headers, render_step(step, data)
 
     def _one_click_for(self, e: EnrollmentRuntime, now: datetime, out: Outputs) -> OneClick | None:
         version = self.config.version(e.version_id)
@@ -644,8 +643,7 @@ class Processor:
         adapter: Adapter,
         exec_id: str,
         headers: dict[str, str],
-        subject: str,
-        body: str,
+        content: Rendered,
         cap: int | None,
         now: datetime,
         *,
@@ -663,9 +661,9 @@ class Processor:
             "channel": step.channel,
             "recipient": e.recipient,
             "from_address": adapter.from_address or "",
-            "subject": subject,
-            "body_text": body,
-            "body_html": None,
+            "subject": content.subject,
+            "body_text": content.text,
+            "body_html": content.html,
             "headers": headers,
             "idempotency_key": exec_id,
             "attempt": e.attempt + 1,
@@ -737,7 +735,7 @@ class Processor:
         handoff, admitted = reserve_handoff(adapter, admitted, now)
         self.save_adapter_state(admitted)
         at = pending.decided_at
-        headers, subject, body = self._compose(
+        headers, content = self._compose(
             e,
             step,
             is_override=pending.is_override,
@@ -750,7 +748,7 @@ class Processor:
         # The row may have been lost with the claim: the execution row references it.
         out.sink.append({"op": "enrollment", "row": enrollment_row(e)})
         claim = self._claim_op(
-            e, step, adapter, exec_id, headers, subject, body, cap, at, not_before=handoff
+            e, step, adapter, exec_id, headers, content, cap, at, not_before=handoff
         )
         out.sink.append(claim)
         self._arm_redrive(e, now, partition)
