@@ -77,6 +77,7 @@ from dripdrop_core.pacing import earliest_send_at, record_send, reserve_gap_slot
 from dripdrop_core.policy import HealthPolicy, OutboundPolicy
 from dripdrop_core.pools import (
     PinOutcome,
+    decide_member_returned,
     decide_pin,
     decide_pin_unavailable,
     decide_repin,
@@ -146,6 +147,7 @@ __all__ = [
     "correlation_candidates",
     "count_outcome",
     "decide_dispatch",
+    "decide_member_returned",
     "decide_pin",
     "decide_pin_unavailable",
     "decide_repin",

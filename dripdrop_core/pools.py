@@ -20,7 +20,7 @@ from dripdrop_core.decisions import (
     Wait,
 )
 from dripdrop_core.errors import ConflictError, TenantMismatchError
-from dripdrop_core.models import Adapter, Frozen, PinPolicy, Pool
+from dripdrop_core.models import Adapter, Frozen, HealthState, PinPolicy, Pool
 from dripdrop_core.policy import HealthPolicy
 from dripdrop_core.reasons import Reason
 from dripdrop_core.selection import PINNABLE, Candidate, pick, split_eligible
@@ -119,6 +119,39 @@ def decide_pin_unavailable(
         evicted=evicted,
     )
     return PinOutcome(selection=new, decision=decided)
+
+
+def decide_member_returned(
+    selection: SelectionState,
+    pool: Pool,
+    candidates: Sequence[Candidate],
+    now: datetime,
+    *,
+    pinned_adapter_id: str,
+    policy: HealthPolicy,
+    horizon: timedelta,
+) -> PinOutcome | None:
+    """Re-decide an enrollment a ``reassign`` pool paused because no member was eligible,
+    now that a member may send again (SPEC §5.3: "behave as pause until one returns").
+
+    Its own sender back (still a member, active, not resting beyond ``horizon``): ``Pin``
+    to it, the thread kept. Else a WDRR pick that excludes it: ``Reassign``. Nobody
+    eligible yet, or a ``pause`` pool (an operator resumes those): ``None``, it stays
+    paused.
+    """
+    if pool.on_pin_unavailable is not PinPolicy.REASSIGN:
+        return None
+    own = next((c for c in candidates if c.member.adapter_id == pinned_adapter_id), None)
+    if own is not None and own.adapter is not None and own.member.active and own.adapter.active:
+        state = own.state
+        resting = state is not None and state.health_state is HealthState.RESTING
+        until = state.resting_until if state is not None else None
+        if not resting or until is None or until <= now + horizon:
+            return PinOutcome(selection=selection, decision=Pin(adapter_id=pinned_adapter_id))
+    outcome = decide_pin_unavailable(
+        selection, pool, candidates, now, pinned_adapter_id=pinned_adapter_id, policy=policy
+    )
+    return outcome if isinstance(outcome.decision, Reassign) else None
 
 
 def decide_repin(

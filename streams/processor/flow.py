@@ -16,7 +16,7 @@ from typing import Any
 from dripdrop_core.circuit import Signal, admit
 from dripdrop_core.circuit import on_signal as on_circuit_signal
 from dripdrop_core.correlation import index_key, normalize_message_id, participant_key
-from dripdrop_core.decisions import Defer, Hold, Pause, Reassign, Send, Skip
+from dripdrop_core.decisions import Defer, Hold, Pause, Pin, Reassign, Send, Skip
 from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
 from dripdrop_core.enrollment import TERMINAL, Event
 from dripdrop_core.enrollment import applies as enrollment_applies
@@ -42,7 +42,7 @@ from dripdrop_core.models import Adapter, EnrollmentState, HealthState, Mode, St
 from dripdrop_core.outcomes import OutcomeRule, next_attempt, outcome_rule
 from dripdrop_core.pacing import record_send, reserve_gap_slot, reserve_handoff
 from dripdrop_core.policy import OutboundPolicy
-from dripdrop_core.pools import decide_pin_unavailable
+from dripdrop_core.pools import decide_member_returned, decide_pin_unavailable
 from dripdrop_core.ramp import effective_cap, local_day
 from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import step_due_at, tick_bucket
@@ -291,6 +291,10 @@ class Processor:
         in_flight = self._in_flight.setdefault(partition, {})
         future: dict[int, list[tuple[str, datetime]]] = {}
         for key, raw in self.store.partition_items("enrollments", partition):
+            if raw and raw.get("state") == "paused" and raw.get("reason") == "pin_unavailable":
+                # A reassign pool's member may have got room since (a new local day).
+                self._member_returned(key, None, now, partition, out)
+                continue
             # A cheap look at the raw record first: most enrollments are finished.
             if (
                 not raw
@@ -1210,7 +1214,12 @@ class Processor:
         partition: int,
         out: Outputs,
     ) -> None:
-        """Store the new health, publish transitions, arm the timer, act on terminal senders."""
+        """Store the new health, publish transitions, arm the timer, act on terminal senders
+        and on senders back from a terminal rest."""
+        was_terminal = bool(outcome.transitions) and (
+            terminal_reason(adapter, self.adapter_state(adapter), now, policy=self.policy)
+            is not None
+        )
         self.save_adapter_state(outcome.state)
         for t in outcome.transitions:
             attrs = {
@@ -1240,14 +1249,79 @@ class Processor:
                 self._index_due(item, timer, partition, now=now)
             if terminal_reason(adapter, outcome.state, now, policy=self.policy) is not None:
                 self.pinned_sender_unavailable(adapter.id, now, partition, out)
+            elif was_terminal:
+                self.sender_returned(adapter.id, now, partition, out)
+
+    def resume(
+        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
+    ) -> EnrollmentRuntime:
+        """Resume a paused enrollment; its held step is scheduled again (same execution)."""
+        e = self.transition(e, Event.RESUME, now, out, urgent=True)
+        if e.status != "dispatching":
+            return self.schedule_at(e, max(e.due_at or now, now), now, partition, out)
+        return e
+
+    def sender_returned(self, adapter_id: str, now: datetime, partition: int, out: Outputs) -> None:
+        """``adapter_id`` may send again (activated, added to a pool, back from a long
+        rest): enrollments its ``reassign`` pools paused for want of any eligible member
+        continue (SPEC §5.3). Paused ones of ``pause`` pools wait for an operator."""
+        pools = set(self.config.pools_of_adapter(adapter_id))
+        if not pools:
+            return
+        for key, raw in self.store.partition_items("enrollments", partition):
+            if (
+                raw
+                and raw.get("state") == "paused"
+                and raw.get("reason") == "pin_unavailable"
+                and raw.get("pool_id") in pools
+            ):
+                self._member_returned(key, pools, now, partition, out)
+
+    def _member_returned(
+        self, key: str, pools: set[str] | None, now: datetime, partition: int, out: Outputs
+    ) -> None:
+        e = self.enrollment(key)
+        if e is None or e.adapter_id is None or not self.owns(e.tenant_key, partition):
+            return
+        pool = self.config.pool(e.pool_id)
+        if pool is None or (pools is not None and pool.id not in pools):
+            return
+        outcome = decide_member_returned(
+            self.selection_state(pool.id, e.version_id),
+            pool,
+            self.candidates(pool.id),
+            now,
+            pinned_adapter_id=e.adapter_id,
+            policy=self.policy.health,
+            horizon=self.policy.terminal_resting_horizon,
+        )
+        if outcome is None:
+            return
+        if isinstance(outcome.decision, Reassign) and outcome.decision.new_adapter_id:
+            self.save_selection(outcome.selection)
+            e = self.move_pin(
+                e, outcome.decision.new_adapter_id, now, out, reason="member_returned"
+            )
+        elif not isinstance(outcome.decision, Pin):
+            return
+        self.resume(e, now, partition, out)
 
     def pinned_sender_unavailable(
-        self, adapter_id: str, now: datetime, partition: int, out: Outputs
+        self,
+        adapter_id: str,
+        now: datetime,
+        partition: int,
+        out: Outputs,
+        *,
+        pool_id: str | None = None,
     ) -> None:
-        """Pause or reassign, eagerly, every live enrollment pinned to ``adapter_id``."""
+        """Pause or reassign, eagerly, every live enrollment pinned to ``adapter_id`` (only
+        those of ``pool_id`` when the adapter left that one pool)."""
         for key in list(self.enrollments.keys()):
             e = self.enrollment(key)
             if e is None or e.adapter_id != adapter_id or e.state in TERMINAL:
+                continue
+            if pool_id is not None and e.pool_id != pool_id:
                 continue
             if e.state is EnrollmentState.PAUSED:
                 continue

@@ -32,7 +32,7 @@ from dripdrop_core.errors import InputError, RecordError
 from dripdrop_core.health import ExternalHealth, apply_external, count_outcome
 from dripdrop_core.limits import validate_data_size, validate_identity
 from dripdrop_core.mail_threads import has_line_break
-from dripdrop_core.models import EnrollmentState, HealthState, Mode, ReplyBehavior
+from dripdrop_core.models import Adapter, EnrollmentState, HealthState, Mode, ReplyBehavior
 from dripdrop_core.pools import decide_repin
 from dripdrop_core.scheduling import step_due_at
 from dripdrop_core.state import AdapterState, initial_adapter_state
@@ -59,7 +59,7 @@ def on_enrollment_command(
     e = _tenant_owned("enrollment", e, cmd["tenant_key"], cmd["enrollment_id"])
     event = _COMMANDS.get(command)
     if event is Event.RESUME and enrollment_applies(e.state, event):
-        _resume(p, e, now, partition, out)
+        p.resume(e, now, partition, out)
     elif event is not None and enrollment_applies(e.state, event):
         reason = cmd.get("reason") or ("operator" if event is Event.PAUSE else None)
         p.transition(e, event, now, out, reason=reason, urgent=True)
@@ -81,14 +81,6 @@ _COMMANDS = {"pause": Event.PAUSE, "resume": Event.RESUME, "unenroll": Event.UNE
 """Operator commands that are enrollment events (``repin`` moves the pin, not the state)."""
 
 
-def _resume(
-    p: Processor, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
-) -> None:
-    e = p.transition(e, Event.RESUME, now, out, urgent=True)
-    if e.status != "dispatching":
-        p.schedule_at(e, max(e.due_at or now, now), now, partition, out)
-
-
 def _repin(
     p: Processor,
     e: EnrollmentRuntime,
@@ -104,7 +96,7 @@ def _repin(
     decide_repin(e.tenant_key, e.adapter_id, adapter, p.adapter_state(adapter))
     e = p.move_pin(e, adapter.id, now, out, reason=cmd.get("reason") or "operator")
     if e.state is EnrollmentState.PAUSED and e.reason == "pin_unavailable":
-        _resume(p, e, now, partition, out)
+        p.resume(e, now, partition, out)
     elif e.state is EnrollmentState.WAITING:
         # An operator moves a stalled (waiting) enrollment to a sender (the seed's runbook):
         # it starts now; its queue entry is dropped when it reaches the head.
@@ -579,46 +571,54 @@ def on_config(p: Processor, change: dict[str, Any], now: datetime, partition: in
     if entity_type == "adapter" and payload is not None:
         adapter = p.config.adapter(change["entity_id"])
         assert adapter is not None
-        existing = p.cache.load(p.adapter_states, adapter.id, AdapterState)
-        if existing is None:
-            p.save_adapter_state(initial_adapter_state(adapter))
-        elif previous is not None and _authored_health_changed(previous, adapter):
-            external = ExternalHealth(
-                health_state=adapter.health_state,
-                resting_until=adapter.resting_until,
-                score=adapter.health_score,
-                source="config",
-            )
-            if _already_applied(existing, external):
-                # Only the ramp anchor changed, or the set_health record of the same
-                # set_adapter_health call came first: no second transition.
-                if adapter.ramp_started_at is not None:
-                    p.save_adapter_state(
-                        existing.model_copy(update={"ramp_started_at": adapter.ramp_started_at})
-                    )
-                if not adapter.active:
-                    p.pinned_sender_unavailable(adapter.id, now, partition, out)
-                return out
-            outcome = apply_external(existing, external, now, policy=p.policy.health)
-            if adapter.ramp_started_at is not None:
-                outcome = outcome.model_copy(
-                    update={
-                        "state": outcome.state.model_copy(
-                            update={"ramp_started_at": adapter.ramp_started_at}
-                        )
-                    }
-                )
-            p.apply_health(adapter, outcome, now, partition, out)
-            return out
-        if not adapter.active:
+        _authored_health(p, adapter, previous, now, partition, out)
+        if not adapter.active:  # pinned enrollments already paused are left as they are
             p.pinned_sender_unavailable(adapter.id, now, partition, out)
+        elif previous is not None and not getattr(previous, "active", True):
+            p.sender_returned(adapter.id, now, partition, out)
     elif entity_type == "adapter" and previous is not None:
         p.pinned_sender_unavailable(change["entity_id"], now, partition, out)
     elif entity_type == "pool_member" and (payload is None or not payload.get("active", True)):
         member = payload or (previous.model_dump() if previous is not None else None)
         if member is not None:  # deleting a member never seen is a no-op
-            p.pinned_sender_unavailable(member["adapter_id"], now, partition, out)
+            # Only this pool's enrollments: the adapter may still serve other pools.
+            p.pinned_sender_unavailable(
+                member["adapter_id"], now, partition, out, pool_id=member["pool_id"]
+            )
+    elif entity_type == "pool_member" and payload and not getattr(previous, "active", False):
+        p.sender_returned(payload["adapter_id"], now, partition, out)
     return out
+
+
+def _authored_health(
+    p: Processor, adapter: Adapter, previous: Any, now: datetime, partition: int, out: Outputs
+) -> None:
+    """An adapter's authored health (state, rest, score, ramp anchor) into its runtime."""
+    existing = p.cache.load(p.adapter_states, adapter.id, AdapterState)
+    if existing is None:
+        p.save_adapter_state(initial_adapter_state(adapter))
+        return
+    if previous is None or not _authored_health_changed(previous, adapter):
+        return
+    external = ExternalHealth(
+        health_state=adapter.health_state,
+        resting_until=adapter.resting_until,
+        score=adapter.health_score,
+        source="config",
+    )
+    if _already_applied(existing, external):
+        # Only the ramp anchor changed, or the set_health record of the same
+        # set_adapter_health call came first: no second transition.
+        if adapter.ramp_started_at is not None:
+            p.save_adapter_state(
+                existing.model_copy(update={"ramp_started_at": adapter.ramp_started_at})
+            )
+        return
+    outcome = apply_external(existing, external, now, policy=p.policy.health)
+    if adapter.ramp_started_at is not None:
+        state = outcome.state.model_copy(update={"ramp_started_at": adapter.ramp_started_at})
+        outcome = outcome.model_copy(update={"state": state})
+    p.apply_health(adapter, outcome, now, partition, out)
 
 
 def _already_applied(state: AdapterState, health: ExternalHealth) -> bool:

@@ -9,7 +9,13 @@ from dripdrop_core.decisions import Pause, Pin, Reassign, Reject, Wait
 from dripdrop_core.errors import ConflictError, TenantMismatchError
 from dripdrop_core.models import Adapter, HealthState, PinPolicy, Pool, PoolMember
 from dripdrop_core.policy import HealthPolicy
-from dripdrop_core.pools import decide_pin, decide_pin_unavailable, decide_repin, reserve_pin
+from dripdrop_core.pools import (
+    decide_member_returned,
+    decide_pin,
+    decide_pin_unavailable,
+    decide_repin,
+    reserve_pin,
+)
 from dripdrop_core.reasons import Reason
 from dripdrop_core.selection import Candidate
 from dripdrop_core.state import AdapterState, SelectionState
@@ -186,3 +192,54 @@ def test_decide_pin_a_rest_beyond_the_horizon_cannot_make_an_enrollment_wait(
     assert isinstance(decide(2), Wait)
     rejected = decide(8)
     assert isinstance(rejected, Reject) and rejected.reason is Reason.POOL_EXHAUSTED
+
+
+HORIZON = timedelta(days=7)
+
+
+def test_decide_member_returned_keeps_the_pin_when_its_own_sender_is_back(
+    pool_factory: Callable[..., Pool], candidates: list[Candidate]
+) -> None:
+    outcome = decide_member_returned(
+        SEL, pool_factory(), candidates, T0, pinned_adapter_id="a1", policy=POLICY, horizon=HORIZON
+    )
+    assert outcome is not None and outcome.decision == Pin(adapter_id="a1")
+    assert outcome.selection == SEL  # no WDRR turn spent on a pin kept
+
+
+def test_decide_member_returned_moves_the_pin_when_another_member_is_back(
+    pool_factory: Callable[..., Pool],
+    candidates: list[Candidate],
+    adapter_factory: Callable[..., Adapter],
+) -> None:
+    gone = Candidate(member=candidates[0].member, adapter=adapter_factory(id="a1", active=False))
+    outcome = decide_member_returned(
+        SEL,
+        pool_factory(),
+        [gone, *candidates[1:]],
+        T0,
+        pinned_adapter_id="a1",
+        policy=POLICY,
+        horizon=HORIZON,
+    )
+    assert outcome is not None and isinstance(outcome.decision, Reassign)
+    assert outcome.decision.new_adapter_id == "a3"
+
+
+def test_decide_member_returned_waits_while_nobody_can_take_it(
+    pool_factory: Callable[..., Pool], candidates: list[Candidate]
+) -> None:
+    long_rest = AdapterState(
+        adapter_id="a1", health_state=HealthState.RESTING, resting_until=T0 + HORIZON * 2
+    )
+    own = Candidate(member=candidates[0].member, adapter=candidates[0].adapter, state=long_rest)
+    for pool, members in (
+        (pool_factory(), [own, candidates[1]]),  # its own rests too long, a2 rests
+        (pool_factory(on_pin_unavailable=PinPolicy.PAUSE), candidates),  # an operator resumes
+    ):
+        assert (
+            decide_member_returned(
+                SEL, pool, members, T0, pinned_adapter_id="a1", policy=POLICY, horizon=HORIZON
+            )
+            is None
+        )
