@@ -64,6 +64,7 @@ def apply_adapter_update(
 REFERENCES: dict[str, tuple[tuple[str, str], ...]] = {
     "pool_member": (("pool", "pool_id"), ("adapter", "adapter_id")),
     "sequence_version": (("sequence", "sequence_id"), ("pool", "pool_id")),
+    "domain_throttle": (("adapter", "adapter_id"),),
     "step": (
         ("sequence_version", "version_id"),
         ("adapter", "adapter_id"),

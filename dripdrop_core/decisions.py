@@ -24,6 +24,7 @@ class Facts(Frozen):
     resting_until: UtcDatetime | None = None
     health_state: HealthState | None = None
     timezone: str | None = None
+    domain: str | None = None
 
 
 class Eviction(Frozen):

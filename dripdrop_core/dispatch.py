@@ -35,6 +35,7 @@ from dripdrop_core.ramp import effective_cap, local_day, start_of_next_local_day
 from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import next_window_start
 from dripdrop_core.state import AdapterState, roll_day
+from dripdrop_core.throttles import Throttled, throttled_until
 
 NO_LOOKAHEAD = timedelta(0)
 
@@ -48,6 +49,7 @@ class DueStep(Frozen):
         pin_policy: The pool's ``on_pin_unavailable`` (outbound only).
         recipient_timezone: IANA zone of the recipient, for the sending window (UTC if absent).
         suppressed: The recipient is suppressed in this tenant.
+        throttles: The recipient-domain throttles that govern this send, with counters.
     """
 
     enrollment_id: str
@@ -59,6 +61,7 @@ class DueStep(Frozen):
     pin_policy: PinPolicy | None = None
     recipient_timezone: str | None = None
     suppressed: bool = False
+    throttles: tuple[Throttled, ...] = ()
 
 
 def terminal_reason(
@@ -109,7 +112,7 @@ def decide_dispatch(
     Returns:
         ``Hold(paused)``; ``Skip(enrollment_inactive | suppressed | adapter_*)`` ;
         ``Pause`` / ``Reassign`` (terminal sender); ``Defer(outside_sending_window | circuit_open |
-        resting | cap | gap)`` with the exact ``until``; else ``Send(ready)``.
+        resting | cap | domain_throttle | gap)`` with the exact ``until``; else ``Send(ready)``.
     """
     if due.enrollment_state is EnrollmentState.PAUSED:
         return Hold(reason=Reason.PAUSED)
@@ -127,7 +130,14 @@ def decide_dispatch(
             return Defer(
                 until=opens, reason=Reason.OUTSIDE_SENDING_WINDOW, facts=Facts(timezone=tz)
             )
-    return _pace(adapter, roll_day(state, adapter, now), now, policy=policy, lookahead=lookahead)
+    return _pace(
+        adapter,
+        roll_day(state, adapter, now),
+        now,
+        policy=policy,
+        lookahead=lookahead,
+        throttles=due.throttles,
+    )
 
 
 def _unavailable(due: DueStep, adapter: Adapter | None, reason: Reason) -> DispatchDecision:
@@ -150,8 +160,10 @@ def _pace(
     *,
     policy: OutboundPolicy,
     lookahead: timedelta = NO_LOOKAHEAD,
+    throttles: tuple[Throttled, ...] = (),
 ) -> DispatchDecision:
-    """Circuit, resting, cap and gap gates, in that order, on a state rolled to today.
+    """Circuit, resting, cap, domain throttle and gap gates, in that order, on a state
+    rolled to today.
 
     An open circuit comes first: while adapter-level failures hold the adapter, no other
     gate matters, and the wait ends when the breaker lets its probe go."""
@@ -181,6 +193,11 @@ def _pace(
         return Defer(
             until=start_of_next_local_day(adapter.timezone, now), reason=Reason.CAP, facts=facts
         )
+    throttle_end = throttled_until(throttles, now)
+    if throttle_end is not None:
+        domain = throttles[0].throttle.domain
+        facts = facts.model_copy(update={"domain": domain, "timezone": "UTC"})
+        return Defer(until=throttle_end, reason=Reason.DOMAIN_THROTTLE, facts=facts)
     earliest = earliest_send_at(adapter, state)
     if earliest is not None and earliest > now:
         same_day = local_day(adapter.timezone, earliest) == local_day(adapter.timezone, now)

@@ -71,6 +71,8 @@ def _cause(reason: Reason, facts: Facts) -> str:
     if reason is Reason.RESTING:
         until = facts.resting_until.isoformat() if facts.resting_until else "?"
         return f"adapter {facts.adapter_id} resting until {until}"
+    if reason is Reason.DOMAIN_THROTTLE:
+        return f"sends to {facts.domain} at their hourly or daily throttle"
     if reason is Reason.OUTSIDE_SENDING_WINDOW:
         return f"outside the step's sending window in {facts.timezone}"
     if reason is Reason.CIRCUIT_OPEN:

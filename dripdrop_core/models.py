@@ -123,6 +123,21 @@ class Pool(Frozen):
     active: bool = True
 
 
+class DomainThrottle(Frozen):
+    """At most ``per_hour`` / ``per_day`` sends to one recipient domain (SPEC §13).
+
+    Through ``adapter_id`` only, or (``None``) through every adapter of the tenant. Hours
+    and days are UTC; a domain is matched exactly (``gmail.com``, not its subdomains).
+    """
+
+    id: str
+    tenant_key: str
+    domain: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9.-]+$")
+    adapter_id: str | None = None
+    per_hour: int | None = Field(default=None, gt=0)
+    per_day: int | None = Field(default=None, gt=0)
+
+
 class PoolMember(Frozen):
     pool_id: str
     adapter_id: str

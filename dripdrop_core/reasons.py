@@ -22,6 +22,7 @@ class Reason(StrEnum):
     SUPPRESSED = "suppressed"
     ENROLLMENT_INACTIVE = "enrollment_inactive"
     CIRCUIT_OPEN = "circuit_open"
+    DOMAIN_THROTTLE = "domain_throttle"
     # eligibility / pool policy
     ELIGIBLE = "eligible"
     POOL_EXHAUSTED = "pool_exhausted"

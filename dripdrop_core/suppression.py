@@ -67,9 +67,13 @@ def suppression_key(tenant_key: str, value: str) -> str:
     return f"supp:{tenant_key}:{normalize(value)}"
 
 
+def recipient_domain(recipient: str) -> str:
+    """The domain part of an address, lower-cased (``""`` without one)."""
+    return normalize(recipient).rpartition("@")[2].strip(">")
+
+
 def recipient_keys(tenant_key: str, recipient: str) -> tuple[str, str]:
     """The two keys that suppress ``recipient``: its address and its domain."""
-    address = normalize(recipient)
-    return suppression_key(tenant_key, address), suppression_key(
-        tenant_key, "@" + address.rpartition("@")[2]
+    return suppression_key(tenant_key, normalize(recipient)), suppression_key(
+        tenant_key, "@" + recipient_domain(recipient)
     )

@@ -49,6 +49,7 @@ from dripdrop_core.mail_threads import has_line_break
 from dripdrop_core.models import (
     Adapter,
     DelayFrom,
+    DomainThrottle,
     EnrollmentState,
     HealthState,
     MemberClass,
@@ -65,9 +66,10 @@ from dripdrop_core.models import (
     Sequence as SequenceModel,
 )
 from dripdrop_core.selection import pool_warnings, validate_member
+from dripdrop_core.throttles import parse_domain
 from streams.codecs import Codecs, partition_for
 from streams.db import authoring as repo
-from streams.db.tables import adapter_pools, outbox
+from streams.db.tables import adapter_pools, domain_throttles, outbox
 from streams.kafka import Delivery, KafkaPublisher, Publisher, PublishError
 from streams.outbox import EntityType, enqueue_config_change, pending_count, relay_all
 from streams.processor.render import template_errors
@@ -723,6 +725,63 @@ class DripDrop:
             self._config(conn, "pool_member", f"{pool.id}:{member.adapter_id}", tenant_key, None)
         self._after_commit()
         return member
+
+    # recipient-domain throttles
+
+    def set_domain_throttle(
+        self,
+        *,
+        tenant_key: str,
+        domain: str,
+        per_hour: int | None = None,
+        per_day: int | None = None,
+        adapter_id: str | None = None,
+    ) -> DomainThrottle:
+        """Limit sends to a recipient domain per UTC hour and/or day (SPEC §13), through
+        ``adapter_id`` or (``None``) through every adapter of the tenant together.
+
+        Setting it again for the same domain and scope replaces the limits (same id, the
+        worker's counts carry on). A send over a limit is deferred, reason
+        ``domain_throttle``, until the next UTC hour or day."""
+        _nonempty("tenant_key", tenant_key)
+        if per_hour is None and per_day is None:
+            raise InvalidInputError("a throttle needs per_hour, per_day or both")
+        try:
+            name = parse_domain(domain)
+        except InputError as exc:
+            raise InvalidInputError(str(exc)) from None
+        throttle = _validated(
+            DomainThrottle,
+            {
+                "id": repo.new_id(),
+                "tenant_key": tenant_key,
+                "domain": name,
+                "adapter_id": adapter_id,
+                "per_hour": per_hour,
+                "per_day": per_day,
+            },
+        )
+        with self.engine.begin() as conn:
+            if adapter_id is not None:
+                repo.load_owned(conn, "adapter", adapter_id, tenant_key)
+            throttle = repo.upsert_throttle(conn, throttle)
+            self._config(conn, "domain_throttle", throttle.id, tenant_key, throttle)
+        self._after_commit()
+        return throttle
+
+    def remove_domain_throttle(self, throttle_id: str, *, tenant_key: str) -> DomainThrottle:
+        """Lift a throttle; sends it deferred go at their next evaluation."""
+        with self.engine.begin() as conn:
+            row = repo.load_owned(conn, "domain_throttle", throttle_id, tenant_key)
+            throttle = repo.throttle_from_row(row)
+            conn.execute(domain_throttles.delete().where(domain_throttles.c.id == throttle.id))
+            self._config(conn, "domain_throttle", throttle.id, tenant_key, None)
+        self._after_commit()
+        return throttle
+
+    def list_domain_throttles(self, *, tenant_key: str) -> list[DomainThrottle]:
+        with self.engine.connect() as conn:
+            return repo.list_throttles(conn, tenant_key)
 
     # sequences, versions, steps
 

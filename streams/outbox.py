@@ -35,7 +35,9 @@ from streams.db.tables import outbox
 from streams.kafka import Publisher
 from streams.settings import Settings
 
-EntityType = Literal["adapter", "pool", "pool_member", "sequence", "sequence_version", "step"]
+EntityType = Literal[
+    "adapter", "pool", "pool_member", "sequence", "sequence_version", "step", "domain_throttle"
+]
 
 CONFIG_TOPIC = "config"
 

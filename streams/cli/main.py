@@ -12,6 +12,7 @@ import typer
 from streams.cli import adapter, audit, enrollment, ingest, ops, pool, sends, sequence
 from streams.cli import pump as pump_cli
 from streams.cli import suppressions as suppressions_cli
+from streams.cli import throttle as throttle_cli
 from streams.cli import web as web_cli
 from streams.cli import webhooks as webhooks_cli
 
@@ -35,6 +36,7 @@ app.add_typer(ops.topics_app, name="topics")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sends.app, name="sends")
 app.add_typer(suppressions_cli.app, name="suppressions")
+app.add_typer(throttle_cli.app, name="throttle")
 app.command("web")(web_cli.web)
 app.add_typer(webhooks_cli.app, name="webhooks")
 app.command("pump")(pump_cli.pump)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from dripdrop_core.errors import ConflictError, NotFoundError, TenantMismatchError
 from dripdrop_core.models import (
     Adapter,
+    DomainThrottle,
     Pool,
     PoolMember,
     SendingWindow,
@@ -35,6 +36,7 @@ from streams.db.tables import (
     adapter_pool_members,
     adapter_pools,
     channel_adapters,
+    domain_throttles,
     enrollments,
     sequence_versions,
     sequences,
@@ -48,6 +50,7 @@ ENTITY_TABLES: dict[str, Table] = {
     "sequence_version": sequence_versions,
     "step": steps,
     "enrollment": enrollments,
+    "domain_throttle": domain_throttles,
 }
 
 _UNIQUE_MESSAGES = {
@@ -244,6 +247,54 @@ def update_adapter(conn: Connection, adapter: Adapter) -> None:
             .where(channel_adapters.c.tenant_key == adapter.tenant_key)
             .values(**values, updated_at=func.now())
         )
+
+
+def throttle_from_row(row: Row[Any]) -> DomainThrottle:
+    m = fields(row)
+    return DomainThrottle(
+        id=str(m["id"]),
+        tenant_key=m["tenant_key"],
+        domain=m["domain"],
+        adapter_id=None if m["adapter_id"] is None else str(m["adapter_id"]),
+        per_hour=m["per_hour"],
+        per_day=m["per_day"],
+    )
+
+
+def upsert_throttle(conn: Connection, throttle: DomainThrottle) -> DomainThrottle:
+    """Insert the throttle, or set the limits of the one with its domain and scope (which
+    keeps its id, so the worker's counters under it carry on)."""
+    existing = conn.execute(
+        select(domain_throttles)
+        .where(domain_throttles.c.tenant_key == throttle.tenant_key)
+        .where(domain_throttles.c.domain == throttle.domain)
+        .where(
+            domain_throttles.c.adapter_id.is_(None)
+            if throttle.adapter_id is None
+            else domain_throttles.c.adapter_id == throttle.adapter_id
+        )
+        .with_for_update()
+    ).one_or_none()
+    limits = {"per_hour": throttle.per_hour, "per_day": throttle.per_day}
+    with translated_integrity():
+        if existing is None:
+            conn.execute(domain_throttles.insert().values(**throttle.model_dump()))
+            return throttle
+        conn.execute(
+            domain_throttles.update()
+            .where(domain_throttles.c.id == existing.id)
+            .values(**limits, updated_at=func.now())
+        )
+    return throttle.model_copy(update={"id": str(existing.id)})
+
+
+def list_throttles(conn: Connection, tenant_key: str) -> list[DomainThrottle]:
+    rows = conn.execute(
+        select(domain_throttles)
+        .where(domain_throttles.c.tenant_key == tenant_key)
+        .order_by(domain_throttles.c.domain, domain_throttles.c.adapter_id.nulls_first())
+    ).all()
+    return [throttle_from_row(row) for row in rows]
 
 
 def insert_pool(conn: Connection, pool: Pool) -> None:

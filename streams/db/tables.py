@@ -195,6 +195,26 @@ adapter_pool_members = Table(
     Index("ix_adapter_pool_members_adapter_id", "adapter_id"),
 )
 
+domain_throttles = Table(
+    "domain_throttles",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("domain", Text, nullable=False),
+    Column("adapter_id", Uuid(as_uuid=False)),
+    Column("per_hour", Integer),
+    Column("per_day", Integer),
+    _inserted_at(),
+    _updated_at(),
+    _tenant_check(),
+    # One throttle per domain and scope; NULL (every adapter) is one scope too.
+    UniqueConstraint("tenant_key", "domain", "adapter_id", postgresql_nulls_not_distinct=True),
+    CheckConstraint("per_hour IS NULL OR per_hour > 0", name="per_hour_positive"),
+    CheckConstraint("per_day IS NULL OR per_day > 0", name="per_day_positive"),
+    CheckConstraint("length(domain) > 0", name="domain_nonempty"),
+    _tenant_fk(("tenant_key", "adapter_id"), "channel_adapters", ondelete="CASCADE"),
+)
+
 sequences = Table(
     "sequences",
     metadata,

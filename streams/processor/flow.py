@@ -48,8 +48,10 @@ from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import step_due_at, tick_bucket
 from dripdrop_core.selection import Candidate
 from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state, roll_day
-from dripdrop_core.suppression import recipient_keys
+from dripdrop_core.suppression import recipient_domain, recipient_keys
 from dripdrop_core.suppression import suppression_key as core_suppression_key
+from dripdrop_core.throttles import ThrottleCounter, Throttled, count_send
+from dripdrop_core.throttles import applies as throttle_applies
 from dripdrop_core.unsubscribe import OneClick, OneClickLinks, is_one_click_on, one_click
 from streams.processor import pinning
 from streams.processor.render import Rendered, render_step
@@ -404,6 +406,7 @@ class Processor:
             pin_policy=pool.on_pin_unavailable if pool is not None else None,
             recipient_timezone=e.recipient_timezone,
             suppressed=self.is_suppressed(e.tenant_key, e.recipient),
+            throttles=self._throttles(e, adapter),
         )
         decision = decide_dispatch(
             due, adapter, state, now, policy=self.policy, lookahead=self.lookahead
@@ -412,7 +415,10 @@ class Processor:
             case Send():
                 assert adapter is not None and state is not None
                 at = decision.at or now  # a gap slot ahead of now: the hand-off time
-                return self._send(e, step, adapter, state, now, partition, out, at=at)
+                e = self._send(e, step, adapter, state, now, partition, out, at=at)
+                if e.status == "dispatching":  # issued (not failed at rendering)
+                    self._count_throttled(due.throttles, at)
+                return e
             case Defer():
                 wake = decision.until
                 if decision.reason is Reason.GAP and adapter is not None and state is not None:
@@ -475,6 +481,24 @@ class Processor:
             case Pause() | Reassign():
                 return self.pin_unavailable(e, now, partition, out, cause=str(decision.reason))
         raise AssertionError(f"unhandled decision {decision!r}")  # pragma: no cover
+
+    def _throttles(self, e: EnrollmentRuntime, adapter: Adapter | None) -> tuple[Throttled, ...]:
+        """The recipient-domain throttles over this send, with their counters (SPEC §13)."""
+        if adapter is None:
+            return ()
+        domain = recipient_domain(e.recipient)
+        return tuple(
+            Throttled(
+                throttle=t,
+                counter=ThrottleCounter.model_validate(self.index.get(f"dt:{t.id}") or {}),
+            )
+            for t in self.config.throttles(e.tenant_key, domain)
+            if throttle_applies(t, domain, adapter.id)
+        )
+
+    def _count_throttled(self, throttles: tuple[Throttled, ...], at: datetime) -> None:
+        for t in throttles:
+            self.index[f"dt:{t.throttle.id}"] = count_send(t.counter, at).model_dump(mode="json")
 
     def _gap_turn(self, e: EnrollmentRuntime, now: datetime) -> bool:
         """``e`` waited for the minimum gap and its slot has come (it is woken for it)."""

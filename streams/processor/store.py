@@ -16,7 +16,15 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from dripdrop_core.models import Adapter, Pool, PoolMember, Sequence, SequenceVersion, Step
+from dripdrop_core.models import (
+    Adapter,
+    DomainThrottle,
+    Pool,
+    PoolMember,
+    Sequence,
+    SequenceVersion,
+    Step,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -182,6 +190,7 @@ ENTITY_MODELS: dict[str, type[BaseModel]] = {
     "sequence": Sequence,
     "sequence_version": SequenceVersion,
     "step": Step,
+    "domain_throttle": DomainThrottle,
 }
 
 
@@ -286,6 +295,12 @@ class Config:
         found = (self.adapter(a) for a in ids)
         return [a for a in found if a is not None]
 
+    def throttles(self, tenant_key: str, domain: str) -> list[DomainThrottle]:
+        """The tenant's throttles on recipient ``domain`` (every adapter's and its own)."""
+        ids: list[str] = self.table.get(f"idx:throttles:{tenant_key}:{domain}") or []
+        found = (self.cache.load(self.table, f"domain_throttle:{t}", DomainThrottle) for t in ids)
+        return [t for t in found if t is not None]
+
     def pools_of_adapter(self, adapter_id: str) -> list[str]:
         return list(self.table.get(f"idx:pools_of:{adapter_id}") or [])
 
@@ -316,6 +331,9 @@ class Config:
             self._index_set(f"idx:steps:{current['version_id']}", current["id"], present)
         elif entity_type == "adapter":
             self._index_set(f"idx:adapters:{current['tenant_key']}", current["id"], present)
+        elif entity_type == "domain_throttle":
+            key = f"idx:throttles:{current['tenant_key']}:{current['domain']}"
+            self._index_set(key, current["id"], present)
         elif entity_type == "sequence_version":
             key = f"idx:active_version:{current['sequence_id']}"
             if present and current.get("active", True):
