@@ -169,6 +169,9 @@ class SequenceVersion(Frozen):
     one_click_unsubscribe: bool | None = None
     """RFC 8058 ``List-Unsubscribe`` headers and ``{{ unsubscribe_url }}`` on its sends
     (SPEC §13); ``None``: the mode's default, on for lifecycle, off for outbound."""
+    company_stop: bool = False
+    """A human reply stops the tenant's other live enrollments to the replier's company
+    domain whose versions opted in too (SPEC §13; free-mail domains never)."""
 
 
 class SendingWindow(Frozen):

@@ -821,6 +821,7 @@ class DripDrop:
         config: Mapping[str, Any] | None = None,
         active: bool = True,
         one_click_unsubscribe: bool | None = None,
+        company_stop: bool | None = None,
     ) -> SequenceVersion:
         """Create a version; ``mode="outbound"`` needs ``config["pool_id"]`` of the same tenant
         and may set ``config["max_wait_seconds"]`` (how long an enrollment waits for capacity
@@ -828,10 +829,19 @@ class DripDrop:
 
         ``one_click_unsubscribe`` (or ``config["one_click_unsubscribe"]``): the version's sends
         carry RFC 8058 ``List-Unsubscribe`` / ``List-Unsubscribe-Post`` and templates get
-        ``{{ unsubscribe_url }}`` (SPEC §13). Unset: on for lifecycle, off for outbound."""
+        ``{{ unsubscribe_url }}`` (SPEC §13). Unset: on for lifecycle, off for outbound.
+
+        ``company_stop`` (or ``config["company_stop"]``, default off): a human reply on one
+        of the version's enrollments stops the tenant's other live enrollments to the same
+        company domain whose versions opted in too (free-mail domains never; SPEC §13)."""
         config = dict(config or {})
         if one_click_unsubscribe is not None:
             config["one_click_unsubscribe"] = one_click_unsubscribe
+        if company_stop is not None:
+            config["company_stop"] = company_stop
+        stop_company = config.get("company_stop", False)
+        if not isinstance(stop_company, bool):
+            raise InvalidInputError("config.company_stop must be true or false")
         one_click = config.get("one_click_unsubscribe")
         if one_click is not None and not isinstance(one_click, bool):
             raise InvalidInputError("config.one_click_unsubscribe must be true or false")
@@ -859,6 +869,7 @@ class DripDrop:
                     "active": active,
                     "max_wait_seconds": max_wait,
                     "one_click_unsubscribe": one_click,
+                    "company_stop": stop_company,
                 },
             )
             pool_id: str | None = None

@@ -446,9 +446,11 @@ def _row_problem(row: ExecutionRow | None, send: SentSend | None) -> str | None:
 ENDING_EVENTS: Mapping[str, str] = {
     **{f"enrollment.{state}": str(state) for state in enrollment.TERMINAL},
     "dispatch.pool_exhausted": "rejected",
+    "enrollment.company_stopped": "stopped",
 }
 """Telemetry that ends an enrollment, and the row state it ends in (the core's table names
-each terminal change ``enrollment.<state>``; a pool-exhausted rejection is announced as such)."""
+each terminal change ``enrollment.<state>``; a pool-exhausted rejection and a company-level
+stop are announced as such)."""
 ENDED = frozenset(str(state) for state in enrollment.TERMINAL)
 LIVE = frozenset(str(state) for state in enrollment.LIVE)
 UNFINISHED = frozenset({"intent", "sending"})

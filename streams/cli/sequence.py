@@ -50,6 +50,14 @@ def create_version(
             " (default: on for lifecycle, off for outbound).",
         ),
     ] = None,
+    company_stop: Annotated[
+        bool,
+        typer.Option(
+            "--company-stop",
+            help="A human reply stops the tenant's other live enrollments to the same company"
+            " domain (of versions that opted in too; free-mail domains never).",
+        ),
+    ] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Create a sequence version; outbound needs --pool (or config pool_id)."""
@@ -65,6 +73,7 @@ def create_version(
             config=merged,
             active=not inactive,
             one_click_unsubscribe=one_click_unsubscribe,
+            company_stop=company_stop or None,
         )
     emit(created, as_json=json_out, title="version")
 

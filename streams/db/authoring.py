@@ -191,6 +191,7 @@ def version_from_row(row: Row[Any]) -> SequenceVersion:
         active=m["active"],
         max_wait_seconds=(m.get("config") or {}).get("max_wait_seconds"),
         one_click_unsubscribe=(m.get("config") or {}).get("one_click_unsubscribe"),
+        company_stop=bool((m.get("config") or {}).get("company_stop", False)),
     )
 
 

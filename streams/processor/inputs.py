@@ -37,6 +37,7 @@ from dripdrop_core.pools import decide_repin
 from dripdrop_core.scheduling import step_due_at
 from dripdrop_core.state import AdapterState, initial_adapter_state
 from dripdrop_core.suppression import parse_entry, parse_reason
+from streams.processor.company import note_enrollment, stop_company
 from streams.processor.flow import Processor, event_row, suppression_key
 from streams.processor.pinning import ConfigNotReadyError, pin, start_waiting, tenant_owned
 from streams.processor.runtime import EnrollmentRuntime, Outputs
@@ -158,6 +159,7 @@ def enroll(p: Processor, cmd: dict[str, Any], now: datetime, partition: int) -> 
         # Refused before any pin: a suppressed enrollment takes no slot (SPEC §7).
         p.transition(e, Event.REJECT, now, out, reason="suppressed")
         return out
+    note_enrollment(p, e, version)
     if version.mode is Mode.OUTBOUND:
         pinned = pin(p, e, now, partition, out)
         if pinned is None:
@@ -249,6 +251,8 @@ def on_inbound(p: Processor, msg: dict[str, Any], now: datetime, partition: int)
         }
     )
     _apply_effect(p, e, effect, execution, now, partition, out)
+    if intent is Intent.REPLY:
+        stop_company(p, e, now, out)
     return out
 
 
