@@ -15,7 +15,13 @@ import pytest
 
 from streams.api import DripDrop, InvalidInputError
 from streams.settings import Settings
-from tests.integration.pipeline_support import enrollment_state, scaled, start_worker, tenant
+from tests.integration.pipeline_support import (
+    create_mailbox,
+    enrollment_state,
+    scaled,
+    start_worker,
+    tenant,
+)
 from tests.integration.smtp_sink import ReceivedMessage, SmtpSink
 from tests.integration.support import WorkerProcess, enrolled_id, wait_for
 
@@ -29,14 +35,7 @@ def test_html_step_goes_out_as_multipart_alternative_with_escaped_data(
     worker_factory: Callable[..., WorkerProcess],
 ) -> None:
     key = tenant()
-    mailbox = client.create_channel_adapter(
-        tenant_key=key,
-        name="mbox",
-        provider="smtp",
-        from_address="ana@mbox.example",
-        health_state="active",
-        config=smtp.adapter_config(),
-    )
+    mailbox = create_mailbox(client, smtp, tenant_key=key, name="mbox")
     sequence = client.create_sequence(tenant_key=key, key="html")
     version = client.create_sequence_version(
         sequence.id, tenant_key=key, version=1, mode="lifecycle"
