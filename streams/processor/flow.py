@@ -292,11 +292,10 @@ class Processor:
         out = Outputs()
         in_flight = self._in_flight.setdefault(partition, {})
         future: dict[int, list[tuple[str, datetime]]] = {}
+        paused: list[str] = []
         for key, raw in self.store.partition_items("enrollments", partition):
             if raw and raw.get("state") == "paused" and raw.get("reason") == "pin_unavailable":
-                # A reassign pool's member may have got room since (a new local day).
-                self._member_returned(key, None, now, partition, out)
-                continue
+                paused.append(key)  # a send of it may still be in flight: armed below too
             # A cheap look at the raw record first: most enrollments are finished.
             if (
                 not raw
@@ -323,6 +322,9 @@ class Processor:
                 else:
                     bucket = tick_bucket(e.due_at, self.bucket_seconds)
                     future.setdefault(bucket, []).append((item, e.due_at))
+        for key in paused:
+            # A reassign pool's member may have got room since (a new local day).
+            self._member_returned(key, None, now, partition, out)
         for key, raw in self.store.partition_items("adapters", partition):
             # A resting adapter's timer entry is a record apart from its state, too.
             resting = raw and raw.get("health_state") == HealthState.RESTING
