@@ -275,6 +275,7 @@ class Pipeline:
         async def stop_stages(sender: Any, **_: Any) -> None:
             for consumer in self.consumers:
                 await consumer.stop()
+            await self.sender.close()  # the providers' connections (SMTP sessions, HTTP)
 
         app.on_before_shutdown.connect(stop_stages)  # type: ignore[arg-type]
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from dripdrop_core.models import Adapter
@@ -53,6 +54,9 @@ class UnknownProviderError(PermanentDeliveryError):
     """The adapter names a provider this build does not ship (a configuration error)."""
 
 
+log = logging.getLogger("dripdrop.providers")
+
+
 class ProviderRegistry:
     """Build and cache one provider per account; ``close()`` releases them all.
 
@@ -83,10 +87,14 @@ class ProviderRegistry:
         return cached
 
     async def close(self) -> None:
-        """Close every provider built so far."""
+        """Close every provider built so far; one that fails to close (its server gone)
+        is logged and the others are still closed."""
         providers, self._providers = list(self._providers.values()), {}
         for provider in providers:
-            await provider.close()
+            try:
+                await provider.close()
+            except Exception as exc:  # noqa: BLE001 - shutting down: report, go on
+                log.warning("closing a %s provider failed: %s", type(provider).__name__, exc)
 
 
 def _smtp(adapter: Adapter) -> tuple[_Key, Callable[[], Provider]]:
