@@ -206,11 +206,12 @@ def enrollment_chain(conn: Connection, enrollment_id: str) -> list[dict[str, Any
             "references": " ".join(split_references((r["headers"] or {}).get("References")))
             or None,
             "sent_at": _iso(r["sent_at"]),
+            "scheduled_for": _iso(r["scheduled_for"]),
         }
         for r in _rows(
             conn,
             "SELECT x.id, s.position, s.key, x.adapter_id, s.adapter_override_id, x.status,"
-            " x.out_message_id, x.payload->'headers' AS headers, x.sent_at"
+            " x.out_message_id, x.payload->'headers' AS headers, x.sent_at, x.scheduled_for"
             " FROM dripdrop.step_executions x JOIN dripdrop.steps s ON s.id = x.step_id"
             " WHERE x.enrollment_id = :id ORDER BY x.inserted_at",
             id=enrollment_id,
@@ -292,6 +293,14 @@ def why_not_sent(
                 f"step {c['step_key']} has an ambiguous outcome (crash mid-send): it is never"
                 " resent automatically and the enrollment holds until it is resolved"
                 f" (dripdrop sends resolve {c['step_execution_id']} --sent|--not-sent)"
+            )
+        if c["status"] == "intent":
+            # Claimed but not yet with the provider: the sender holds it for its hand-off
+            # time (the minimum gap), an open circuit, or a backlog.
+            when = f" for {c['scheduled_for']}" if c.get("scheduled_for") else ""
+            return (
+                f"step {c['step_key']} is claimed and waits for the sender{when} (intent: the"
+                " hand-off time, an open circuit or a backlog holds it)"
             )
         return f"step {c['step_key']} is being sent ({c['status']})"
     if state == "paused":
