@@ -100,6 +100,7 @@ def test_a_reply_stops_the_colleagues_in_the_same_tenant_only(
             "message_id": f"<{uuid.uuid4()}@acme.com>",
             "in_reply_to": sent(ann)[0][0],
             "from": "Ann <ann@acme.com>",
+            "to": "mbox@mbox.example",
             "subject": "Re: Hello",
             "body_text": "Not for us, thanks.",
             "intent": "reply",

@@ -34,7 +34,13 @@ def test_a_tenant_wide_hourly_throttle_spreads_one_domains_sends_over_the_hours(
     worker = start_worker(worker_factory, run)
     recipients = [f"g{i}@gmail.com" for i in range(6)] + ["a@example.org", "b@example.org"]
     for r in recipients:
-        client.enroll(tenant_key=key, sequence_id=world.sequence.id, subscriber_id=r, recipient=r)
+        client.enroll(
+            tenant_key=key,
+            sequence_id=world.sequence.id,
+            subscriber_id=r,
+            recipient=r,
+            data={"first_name": r.split("@")[0]},
+        )
 
     def all_sent() -> bool:
         assert worker.alive(), worker.log_tail()
