@@ -3,11 +3,12 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: help venv services services-down services-status topics migrate lint test test-unit demo bench chaos fuzz clean
+.PHONY: help venv services services-down services-status topics migrate lint test test-long test-unit demo bench chaos fuzz clean
 
 help:
 	@echo "make demo            set everything up, run the demo scenario through the real pipeline"
 	@echo "make test            set everything up, run lint, types and the whole test suite"
+	@echo "make test-long       the long tests make test leaves out: full fault chaos, every crash point"
 	@echo "make test-unit       unit tiers only (no services needed)"
 	@echo "make services        start Kafka (KRaft, :19092) and PostgreSQL (:15432) if not running"
 	@echo "make services-down   stop exactly what 'make services' started"
@@ -42,9 +43,13 @@ lint: venv
 
 # pytest exits 5 when it collected no test: that is a failure here too, said plainly.
 test: venv services migrate lint
-	DRIPDROP_REQUIRE_SERVICES=1 .venv/bin/pytest -p no:cacheprovider \
+	DRIPDROP_REQUIRE_SERVICES=1 .venv/bin/pytest -p no:cacheprovider -m "not long" \
 		--durations=40 --cov=dripdrop_core --cov-report=term --cov-fail-under=95 tests; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+# Tests marked long (minutes each): the chaos run with every fault, the crash-point matrix.
+test-long: venv services migrate
+	DRIPDROP_REQUIRE_SERVICES=1 .venv/bin/pytest -p no:cacheprovider -m long --durations=20 tests
 
 test-unit: venv
 	.venv/bin/pytest -m "not integration" tests/unit tests/agents

@@ -346,12 +346,17 @@ def _caps(enrollments: int) -> tuple[int, int, int]:
 def _restart_exited(pool: Workers, i: int, report: Report) -> None:
     """A worker that left by itself is restarted, as a supervisor would. Outside a crash
     point that is a violation unless a fault was injected (a worker may stop on a broker
-    it cannot reach; nothing may be lost either way)."""
+    it cannot reach; nothing may be lost either way) or the worker stopped on skipped
+    input (``EXIT_SKIPPED_INPUT``)."""
     proc = pool.procs[i]
     proc.kill()  # reap it and close its log
-    if "crash point" not in proc.log_path.read_text(errors="replace"):
+    log_text = proc.log_path.read_text(errors="replace")
+    if "crash point" not in log_text:
         report.worker_exits += 1
-        if not report.faults:
+        # Stopping uncommitted on input the consumer skipped is the worker protecting
+        # itself (streams/pipeline.py, EXIT_SKIPPED_INPUT): restarted, nothing is lost.
+        protected = "input records skipped by the consumer" in log_text
+        if not report.faults and not protected:
             report.violations.append(f"worker {i} exited: {proc.log_tail(5)}")
     pool.restart(i, empty=False, crash=None)
 

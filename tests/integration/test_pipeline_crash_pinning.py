@@ -28,7 +28,14 @@ from confluent_kafka.admin import AdminClient
 from streams import crashpoints
 from streams.api import DripDrop
 from streams.settings import Settings
-from tests.integration.robust_support import TopicReader, rows, scaled, wait_ready
+from tests.integration.robust_support import (
+    TopicReader,
+    crash_matrix,
+    restart_if_skipped,
+    rows,
+    scaled,
+    wait_ready,
+)
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, enrolled_id, wait_for
 
@@ -82,7 +89,7 @@ def _world(dd: DripDrop, smtp: SmtpSink, tenant: str) -> tuple[list[str], str]:
     return [a.id for a in adapters], sequence.id
 
 
-CRASHES = ["sigkill-after-100-pins", *(f"{point}:2" for point in crashpoints.POINTS)]
+CRASHES = crash_matrix("sigkill-after-100-pins", 2)
 """The second commit with table writes in it: the first epoch's pins are durable, the
 backlog's rest is not (a loaded CI machine once pinned all 1,000 before a third)."""
 
@@ -152,9 +159,11 @@ def test_sigkill_while_pinning_then_restart_on_same_datadir_loses_nothing(
         assert at_kill < ENROLLMENTS, "killed too late: every enrollment was committed"
 
         second = worker_factory(run)  # the same app id and data directory
+        restarts: list[int] = []
 
         def all_rows() -> bool:
-            assert second.alive(), second.log_tail()
+            nonlocal second
+            second = restart_if_skipped(second, lambda: worker_factory(run), restarts)
             count = rows(
                 run,
                 "SELECT count(*) FROM dripdrop.step_executions WHERE tenant_key = %s",

