@@ -78,6 +78,9 @@ SENDER_BATCH = 256
 SINK_RECORD_BYTES = 256 * 1024
 """Row operations per sink record stop growing past this size (the broker's limit is 1 MB)."""
 SWEEP_REAL_SECONDS = 600.0
+STUCK_SECONDS = 10.0
+"""How long the processor may sit idle while the consumer has delivered records it never
+got, before the worker stops (``Pipeline._check_delivered``)."""
 """Besides when a partition arrives, how often its enrollments are swept (a backstop)."""
 TICK_IN_FLIGHT_SECONDS = 2.0
 """A partition gets no new tick while its last one (sent less than this ago) is unprocessed:
@@ -176,6 +179,8 @@ class Pipeline:
         self._last_sweep: dict[int, float] = {}  # partition → when swept in this process
         self._resynced: set[int] = set()
         self._last_offset: dict[tuple[str, int], int] = {}
+        self._busy = False
+        self._idle_since = time.monotonic()
         """The offset of the last event processed per input partition (this process)."""
         self.dead_letters = DeadLetters(self.publisher, self.codecs, settings.topic("dead-letter"))
         self.parking = Parking(self.processor.index, settings.topic)
@@ -228,6 +233,7 @@ class Pipeline:
         self._resynced.clear()
         self._last_sweep.clear()
         self._last_offset.clear()  # a partition back from another worker continues ahead
+        self._idle_since = time.monotonic()
 
     def _chain_flush(self) -> None:
         """Make Faust's pre-commit flush run the checkpoint's commit.
@@ -291,6 +297,7 @@ class Pipeline:
             now = self.clock.now()
             ticks = self.settings.topic("ticks")
             sent_at = time.monotonic()
+            self._check_delivered()
             for tp in app.assignor.assigned_actives():
                 if tp.topic == ticks:
                     last = self._ticks_in_flight.get(tp.partition)
@@ -309,13 +316,59 @@ class Pipeline:
         place = Place.of_event(event.message)
         name = place.topic.removeprefix(self.settings.topic_prefix)
         self._check_continuity(place, name)
+        self._busy = True
         try:
             # An event's table writes and its outputs enter one epoch: no commit between.
             async with self.checkpoint.processing():
                 await self._process(name, place)
         finally:
+            self._busy = False
+            if name != "ticks":  # the worker's own ticks flow even when the inputs stall
+                self._idle_since = time.monotonic()
             for hook in self.hooks:
                 hook(name, time.perf_counter() - started)
+
+    def _check_delivered(self) -> None:
+        """The other face of ``_check_continuity``: when the skipped records are the last
+        ones of a partition, no later record arrives to show the jump. The consumer's read
+        offset (the last record it handed to the processor's stream) is then ahead of the
+        last one processed while the processor has had no input but its own ticks (one
+        queue feeds the processor in order: a record delivered before those ticks would
+        have come first). Seen so after a crash at ``checkpoint.before_store`` (583 of
+        1,900 suppressions and the 100 removals behind them never applied). Held for
+        ``STUCK_SECONDS``: stop uncommitted, as there."""
+        consumer: Any = self.app.consumer
+        idle = time.monotonic() - self._idle_since
+        if self._busy or idle < STUCK_SECONDS:
+            return
+        prefix = self.settings.topic_prefix
+        for tp, read in list(consumer._read_offset.items()):  # noqa: SLF001 - faust 0.15
+            name = tp.topic.removeprefix(prefix)
+            if (
+                read is None
+                or name not in topics.PROCESSOR_INPUTS
+                or name in topics.COMPACTED
+                or name == "ticks"
+            ):
+                continue
+            last = self._last_offset.get((tp.topic, tp.partition))
+            # Nothing processed since the rebalance: the seek put the read offset at the
+            # committed offset, the next record to read.
+            baseline = last if last is not None else consumer._committed_offset.get(tp)  # noqa: SLF001
+            if baseline is None or read <= baseline:
+                continue
+            log.critical(
+                "input records skipped by the consumer: %s[%s] delivered up to offset %s,"
+                " processed up to %s, idle for %.0f s; exiting without committing so the next"
+                " start reads them (faust-streaming issue #596)",
+                tp.topic,
+                tp.partition,
+                read,
+                baseline,
+                idle,
+            )
+            logging.shutdown()
+            os._exit(EXIT_SKIPPED_INPUT)
 
     def _check_continuity(self, place: Place, name: str) -> None:
         """Records of an input partition arrive one after the other; a forward jump means
