@@ -146,6 +146,7 @@ class Victim:
     ambiguous_tenant: str
     ambiguous_id: str
     recipient: str
+    throttle_id: str
 
 
 @dataclass
@@ -184,6 +185,9 @@ def _victim(api: DripDrop, engine: Engine, ledger: LedgerTenant) -> Victim:
         ambiguous_tenant=ledger.tenant_key,
         ambiguous_id=command["step_execution_id"],
         recipient="prospect@example.com",
+        throttle_id=api.set_domain_throttle(
+            tenant_key=tenant, domain="gmail.com", adapter_id=w["adapter"].id, per_hour=20
+        ).id,
     )
 
 
@@ -276,6 +280,12 @@ def _no_victim_suppressions(api: DripDrop, v: Victim, b: Attacker) -> None:
         assert {s.tenant_key for s in entries} <= {b.tenant}
 
 
+def _no_victim_throttles(api: DripDrop, v: Victim, b: Attacker) -> None:
+    listed = api.list_domain_throttles(tenant_key=b.tenant)
+    assert v.throttle_id not in {t.id for t in listed}
+    assert {t.tenant_key for t in listed} <= {b.tenant}
+
+
 _MSG = {
     "message_id": "<sweep@example.com>",
     "from": "prospect@example.com",
@@ -283,6 +293,15 @@ _MSG = {
 }
 
 API_CASES: dict[str, list[Attempt | Listing]] = {
+    "set_domain_throttle": [
+        lambda a, v, b: a.set_domain_throttle(
+            tenant_key=b.tenant, domain="gmail.com", adapter_id=v.adapter_id, per_hour=1
+        ),
+    ],
+    "remove_domain_throttle": [
+        lambda a, v, b: a.remove_domain_throttle(v.throttle_id, tenant_key=b.tenant),
+    ],
+    "list_domain_throttles": [_no_victim_throttles],
     "add_pool_member": [
         lambda a, v, b: a.add_pool_member(v.pool_id, tenant_key=b.tenant, adapter_id=b.adapter_id),
         lambda a, v, b: a.add_pool_member(b.pool_id, tenant_key=b.tenant, adapter_id=v.adapter_id),
@@ -388,7 +407,9 @@ API_CASES: dict[str, list[Attempt | Listing]] = {
     "list_suppressions": [_no_victim_suppressions],
     "iter_suppressions": [_no_victim_suppressions],
 }
-LISTINGS = {_no_victim_ambiguous, _no_victim_suppressions}
+
+
+LISTINGS = {_no_victim_ambiguous, _no_victim_suppressions, _no_victim_throttles}
 
 
 # ---------------------------------------------------------------- CLI cases
@@ -415,11 +436,28 @@ def markers(v: Victim) -> set[str]:
         v.ambiguous_id,
         v.ambiguous_tenant,
         v.from_address,
+        v.throttle_id,
         "blocked@victim.example",
     }
 
 
 CLI_CASES: dict[str, list[Argv | Read]] = {
+    "throttle set": [
+        lambda v, b: [
+            "throttle",
+            "set",
+            "-t",
+            b.tenant,
+            "--domain",
+            "gmail.com",
+            "--adapter",
+            v.adapter_id,
+            "--per-hour",
+            "1",
+        ],  # fmt: skip
+    ],
+    "throttle remove": [lambda v, b: ["throttle", "remove", v.throttle_id, "-t", b.tenant]],
+    "throttle list": [Read(lambda v, b: ["throttle", "list", "-t", b.tenant, "--json"])],
     "enroll": [
         lambda v, b: [
             "enroll",
