@@ -227,6 +227,14 @@ mail_location = maildir:{maildirs()}/%u
 mail_uid = {MAIL_USER}
 mail_gid = {MAIL_USER}
 lmtp_save_to_detail_mailbox = no
+namespace inbox {{
+  inbox = yes
+  # RFC 6154 special-use: the pump finds the Sent folder by its \\Sent flag (issue 13 item 5)
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = subscribe
+  }}
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {users_file()}

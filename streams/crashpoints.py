@@ -20,8 +20,10 @@ POINTS = (
     "checkpoint.before_offset_commit",
 )
 """Every point the worker marks; the harness refuses any other name."""
-PUMP_POINTS = ("pump.before_cursor_save",)
-"""The pump's (``dripdrop pump``, streams/pump/imap.py): Kafka acknowledged, cursor not saved."""
+PUMP_POINTS = ("pump.before_cursor_save", "sends.reissue_committed", "sends.sent_published")
+"""The pump's (``dripdrop pump``): Kafka acknowledged, cursor not saved (streams/pump/imap.py);
+a re-issue committed ``intent`` and not yet published, a ``sent`` result acknowledged and the
+row not yet committed (``streams/sends.py``, the Sent-folder check)."""
 
 log = logging.getLogger("dripdrop.crashpoints")
 

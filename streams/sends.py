@@ -19,7 +19,8 @@ Ordering, so a crash or a broker error at any point leaves something a re-run fi
 acknowledged it (a failed commit leaves the row ambiguous; the re-run's duplicate result is
 ignored by the processor); ``--not-sent`` commits ``intent`` first and publishes after (the
 sender must find ``intent`` when the command arrives); a re-run while the row still waits
-in ``intent`` publishes the command again, which the ledger sends at most once.
+in ``intent`` publishes the command again, which the ledger sends at most once (the pump's
+Sent-folder check does that by itself for re-issues still waiting after its grace period).
 
 Tenant isolation: another tenant's id is ``NotFoundError``, exactly like an unknown one
 (the row's existence is not revealed).
@@ -37,11 +38,13 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, text
 
 from dripdrop_core.errors import ConflictError, NotFoundError
+from streams import crashpoints
 from streams.codecs import Codecs
 from streams.kafka import Delivery, Publisher, PublishError
 from streams.settings import Settings
 
 Resolution = Literal["sent", "not_sent"]
+ResolvedBy = Literal["operator", "sent_folder"]
 
 
 class NotAmbiguousError(ConflictError):
@@ -96,6 +99,7 @@ SELECT se.id::text, se.tenant_key, se.enrollment_id::text, se.adapter_id::text, 
 FROM dripdrop.step_executions se
 JOIN dripdrop.steps s ON s.tenant_key = se.tenant_key AND s.id = se.step_id
 WHERE se.status = 'ambiguous' AND (CAST(:tenant AS text) IS NULL OR se.tenant_key = :tenant)
+  AND (CAST(:adapter AS text) IS NULL OR se.adapter_id::text = :adapter)
 ORDER BY se.tenant_key, se.updated_at, se.id
 LIMIT :limit
 """
@@ -107,6 +111,20 @@ FROM dripdrop.step_executions se
 JOIN dripdrop.enrollments e ON e.tenant_key = se.tenant_key AND e.id = se.enrollment_id
 WHERE se.id = CAST(:id AS uuid)
 FOR UPDATE OF se
+"""
+
+_WAITING = """
+SELECT se.id::text, se.tenant_key
+FROM dripdrop.step_executions se
+WHERE se.status = 'intent' AND se.resolution = 'not_sent' AND se.adapter_id::text = :adapter
+  AND se.resolved_at < :before
+ORDER BY se.resolved_at, se.id
+LIMIT :limit
+"""
+
+_REISSUED_AGAIN = """
+UPDATE dripdrop.step_executions SET resolved_at = :at
+WHERE id = CAST(:id AS uuid) AND status = 'intent'
 """
 
 _MARK_SENT = """
@@ -124,11 +142,17 @@ WHERE id = CAST(:id AS uuid) AND status = 'ambiguous'
 
 
 def list_ambiguous_sends(
-    engine: Engine, *, tenant_key: str | None = None, limit: int = 1000
+    engine: Engine,
+    *,
+    tenant_key: str | None = None,
+    adapter_id: str | None = None,
+    limit: int = 1000,
 ) -> list[AmbiguousSend]:
-    """Ambiguous sends of ``tenant_key`` (every tenant when ``None``), oldest first."""
+    """Ambiguous sends of ``tenant_key`` (every tenant when ``None``), oldest first; only
+    ``adapter_id``'s when given (the pump's Sent-folder check)."""
+    params = {"tenant": tenant_key, "adapter": adapter_id, "limit": limit}
     with engine.connect() as conn:
-        rows = conn.execute(text(_LIST), {"tenant": tenant_key, "limit": limit}).all()
+        rows = conn.execute(text(_LIST), params).all()
     return [
         AmbiguousSend(
             step_execution_id=r[0],
@@ -145,6 +169,17 @@ def list_ambiguous_sends(
         )
         for r in rows
     ]
+
+
+def waiting_reissues(
+    engine: Engine, *, adapter_id: str, before: datetime, limit: int = 100
+) -> list[tuple[str, str]]:
+    """``(id, tenant_key)`` of ``adapter_id``'s re-issues (resolved ``not_sent``) still
+    ``intent`` since before ``before``: their command may never have reached the broker
+    (a crash between the commit and the publish), so it is published again."""
+    params = {"adapter": adapter_id, "before": before, "limit": limit}
+    with engine.connect() as conn:
+        return [(r[0], r[1]) for r in conn.execute(text(_WAITING), params).all()]
 
 
 class Resolver:
@@ -166,9 +201,15 @@ class Resolver:
         self._clock = clock
 
     def resolve(
-        self, step_execution_id: str, *, tenant_key: str, resolution: Resolution
+        self,
+        step_execution_id: str,
+        *,
+        tenant_key: str,
+        resolution: Resolution,
+        by: ResolvedBy = "operator",
     ) -> SendResolution:
-        """Settle ``step_execution_id`` as ``sent`` or ``not_sent``.
+        """Settle ``step_execution_id`` as ``sent`` or ``not_sent``; ``by`` goes into the
+        ``send.resolved`` telemetry (an operator, or the pump's Sent-folder check).
 
         Raises:
             NotFoundError: no such send in ``tenant_key`` (unknown, or another tenant's).
@@ -188,10 +229,10 @@ class Resolver:
             if row is None or row.tenant_key != tenant_key:
                 raise NotFoundError(f"send {step_execution_id} not found")
             if resolution == "sent":
-                return self._sent(conn, row, at)
-            return self._not_sent(conn, row, at)
+                return self._sent(conn, row, at, by)
+            return self._not_sent(conn, row, at, by)
 
-    def _sent(self, conn: Connection, row: Any, at: datetime) -> SendResolution:
+    def _sent(self, conn: Connection, row: Any, at: datetime, by: ResolvedBy) -> SendResolution:
         if row.status != "ambiguous":
             raise NotAmbiguousError(f"send {row.id} is {row.status}, not ambiguous")
         result = {
@@ -206,12 +247,13 @@ class Resolver:
             "error": None,
             "finished_at": at,
         }
-        delivery = self._publish("dispatch-results", row, result, "sent")
+        delivery = self._publish("dispatch-results", row, result, "sent", by)
+        crashpoints.reached("sends.sent_published")
         conn.execute(text(_MARK_SENT), {"id": row.id, "at": at})
         conn.commit()  # after the broker's ack, still under the row lock
         return self._resolution(row, "sent", "sent", delivery)
 
-    def _not_sent(self, conn: Connection, row: Any, at: datetime) -> SendResolution:
+    def _not_sent(self, conn: Connection, row: Any, at: datetime, by: ResolvedBy) -> SendResolution:
         waiting = row.status == "intent" and row.resolution == "not_sent"
         if not waiting:
             if row.status != "ambiguous":
@@ -227,17 +269,25 @@ class Resolver:
                     " sent" + ("; resume it first" if row.state == "paused" else "")
                 )
             conn.execute(text(_REISSUE), {"id": row.id, "at": at})
+        else:
+            conn.execute(text(_REISSUED_AGAIN), {"id": row.id, "at": at})
         conn.commit()  # ``intent`` first: the sender must find it when the command comes
+        crashpoints.reached("sends.reissue_committed")
         command = dict(row.payload)
         decided = command.get("decided_at")
         if isinstance(decided, str):
             command["decided_at"] = datetime.fromisoformat(decided)
         command["not_before"] = None  # re-issued now, by an operator
-        delivery = self._publish("dispatch", row, command, "not_sent")
+        delivery = self._publish("dispatch", row, command, "not_sent", by)
         return self._resolution(row, "not_sent", "intent", delivery)
 
     def _publish(
-        self, topic: str, row: Any, record: dict[str, Any], resolution: Resolution
+        self,
+        topic: str,
+        row: Any,
+        record: dict[str, Any],
+        resolution: Resolution,
+        by: ResolvedBy,
     ) -> Delivery:
         """The record, then ``send.resolved`` telemetry; both acknowledged, or PublishError."""
         publisher = self._publisher()
@@ -252,6 +302,7 @@ class Resolver:
             "adapter_id": row.adapter_id,
             "out_message_id": row.out_message_id,
             "resolution": resolution,
+            "by": by,
         }
         telemetry = {
             "event_id": str(uuid.uuid4()),

@@ -50,6 +50,20 @@ def pump(
         int | None,
         typer.Option(help="Serve the push endpoint on this port (default: none, polling only)."),
     ] = None,
+    sent_check_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="How often each mailbox's Sent folder settles its ambiguous sends (0: never).",
+        ),
+    ] = 60.0,
+    sent_grace_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="An ambiguous send not in Sent after this long is re-issued once.",
+        ),
+    ] = 600.0,
 ) -> None:
     """Read inbound mailboxes (IMAP IDLE, Gmail API, Microsoft Graph) until SIGTERM/SIGINT.
 
@@ -58,6 +72,9 @@ def pump(
     message is classified, produced, acknowledged by Kafka, and only then is the cursor
     (UIDVALIDITY + UID, historyId, delta link) saved in PostgreSQL. ``--http-port`` serves
     ``/gmail/push/{adapter_id}`` and ``/graph/notify/{adapter_id}`` (docs/inbound.md).
+    An ambiguous send of a pumped adapter is looked up by its Message-ID in the mailbox's
+    Sent folder: found, it is settled sent; not found after ``--sent-grace-seconds``, it is
+    re-issued once (``dripdrop sends`` does the same by hand).
     """
     handler = logging.StreamHandler()
     if os.environ.get("DRIPDROP_LOG_FORMAT") == "json":
@@ -78,6 +95,8 @@ def pump(
         refresh_seconds=refresh_seconds,
         http_host=http_host,
         http_port=http_port,
+        sent_check_seconds=sent_check_seconds,
+        sent_grace_seconds=sent_grace_seconds,
     )
 
     async def main() -> None:

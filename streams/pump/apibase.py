@@ -200,33 +200,11 @@ class ApiPump:
     async def call(
         self, method: str, url: str, *, headers: dict[str, str] | None = None, **kwargs: Any
     ) -> httpx.Response:
-        """One API request with the bearer token; a 401 refreshes the token once.
-
-        Raises:
-            PumpError: the token endpoint refused or is away, or the API refused the
-                fresh token too (the session ends; the supervisor retries later).
-        """
+        """One API request with the bearer token (``bearer_request``) on the session's client."""
         assert self.http is not None
-        for attempt in (1, 2):
-            try:
-                access = await self.token.access_token()
-            except AdapterFailureError as exc:
-                raise PumpError(f"oauth2 {exc.reason}") from None
-            try:
-                response = await self.http.request(
-                    method,
-                    url,
-                    headers={**(headers or {}), "Authorization": f"Bearer {access}"},
-                    **kwargs,
-                )
-            except httpx.TransportError as exc:
-                raise PumpError(f"{self.kind} API unreachable ({type(exc).__name__})") from None
-            if response.status_code != 401:
-                return response
-            self.token.invalidate()  # expired or revoked early: one fresh token, once
-            if attempt == 2:
-                raise PumpError(f"{self.kind} API refused the access token (HTTP 401)")
-        raise AssertionError("unreachable")
+        return await bearer_request(
+            self.http, self.token, self.kind, method, url, headers=headers, **kwargs
+        )
 
     def failed(self, what: str, response: httpx.Response) -> PumpError:
         return PumpError(f"{what}: HTTP {response.status_code} {_error_code(response)}")
@@ -288,6 +266,44 @@ class ApiPump:
                 ).decode(),
             },
         )
+
+
+async def bearer_request(
+    http: httpx.AsyncClient,
+    token: TokenSource,
+    kind: str,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """One API request with the bearer token; a 401 refreshes the token once.
+
+    Raises:
+        PumpError: the token endpoint refused or is away, or the API refused the
+            fresh token too (the session ends; the supervisor retries later).
+    """
+    for attempt in (1, 2):
+        try:
+            access = await token.access_token()
+        except AdapterFailureError as exc:
+            raise PumpError(f"oauth2 {exc.reason}") from None
+        try:
+            response = await http.request(
+                method,
+                url,
+                headers={**(headers or {}), "Authorization": f"Bearer {access}"},
+                **kwargs,
+            )
+        except httpx.TransportError as exc:
+            raise PumpError(f"{kind} API unreachable ({type(exc).__name__})") from None
+        if response.status_code != 401:
+            return response
+        token.invalidate()  # expired or revoked early: one fresh token, once
+        if attempt == 2:
+            raise PumpError(f"{kind} API refused the access token (HTTP 401)")
+    raise AssertionError("unreachable")
 
 
 def chunks(items: Sequence[str], size: int = BATCH) -> list[Sequence[str]]:

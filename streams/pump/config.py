@@ -11,7 +11,8 @@ Shape (``channel_adapters.config``)::
         "folders": ["INBOX", "Bounces"],
         "idle": true, "idle_seconds": 600, "poll_seconds": 30,
         "start": "new",               # first sight of a folder: "new" mail only, or "all"
-        "resync_days": 7
+        "resync_days": 7,
+        "sent_folder": "Sent"         # optional: found by its \\Sent flag otherwise
     }}}
 
 or ``{"inbound": {"gmail": {...}}}`` (``GmailInbound``, the Gmail API: ``users.watch`` push
@@ -65,6 +66,16 @@ class ImapConfig(BaseModel):
     poll_seconds: float = Field(default=30, gt=0)
     start: Literal["new", "all"] = "new"
     resync_days: int = Field(default=7, ge=0)
+    sent_folder: str | None = None
+    """Where the provider files sent mail (ambiguous sends are looked up there); ``None``:
+    the folder flagged ``\\Sent`` (RFC 6154), else one named like a Sent folder."""
+
+    @field_validator("sent_folder")
+    @classmethod
+    def _sent_folder(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in '"\r\n')):
+            raise ValueError("sent_folder: a folder name, without quotes or line breaks")
+        return value
 
     @field_validator("password")
     @classmethod

@@ -145,6 +145,63 @@ def inbound_record(adapter: AdapterIdentity, fetched: Fetched, now: datetime) ->
     }
 
 
+async def open_imap(
+    cfg: ImapConfig, token: TokenSource | None, *, on_lost: Callable[[], None] | None = None
+) -> aioimaplib.IMAP4:
+    """A logged-in session: implicit TLS (the configured CA or the system's) or plain, then
+    XOAUTH2 or the password resolved now (rotation needs no restart).
+
+    Raises:
+        PumpError: the secret cannot be resolved or the server refused the login.
+    """
+    if cfg.security == "tls":
+        context = ssl.create_default_context(cafile=cfg.ca_file)
+        client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
+            cfg.host, cfg.port, ssl_context=context, timeout=30
+        )
+    else:
+        client = aioimaplib.IMAP4(cfg.host, cfg.port, timeout=30)
+    if on_lost is not None:
+        client.protocol.conn_lost_cb = lambda _exc: on_lost()
+    await client.wait_hello_from_server()
+    try:
+        if cfg.oauth2 is not None:
+            if token is None:
+                raise PumpError("oauth2 configured but no token source")
+            answer = await client.xoauth2(cfg.username, await token.access_token())
+            if answer.result != "OK":
+                token.invalidate()  # revoked or expired early: refresh next time
+        else:
+            answer = await client.login(cfg.username, resolve_secret(cfg.password))
+    except SecretError as exc:
+        await close_imap(client)
+        raise PumpError(f"secret_unavailable: {exc}") from None
+    if answer.result != "OK":
+        await close_imap(client)
+        raise PumpError(f"login refused: {_first(answer.lines)}")
+    return client
+
+
+async def close_imap(client: aioimaplib.IMAP4, *, lost: bool = False) -> None:
+    """LOGOUT, bounded; a broken session has nothing to save, so failures are only logged."""
+    try:
+        if not lost and client.get_state() != "LOGOUT":
+            await asyncio.wait_for(client.logout(), timeout=5)
+    except Exception as exc:  # noqa: BLE001 - closing a broken session: nothing to save
+        log.debug("logout failed: %s", type(exc).__name__)
+
+
+async def uid_search(client: aioimaplib.IMAP4, *criteria: str) -> list[int]:
+    """``UID SEARCH`` in the selected folder: the UIDs found, ascending."""
+    answer = await client.uid_search(*criteria, charset=None)
+    if answer.result != "OK":
+        raise PumpError(f"UID SEARCH refused: {_first(answer.lines)}")
+    numbers: list[int] = []
+    for line in answer.lines[:-1]:  # the last line is the tagged "Search completed"
+        numbers.extend(int(t) for t in bytes(line).split() if t.isdigit())
+    return sorted(set(numbers))
+
+
 class ImapFolderPump:
     """Reads one folder of one adapter's mailbox for as long as the pump runs."""
 
@@ -228,33 +285,9 @@ class ImapFolderPump:
 
     async def _connect(self) -> aioimaplib.IMAP4:
         self._lost = asyncio.Event()
-        context: ssl.SSLContext | None = None
-        if self.cfg.security == "tls":
-            context = ssl.create_default_context(cafile=self.cfg.ca_file)
-            client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                self.cfg.host, self.cfg.port, ssl_context=context, timeout=30
-            )
-        else:
-            client = aioimaplib.IMAP4(self.cfg.host, self.cfg.port, timeout=30)
-        client.protocol.conn_lost_cb = lambda _exc: self._lost.set()
-        self.client = client
-        await client.wait_hello_from_server()
-        try:
-            if self.cfg.oauth2 is not None:
-                if self.token is None:
-                    raise PumpError("oauth2 configured but no token source")
-                answer = await client.xoauth2(self.cfg.username, await self.token.access_token())
-                if answer.result != "OK":
-                    self.token.invalidate()  # revoked or expired early: refresh next time
-            else:
-                answer = await client.login(self.cfg.username, resolve_secret(self.cfg.password))
-        except SecretError as exc:
-            await self._close(client)
-            raise PumpError(f"secret_unavailable: {exc}") from None
-        if answer.result != "OK":
-            await self._close(client)
-            raise PumpError(f"login refused: {_first(answer.lines)}")
-        return client
+        lost = self._lost
+        self.client = await open_imap(self.cfg, self.token, on_lost=lambda: lost.set())
+        return self.client
 
     async def _select(self, client: aioimaplib.IMAP4) -> tuple[int, int]:
         answer = await client.select(_quote(self.folder))
@@ -372,13 +405,7 @@ class ImapFolderPump:
         )
 
     async def _search(self, client: aioimaplib.IMAP4, *criteria: str) -> list[int]:
-        answer = await client.uid_search(*criteria, charset=None)
-        if answer.result != "OK":
-            raise PumpError(f"UID SEARCH refused: {_first(answer.lines)}")
-        numbers: list[int] = []
-        for line in answer.lines[:-1]:  # the last line is the tagged "Search completed"
-            numbers.extend(int(t) for t in bytes(line).split() if t.isdigit())
-        return sorted(set(numbers))
+        return await uid_search(client, *criteria)
 
     async def _idle(self, client: aioimaplib.IMAP4) -> None:
         """Wait in IDLE until the server pushes anything (new mail, expunge, keepalive) or
@@ -404,11 +431,7 @@ class ImapFolderPump:
         raise PumpError("connection lost")
 
     async def _close(self, client: aioimaplib.IMAP4) -> None:
-        try:
-            if not self._lost.is_set() and client.get_state() != "LOGOUT":
-                await asyncio.wait_for(client.logout(), timeout=5)
-        except Exception as exc:  # noqa: BLE001 - closing a broken session: nothing to save
-            log.debug("logout failed: %s", type(exc).__name__)
+        await close_imap(client, lost=self._lost.is_set())
 
     def _telemetry(self, name: str, **attributes: Any) -> None:
         self.produce(

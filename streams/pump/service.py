@@ -8,6 +8,8 @@ on. Shards (``k/n``) split the adapters between pump processes by a stable hash.
 Three kinds run side by side: ``inbound.imap`` (one ``ImapFolderPump`` per folder),
 ``inbound.gmail`` (``GmailPump``) and ``inbound.graph`` (``GraphPump``). With an HTTP
 port the process also serves the push endpoint (``push.py``) that wakes the last two.
+Each adapter also gets a ``SentCheck`` (``sent.py``) that settles its ambiguous sends
+from the mailbox's Sent folder (the first inbound kind of the adapter is asked).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import asyncio
 import hashlib
 import importlib
 import logging
+import threading
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine, create_engine
 
 from streams.codecs import Codecs
 from streams.kafka import KafkaPublisher
@@ -38,12 +43,21 @@ from streams.pump.graph import GraphPump
 from streams.pump.imap import ImapFolderPump, PumpError, TokenSource
 from streams.pump.metrics import PumpMetrics
 from streams.pump.push import PushRoutes, http_server
+from streams.pump.sent import GmailSent, GraphSent, ImapSent, SentCheck, SentLookup
+from streams.sends import (
+    AmbiguousSend,
+    Resolution,
+    Resolver,
+    list_ambiguous_sends,
+    waiting_reissues,
+)
 from streams.settings import Settings
 
 log = logging.getLogger("dripdrop.pump")
 
 Key = tuple[str, str, str]
-"""(adapter_id, channel: ``imap:<folder>``, ``gmail`` or ``graph``, config fingerprint)."""
+"""(adapter_id, channel: ``imap:<folder>``, ``gmail``, ``graph`` or ``sent``, config
+fingerprint)."""
 
 
 class Wanted(BaseModel):
@@ -138,6 +152,8 @@ class Pump:
         refresh_seconds: float = 30.0,
         http_host: str = "127.0.0.1",
         http_port: int | None = None,
+        sent_check_seconds: float = 60.0,
+        sent_grace_seconds: float = 600.0,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or PumpMetrics()
@@ -146,7 +162,12 @@ class Pump:
         self.refresh_seconds = refresh_seconds
         self.codecs = Codecs(settings)
         self.store = CursorStore(settings.database_url)
-        self.tasks: dict[Key, tuple[asyncio.Task[None], KafkaSink]] = {}
+        self.tasks: dict[Key, tuple[asyncio.Task[None], KafkaSink | None]] = {}
+        self.sent_check_seconds = sent_check_seconds
+        self.sent_grace = timedelta(seconds=sent_grace_seconds)
+        self._engine: Engine | None = None
+        self._resolver: Resolver | None = None
+        self._settling = threading.Lock()
         self.invalid: set[tuple[str, str]] = set()
         self.http_host = http_host
         self.http_port = http_port
@@ -177,6 +198,12 @@ class Pump:
                 self.invalid.discard((adapter_id, kind))
                 if one is not None:
                     found.append(one)
+            if found and self.sent_check_seconds > 0:
+                first = found[0]
+                fingerprint = hashlib.sha256(first.model_dump_json().encode()).hexdigest()[:16]
+                wanted[(adapter_id, "sent", fingerprint)] = Wanted(
+                    adapter_id=adapter_id, tenant_key=tenant_key, config=first
+                )
             for cfg in found:
                 fingerprint = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
                 if isinstance(cfg, ImapConfig):
@@ -196,6 +223,9 @@ class Pump:
             token = _token_source(want.config)
         except PumpError as exc:
             log.error("adapter %s: %s", key[0], exc)
+            return
+        if key[1] == "sent":
+            self._start_sent_check(key, want, token)
             return
         sink = KafkaSink(self.settings, self.codecs)
         cfg = want.config
@@ -243,6 +273,53 @@ class Pump:
         self.tasks[key] = (task, sink)
         log.info("pump: reading adapter %s (%s)", key[0], key[1])
 
+    def _start_sent_check(self, key: Key, want: Wanted, token: TokenSource | None) -> None:
+        cfg = want.config
+        lookup: SentLookup
+        if isinstance(cfg, ImapConfig):
+            lookup = ImapSent(cfg, token)
+        else:
+            assert token is not None  # the API kinds always authenticate with OAuth2
+            lookup = (
+                GmailSent(cfg, token) if isinstance(cfg, GmailInbound) else GraphSent(cfg, token)
+            )
+        check = SentCheck(
+            want.adapter_id,
+            lookup,
+            pending=self._pending,
+            waiting=self._waiting,
+            settle=self._settle,
+            grace=self.sent_grace,
+            every=self.sent_check_seconds,
+        )
+        task = asyncio.create_task(check.run_forever(), name=f"pump:{key[0]}:sent")
+        task.add_done_callback(lambda t: self._ended(key, t))
+        self.tasks[key] = (task, None)
+
+    def _db(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_engine(self.settings.sqlalchemy_url, pool_pre_ping=True)
+        return self._engine
+
+    def _pending(self, adapter_id: str) -> list[AmbiguousSend]:
+        return list_ambiguous_sends(self._db(), adapter_id=adapter_id, limit=100)
+
+    def _waiting(self, adapter_id: str, before: datetime) -> list[tuple[str, str]]:
+        return waiting_reissues(self._db(), adapter_id=adapter_id, before=before)
+
+    def _settle(self, execution_id: str, tenant_key: str, resolution: Resolution) -> None:
+        """``Resolver.resolve`` one at a time: its flush must see only its own records."""
+        with self._settling:
+            if self._resolver is None:
+                publisher = KafkaPublisher(self.settings)
+                self._resolver = Resolver(self._db(), lambda: publisher, self.codecs, self.settings)
+            self._resolver.resolve(
+                execution_id,
+                tenant_key=tenant_key,
+                resolution=resolution,
+                by="sent_folder",
+            )
+
     def _ended(self, key: Key, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("pump %s/%s stopped: %r", key[0], key[1], task.exception())
@@ -255,7 +332,8 @@ class Pump:
         task, sink = self.tasks.pop(key)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        sink.close()
+        if sink is not None:
+            sink.close()
 
     async def reconcile(self) -> None:
         """Start what is wanted and not running; stop what runs and is no longer wanted."""
@@ -265,8 +343,8 @@ class Pump:
         for key, adapter in wanted.items():
             running = self.tasks.get(key)
             if running is None or running[0].done():
-                if running is not None:
-                    self.tasks.pop(key)[1].close()
+                if running is not None and (ended := self.tasks.pop(key)[1]) is not None:
+                    ended.close()
                 self._start(key, adapter)
         self.metrics.mailboxes.set(len(self.tasks))
 
@@ -294,3 +372,5 @@ class Pump:
             for key in list(self.tasks):
                 await self._stop(key)
             await asyncio.to_thread(self.store.close)
+            if self._engine is not None:
+                self._engine.dispose()

@@ -15,6 +15,7 @@ import pytest
 from streams.admin import create_topics, delete_topics_with_prefix
 from streams.api import DripDrop
 from streams.mailsink import SmtpSink
+from streams.pump.localrun import PumpProcess
 from streams.settings import Settings
 from tests.integration.mail_fixtures import mail_server  # noqa: F401 - the fixture
 from tests.integration.support import WorkerProcess
@@ -88,3 +89,24 @@ def worker_factory(settings: Settings, tmp_path: Path) -> Iterator[Callable[...,
     for worker in started:
         if worker.alive():
             worker.stop()
+
+
+@pytest.fixture
+def pump_factory(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., PumpProcess]]:
+    """Starts ``dripdrop pump`` processes (``--refresh-seconds 0.5`` and the given args);
+    stops them at the end."""
+    started: list[PumpProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> PumpProcess:
+        pump = PumpProcess(
+            settings,
+            tmp_path / f"pump-{len(started)}.log",
+            args=("--refresh-seconds", "0.5", *args),
+            env=env,
+        )
+        started.append(pump)
+        return pump
+
+    yield start
+    for pump in started:
+        pump.stop()  # also closes the log of one that died by itself (a crash point)

@@ -21,11 +21,9 @@ import socket
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from streams import crashpoints
 from streams.api import DripDrop
@@ -40,32 +38,18 @@ from tests.integration.pipeline_support import (
     telemetry_named,
     tenant,
 )
-from tests.integration.pump_support import Mailbox, build_mailbox, imap_session, reply
+from tests.integration.pump_support import (
+    Mailbox,
+    build_mailbox,
+    imap_session,
+    reply,
+)
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
 
 DOVECOT_CONF = (
     Path(__file__).resolve().parents[2] / ".dripdrop" / "mail" / "dovecot" / "dovecot.conf"
 )
-
-
-@pytest.fixture
-def pump_factory(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., PumpProcess]]:
-    started: list[PumpProcess] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> PumpProcess:
-        pump = PumpProcess(
-            settings,
-            tmp_path / f"pump-{len(started)}.log",
-            args=("--refresh-seconds", "0.5", *args),
-            env=env,
-        )
-        started.append(pump)
-        return pump
-
-    yield start
-    for pump in started:
-        pump.stop()  # also closes the log of one that died by itself (a crash point)
 
 
 def _free_port() -> int:

@@ -8,7 +8,8 @@ with ``id``, ``threadId``, ``labelIds``), the threading rules of
 https://developers.google.com/workspace/gmail/api/guides/threads ("Adding drafts and
 messages to threads": the ``threadId`` is honoured only when ``References`` /
 ``In-Reply-To`` are set and the ``Subject`` matches), ``users.messages.list`` with the
-``rfc822msgid:`` search operator, OAuth 2.0 bearer tokens from Google's token endpoint
+``rfc822msgid:`` search operator (and ``labelIds``, e.g. ``SENT``: every message sent is
+filed there, as Gmail does), OAuth 2.0 bearer tokens from Google's token endpoint
 (https://developers.google.com/identity/protocols/oauth2/web-server#offline), and the
 error format of https://developers.google.com/workspace/gmail/api/guides/handle-errors
 (``{"error": {"code", "message", "errors": [{"reason"…}], "status"}}``; 401 for an expired
@@ -502,10 +503,15 @@ class GmailApi(ApiServer):
         if newer is not None:
             return self._list_newer(request, user_id, newer)
         match = re.fullmatch(r"\s*rfc822msgid:\s*<?([^>\s]+)>?\s*", query)
+        labels = request.query_params.getlist("labelIds")  # every one must be on the message
+        with self._mailbox_lock:
+            mailbox = list(self.mailboxes.get(user_id, []))
         found = [
             m
-            for m in self.sent
-            if m.user_id == user_id and match and m.header("Message-ID") == f"<{match.group(1)}>"
+            for m in mailbox
+            if match
+            and all(label in m.label_ids for label in labels)
+            and message_from_bytes(m.raw)["Message-ID"] == f"<{match.group(1)}>"
         ]
         if not found:
             return JSONResponse({"resultSizeEstimate": 0})

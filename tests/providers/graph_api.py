@@ -37,6 +37,9 @@ The receiving side (the Graph pump, ``streams/pump/graph.py``): a mailbox per us
   ge …`` and ``Prefer: odata.maxpagesize``; pages with ``@odata.nextLink``, the last with
   ``@odata.deltaLink``; a state token ``expire_delta_tokens`` invalidated is answered
   **410 Gone** ``SyncStateNotFound`` (https://learn.microsoft.com/graph/delta-query-overview);
+* list messages (https://learn.microsoft.com/graph/api/user-list-messages): ``GET
+  /me/mailFolders('{folder}')/messages?$filter=internetMessageId eq '<id>'``, ``sentitems``
+  (a well-known folder name) holding every message ``sendMail`` accepted;
 * ``GET /me/messages/{id}/$value``: the message's MIME
   (https://learn.microsoft.com/graph/outlook-get-mime-message).
 """
@@ -193,6 +196,8 @@ class GraphApi(ApiServer):
                 Route("/v1.0/subscriptions/{id}", self._subscription, methods=["PATCH", "DELETE"]),
                 Route("/v1.0/me/mailFolders('{folder}')/messages/delta", self._delta),
                 Route("/v1.0/users/{user_id}/mailFolders('{folder}')/messages/delta", self._delta),
+                Route("/v1.0/me/mailFolders('{folder}')/messages", self._list),
+                Route("/v1.0/users/{user_id}/mailFolders('{folder}')/messages", self._list),
                 Route("/v1.0/me/messages/{id}/$value", self._value),
                 Route("/v1.0/users/{user_id}/messages/{id}/$value", self._value),
             ]
@@ -437,6 +442,37 @@ class GraphApi(ApiServer):
             token_text = base64.urlsafe_b64encode(json.dumps(delta).encode()).decode()
             body["@odata.deltaLink"] = f"{base}?$deltatoken={quote(token_text)}"
         return JSONResponse(body)
+
+    async def _list(self, request: Request) -> Response:
+        """List a folder's messages filtered on ``internetMessageId eq '<id>'`` (the only
+        ``$filter`` supported here); ``sentitems`` holds what ``sendMail`` accepted, as
+        Exchange saves a sent copy by default."""
+        denied = self._authorized(request)
+        if denied is not None:
+            return denied
+        user = request.path_params.get("user_id", "me")
+        folder = str(request.path_params["folder"]).lower()
+        found = re.fullmatch(
+            r"internetMessageId eq '([^']*)'", request.query_params.get("$filter", "")
+        )
+        if found is None:
+            return JSONResponse(
+                graph_error("ErrorInvalidUrlQueryFilter", "Unsupported $filter."), 400
+            )
+        wanted = found.group(1)
+        if folder == "sentitems":
+            ids = [
+                f"sent-{i}"
+                for i, m in enumerate(self.sent)
+                if m.user == user and m.header("Message-ID") == wanted
+            ]
+        else:
+            ids = [
+                m.id
+                for m in self.messages.get(user, [])
+                if m.folder == folder and m.internet_message_id == wanted
+            ]
+        return JSONResponse({"value": [{"id": i, "internetMessageId": wanted} for i in ids]})
 
     async def _value(self, request: Request) -> Response:
         denied = self._authorized(request)
