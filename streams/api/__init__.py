@@ -22,16 +22,14 @@ message and a ``code``; broker trouble is ``streams.kafka.PublishError``.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, create_engine
 
 from dripdrop_core import enrollment as enrollment_machine
@@ -41,11 +39,8 @@ from dripdrop_core.errors import (
     DripDropError,
     InputError,
     NotFoundError,
-    RecordError,
     TenantMismatchError,
 )
-from dripdrop_core.limits import validate_data_size, validate_identity
-from dripdrop_core.mail_threads import has_line_break
 from dripdrop_core.models import (
     Adapter,
     DelayFrom,
@@ -67,14 +62,29 @@ from dripdrop_core.models import (
 )
 from dripdrop_core.selection import pool_warnings, validate_member
 from dripdrop_core.throttles import parse_domain
+from streams.api._errors import (
+    ClassMismatchError,
+    InvalidInputError,
+    NotPoolMemberError,
+    PoolInUseError,
+)
+from streams.api._models import Accepted, Enrollment, InboundMessage, PoolView
+from streams.api._validation import (
+    check_email,
+    check_known_provider,
+    check_no_inline_secret,
+    check_no_newline,
+    check_nonempty,
+    check_timezone,
+    checked_prospect,
+    validated,
+)
 from streams.codecs import Codecs, partition_for
 from streams.db import authoring as repo
 from streams.db.tables import adapter_pools, domain_throttles, outbox
 from streams.kafka import Delivery, KafkaPublisher, Publisher, PublishError
 from streams.outbox import EntityType, enqueue_config_change, pending_count, relay_all
 from streams.processor.render import template_errors
-from streams.providers import PROVIDERS
-from streams.secrets import InlineSecretError, check_no_inline_secrets
 from streams.sends import (
     AlreadyReissuedError,
     AmbiguousSend,
@@ -110,6 +120,21 @@ __all__ = [
     "enrollment_id_for",
 ]
 
+# Names defined in the private modules read as ``streams.api.X`` in reprs and tracebacks,
+# as they did before the split (httpx does the same in its ``__init__``).
+for _name in (
+    "Accepted",
+    "ClassMismatchError",
+    "Enrollment",
+    "InboundMessage",
+    "InvalidInputError",
+    "NotPoolMemberError",
+    "PoolInUseError",
+    "PoolView",
+):
+    globals()[_name].__module__ = __name__
+del _name
+
 log = logging.getLogger(__name__)
 
 ENROLLMENT_NAMESPACE = uuid.UUID("6f1d5c8e-2b7a-5d4e-9c3f-0a1b2c3d4e5f")
@@ -117,58 +142,6 @@ ENROLLMENT_NAMESPACE = uuid.UUID("6f1d5c8e-2b7a-5d4e-9c3f-0a1b2c3d4e5f")
 
 ADAPTER_FIELDS = frozenset(Adapter.model_fields) - {"id", "tenant_key"}
 LIVE_STATES = enrollment_machine.LIVE
-
-
-class InvalidInputError(InputError):
-    """A value has the wrong shape (pydantic validation, unknown field, CR/LF…)."""
-
-    code = "input"
-
-
-class ClassMismatchError(ConflictError):
-    """An ESP provider added to a pool as ``mailbox`` (SPEC §5.1)."""
-
-    code = "class_mismatch"
-
-
-class PoolInUseError(ConflictError):
-    """A pool that sequence versions still use cannot be deleted."""
-
-    code = "conflict"
-
-
-class NotPoolMemberError(ConflictError):
-    """A repin target that is not an active member of the enrollment's pool."""
-
-    code = "conflict"
-
-
-def _checked_prospect(prospect: Mapping[str, Any]) -> tuple[str, str, str | None, str]:
-    """(subscriber_id, recipient, timezone, data as JSON) of a valid prospect.
-
-    Raises:
-        InvalidInputError: a missing or bad field.
-    """
-    subscriber_id = prospect.get("subscriber_id")
-    recipient = prospect.get("recipient")
-    timezone = prospect.get("recipient_timezone")
-    if not isinstance(subscriber_id, str) or not isinstance(recipient, str):
-        raise InvalidInputError("subscriber_id and recipient must be strings")
-    if timezone is not None and not isinstance(timezone, str):
-        raise InvalidInputError("recipient_timezone must be a string")
-    _nonempty("subscriber_id", subscriber_id)
-    _email("recipient", recipient)
-    _timezone("recipient_timezone", timezone)
-    try:
-        data_json = json.dumps(dict(prospect.get("data") or {}), sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"data is not JSON-serializable: {exc}") from None
-    try:
-        validate_data_size(data_json)
-        validate_identity(subscriber_id, recipient)
-    except RecordError as exc:
-        raise InvalidInputError(str(exc)) from None
-    return subscriber_id, recipient, timezone, data_json
 
 
 def enrollment_id_for(
@@ -199,138 +172,6 @@ def _enrollment_id(
         allow_reenrollment=sequence.allow_reenrollment,
     )
     return enrollment_id_for(tenant_key, sequence.id, subscriber_id, chosen)
-
-
-# --- typed results ----------------------------------------------------------------------------
-
-
-class Accepted(BaseModel):
-    """A command the broker acknowledged; the stream processor applies it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    command: str
-    tenant_key: str
-    event_id: str
-    enrollment_id: str | None = None
-    topic: str
-    partition: int
-    offset: int
-
-
-class Enrollment(BaseModel):
-    """An enrollment row as the stream processor recorded it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    tenant_key: str
-    sequence_id: str
-    sequence_version_id: str
-    subscriber_id: str
-    mode: Mode
-    adapter_id: str | None
-    state: EnrollmentState
-    reason: str | None
-    recipient: str
-    timezone: str | None
-    data: dict[str, Any]
-    enrolled_at: datetime
-
-
-class PoolView(BaseModel):
-    """A pool with its members and validation warnings (``mixed_classes``)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    pool: Pool
-    members: list[PoolMember]
-    adapters: list[Adapter]
-    warnings: list[str]
-
-
-class InboundMessage(BaseModel):
-    """The message shape of SPEC §8 (the seed's ``ingest_inbound_message`` map)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    message_id: str
-    in_reply_to: str | None = None
-    references: list[str] | str | None = None
-    from_: str = Field(alias="from")
-    to: str
-    subject: str | None = None
-    body_text: str | None = None
-    body_html: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    received_at: datetime | None = None
-    intent: str | None = None
-    """``None``: the processor classifies the message (SPEC §8), it is not taken as a reply."""
-    intent_data: dict[str, str] = Field(default_factory=dict)
-
-
-# --- validation helpers -----------------------------------------------------------------------
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validated(model: type[M], values: Mapping[str, Any]) -> M:
-    try:
-        return model.model_validate(dict(values))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or model.__name__
-        raise InvalidInputError(
-            f"invalid {where}: {first['msg']}"
-            + (f" ({exc.error_count()} errors)" if exc.error_count() > 1 else "")
-        ) from None
-
-
-def _known_provider(provider: str) -> None:
-    """An adapter names a provider we ship, or it is refused now, not at its first send."""
-    if provider not in PROVIDERS:
-        raise InvalidInputError(
-            f"unknown provider {provider[:40]!r}; one of {', '.join(sorted(PROVIDERS))}",
-            code="unknown_provider",
-        )
-
-
-def _no_inline_secrets(config: Mapping[str, Any] | None) -> None:
-    """Refuse a secret given as a value (SPEC §7): the message names the key and shows
-    the reference form, never the value."""
-    try:
-        check_no_inline_secrets(config or {})
-    except InlineSecretError as exc:
-        raise InvalidInputError(str(exc), code="invalid_config") from None
-
-
-def _no_newline(name: str, value: str | None) -> None:
-    if value is not None and has_line_break(value):
-        raise InvalidInputError(
-            f"{name} must not contain CR or LF (or another line break)", code="header_injection"
-        )
-
-
-def _timezone(name: str, value: str | None) -> None:
-    if value is None:
-        return
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInputError(f"{name} {value!r} is not an IANA timezone") from None
-
-
-def _email(name: str, value: str) -> None:
-    _no_newline(name, value)
-    local, at, domain = value.strip().rpartition("@")
-    if not at or not local or "." not in domain or " " in value.strip():
-        raise InvalidInputError(f"{name} is not an email address")
-
-
-def _nonempty(name: str, value: str) -> None:
-    if not value or not value.strip():
-        raise InvalidInputError(f"{name} must not be empty")
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -469,14 +310,14 @@ class DripDrop:
         config: Mapping[str, Any] | None = None,
     ) -> Adapter:
         """Create a sending identity (mailbox or ESP account) with its ramp and pacing fields."""
-        _nonempty("tenant_key", tenant_key)
-        _nonempty("name", name)
-        _timezone("timezone", timezone)
+        check_nonempty("tenant_key", tenant_key)
+        check_nonempty("name", name)
+        check_timezone("timezone", timezone)
         if from_address is not None:
-            _email("from_address", from_address)
-        _known_provider(provider)
-        _no_inline_secrets(config)
-        adapter = _validated(
+            check_email("from_address", from_address)
+        check_known_provider(provider)
+        check_no_inline_secret(config)
+        adapter = validated(
             Adapter,
             {
                 "id": repo.new_id(),
@@ -517,16 +358,16 @@ class DripDrop:
         if not changes:
             raise InvalidInputError("nothing to update: give at least one field")
         if "timezone" in changes:
-            _timezone("timezone", changes["timezone"])
+            check_timezone("timezone", changes["timezone"])
         if "provider" in changes:
-            _known_provider(str(changes["provider"]))
+            check_known_provider(str(changes["provider"]))
         if changes.get("from_address") is not None:
-            _email("from_address", changes["from_address"])
+            check_email("from_address", changes["from_address"])
         if "config" in changes:
-            _no_inline_secrets(changes["config"])
+            check_no_inline_secret(changes["config"])
         with self.engine.begin() as conn:
             before = repo.adapter_from_row(repo.load_owned(conn, "adapter", adapter_id, tenant_key))
-            after = _validated(Adapter, {**before.model_dump(), **changes})
+            after = validated(Adapter, {**before.model_dump(), **changes})
             repo.update_adapter(conn, after)
             # A health change reaches the processor as this config change; the worker
             # records its transition row (one writer: see set_adapter_health).
@@ -553,10 +394,10 @@ class DripDrop:
         runtime state it changes lives there): the API writing one too made two rows of
         every transition.
         """
-        _nonempty("source", source)
+        check_nonempty("source", source)
         with self.engine.begin() as conn:
             before = repo.adapter_from_row(repo.load_owned(conn, "adapter", adapter_id, tenant_key))
-            after = _validated(
+            after = validated(
                 Adapter,
                 {
                     **before.model_dump(),
@@ -609,9 +450,9 @@ class DripDrop:
         on_pin_unavailable: PinPolicy | str = PinPolicy.REASSIGN,
     ) -> Pool:
         """Create a tenant's sender pool; ``on_pin_unavailable`` is ``pause`` or ``reassign``."""
-        _nonempty("tenant_key", tenant_key)
-        _nonempty("name", name)
-        pool = _validated(
+        check_nonempty("tenant_key", tenant_key)
+        check_nonempty("name", name)
+        pool = validated(
             Pool,
             {
                 "id": repo.new_id(),
@@ -694,7 +535,7 @@ class DripDrop:
             adapter = repo.adapter_from_row(
                 repo.load_owned(conn, "adapter", adapter_id, tenant_key)
             )
-            member = _validated(
+            member = validated(
                 PoolMember,
                 {
                     "pool_id": pool.id,
@@ -743,14 +584,14 @@ class DripDrop:
         Setting it again for the same domain and scope replaces the limits (same id, the
         worker's counts carry on). A send over a limit is deferred, reason
         ``domain_throttle``, until the next UTC hour or day."""
-        _nonempty("tenant_key", tenant_key)
+        check_nonempty("tenant_key", tenant_key)
         if per_hour is None and per_day is None:
             raise InvalidInputError("a throttle needs per_hour, per_day or both")
         try:
             name = parse_domain(domain)
         except InputError as exc:
             raise InvalidInputError(str(exc)) from None
-        throttle = _validated(
+        throttle = validated(
             DomainThrottle,
             {
                 "id": repo.new_id(),
@@ -793,9 +634,9 @@ class DripDrop:
         name: str | None = None,
         allow_reenrollment: bool = False,
     ) -> SequenceModel:
-        _nonempty("tenant_key", tenant_key)
-        _nonempty("key", key)
-        sequence = _validated(
+        check_nonempty("tenant_key", tenant_key)
+        check_nonempty("key", key)
+        sequence = validated(
             SequenceModel,
             {
                 "id": repo.new_id(),
@@ -857,7 +698,7 @@ class DripDrop:
             sequence = repo.sequence_from_row(
                 repo.load_owned(conn, "sequence", sequence_id, tenant_key)
             )
-            candidate = _validated(
+            candidate = validated(
                 SequenceVersion,
                 {
                     "id": repo.new_id(),
@@ -920,8 +761,8 @@ class DripDrop:
         ``html_template``: an HTML alternative to ``body_template`` (the send becomes
         multipart/alternative; enrollment data is HTML-escaped in it). Templates with a
         syntax error are refused here (``InvalidInputError``), not at the first send."""
-        _nonempty("key", key)
-        _no_newline("subject_template", subject_template)
+        check_nonempty("key", key)
+        check_no_newline("subject_template", subject_template)
         if isinstance(sending_window, tuple):
             sending_window = {"start_hour": sending_window[0], "end_hour": sending_window[1]}
         with self.engine.begin() as conn:
@@ -946,7 +787,7 @@ class DripDrop:
                         f"{field} {adapter.id} sends on {adapter.channel}, the step on {channel}",
                         code="channel_mismatch",
                     )
-            step = _validated(
+            step = validated(
                 Step,
                 {
                     "id": repo.new_id(),
@@ -1054,7 +895,7 @@ class DripDrop:
         for index, prospect in enumerate(prospects):
             where = f"prospect {index}: " if len(prospects) > 1 else ""
             try:
-                checked.append(_checked_prospect(prospect))
+                checked.append(checked_prospect(prospect))
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{where}{exc}", code=exc.code) from None
         with self.engine.connect() as conn:
@@ -1217,9 +1058,7 @@ class DripDrop:
         Ids are normalized (trimmed, no angle brackets); the adapter must be the
         tenant's; an unknown intent is rejected here (the topic dead-letters it).
         """
-        msg = (
-            message if isinstance(message, InboundMessage) else _validated(InboundMessage, message)
-        )
+        msg = message if isinstance(message, InboundMessage) else validated(InboundMessage, message)
         with self.engine.connect() as conn:
             adapter = repo.adapter_from_row(
                 repo.load_owned(conn, "adapter", adapter_id, tenant_key)
@@ -1228,7 +1067,7 @@ class DripDrop:
         if message_id is None:
             raise InvalidInputError("message_id must not be empty", code="invalid_message_id")
         for name, value in (("message_id", message_id), ("in_reply_to", msg.in_reply_to)):
-            _no_newline(name, value)
+            check_no_newline(name, value)
         try:
             intent = Intent(msg.intent.strip().lower()) if msg.intent else None
         except ValueError:
@@ -1317,7 +1156,7 @@ class DripDrop:
             InputError: not an address or domain, unknown reason, bad source.
             PublishError: the broker did not acknowledge; nothing changed.
         """
-        _nonempty("tenant_key", tenant_key)
+        check_nonempty("tenant_key", tenant_key)
         record, delivery = self._suppressions.add(
             entry, tenant_key=tenant_key, reason=reason, source=source
         )
@@ -1343,14 +1182,14 @@ class DripDrop:
         ``streams.suppressions.read_csv`` yields them (a row's empty reason/source takes the
         defaults). Invalid entries are listed in the result; the rest are published.
         ``progress(accepted_so_far)`` is called after each batch the broker acknowledged."""
-        _nonempty("tenant_key", tenant_key)
+        check_nonempty("tenant_key", tenant_key)
         return self._suppressions.import_rows(
             as_rows(rows), tenant_key=tenant_key, reason=reason, source=source, progress=progress
         )
 
     def remove_suppression(self, entry: str, *, tenant_key: str) -> Accepted:
         """Take an address or domain off the tenant's list (later enrollments may send)."""
-        _nonempty("tenant_key", tenant_key)
+        check_nonempty("tenant_key", tenant_key)
         record, delivery = self._suppressions.remove(entry, tenant_key=tenant_key)
         return Accepted(
             command="unsuppress",
