@@ -4,7 +4,8 @@
   Message-ID is in Sent (found by its RFC 6154 ``\\Sent`` flag) becomes ``sent`` with a
   ``sent`` result published; the one missing for longer than the grace period is re-issued
   once (same Message-ID); a fresh one, a re-issue ambiguous again and one whose enrollment
-  is paused are left alone until they are found; a re-issue still waiting has its command published again.
+  is paused are left alone until they are found; a re-issue still waiting has its command
+  published again.
 * SIGKILL at the worst instructions of the settle (re-issue committed, not published; sent
   result acknowledged, row not committed): the restarted pump finishes the job.
 * Gmail (``rfc822msgid:`` in ``SENT``) and Graph (``sentitems`` filtered on
