@@ -21,7 +21,7 @@ from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
 from dripdrop_core.enrollment import TERMINAL, Event
 from dripdrop_core.enrollment import applies as enrollment_applies
 from dripdrop_core.enrollment import transition as enrollment_transition
-from dripdrop_core.errors import DripDropError, RecordError
+from dripdrop_core.errors import DripDropError
 from dripdrop_core.explain import explain
 from dripdrop_core.health import (
     HealthOutcome,
@@ -48,13 +48,13 @@ from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import step_due_at, tick_bucket
 from dripdrop_core.selection import Candidate
 from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state, roll_day
-from dripdrop_core.suppression import recipient_domain, recipient_keys
-from dripdrop_core.suppression import suppression_key as core_suppression_key
+from dripdrop_core.suppression import recipient_domain
 from dripdrop_core.throttles import ThrottleCounter, Throttled, count_send
 from dripdrop_core.throttles import applies as throttle_applies
 from dripdrop_core.unsubscribe import OneClick, OneClickLinks, is_one_click_on, one_click
 from streams.processor import pinning
 from streams.processor.render import Rendered, render_step
+from streams.processor.rows import enrollment_row, error_code, event_row, execution_ref, row_fields
 from streams.processor.runtime import (
     EnrollmentRuntime,
     LastDecision,
@@ -63,6 +63,7 @@ from streams.processor.runtime import (
     stable_id,
 )
 from streams.processor.store import TABLES, Buffered, Config, ModelCache, Store
+from streams.processor.suppression import is_suppressed, suppress
 
 _TERMINAL_NAMES = frozenset(str(state) for state in TERMINAL)
 CHUNK = 16
@@ -189,7 +190,7 @@ class Processor:
         previous = self.enrollment(e.id)
         e = e.model_copy(update={"version": e.version + 1})
         self.cache.save(self.enrollments, e.id, e)
-        if urgent or previous is None or _row_fields(previous) != _row_fields(e):
+        if urgent or previous is None or row_fields(previous) != row_fields(e):
             row = {"op": "enrollment", "row": enrollment_row(e)}
             (out.urgent if urgent else out.sink).append(row)
         return e
@@ -845,7 +846,7 @@ class Processor:
 
     def is_suppressed(self, tenant_key: str, recipient: str) -> bool:
         """The recipient's address or its whole domain is on the tenant's suppression list."""
-        return any(self.index.get(k) is not None for k in recipient_keys(tenant_key, recipient))
+        return is_suppressed(self.index, tenant_key, recipient)
 
     # ------------------------------------------------------------ results and feedback
 
@@ -880,7 +881,7 @@ class Processor:
             self._index_message_id(e, pending.message_id, only_if_missing=True)
             if result.get("provider_message_id"):
                 pid = normalize_message_id(result["provider_message_id"]) or ""
-                self.index[index_key(e.tenant_key, pid, "provider")] = _execution_ref(e)
+                self.index[index_key(e.tenant_key, pid, "provider")] = execution_ref(e)
             thread = advance_thread(
                 e.thread, is_override=pending.is_override, message_id=pending.message_id
             )
@@ -922,7 +923,7 @@ class Processor:
                 self.save_enrollment(e.model_copy(update={"pending": held}), out)
                 return out
         if rule.event is not None:
-            from_error = _error_code(result.get("error")) if rule.reason_from_error else None
+            from_error = error_code(result.get("error")) if rule.reason_from_error else None
             reason = from_error or rule.reason
             e = e.model_copy(update={"pending": None})
             if e.state in TERMINAL:
@@ -936,10 +937,8 @@ class Processor:
     def suppress(
         self, tenant_key: str, recipient: str, reason: str, now: datetime, out: Outputs
     ) -> None:
-        """Suppress ``recipient`` in the tenant (the inputs module owns the list's format)."""
-        from streams.processor.inputs import _suppress  # noqa: PLC0415 - inputs imports flow
-
-        _suppress(self, tenant_key, recipient, reason, now, out)
+        """Suppress ``recipient`` in the tenant."""
+        suppress(self.index, tenant_key, recipient, reason, now, out)
 
     def _circuit_signal(
         self, adapter: Adapter, signal: Signal, now: datetime, out: Outputs
@@ -1031,7 +1030,7 @@ class Processor:
         key = index_key(e.tenant_key, rfc, "rfc")
         if only_if_missing and self.index.get(key) is not None:
             return
-        ref = _execution_ref(e)
+        ref = execution_ref(e)
         self.index[key] = ref
         if self.policy.correlate_participants and e.pending is not None:
             # The reply of a client that drops In-Reply-To and References (SPEC §8).
@@ -1352,78 +1351,3 @@ class Processor:
             if e.state is EnrollmentState.PAUSED:
                 continue
             self.pin_unavailable(e, now, partition, out, cause="sender_unavailable")
-
-
-def _execution_ref(e: EnrollmentRuntime) -> dict[str, Any]:
-    """What the correlation index holds for ``e``'s pending send."""
-    assert e.pending is not None
-    return {
-        "step_execution_id": e.pending.step_execution_id,
-        "enrollment_id": e.id,
-        "step_id": e.pending.step_id,
-        "adapter_id": e.pending.adapter_id,
-        "recipient": e.recipient,
-    }
-
-
-def suppression_key(tenant_key: str, recipient: str) -> str:
-    """The ``index`` key of one suppression entry (an address or ``@domain``)."""
-    return core_suppression_key(tenant_key, recipient)
-
-
-def _row_fields(e: EnrollmentRuntime) -> tuple[Any, ...]:
-    return (e.state, e.adapter_id, e.reason, e.finished_at)
-
-
-def enrollment_row(e: EnrollmentRuntime) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "tenant_key": e.tenant_key,
-        "sequence_id": e.sequence_id,
-        "sequence_version_id": e.version_id,
-        "subscriber_id": e.subscriber_id,
-        "mode": str(e.mode),
-        "adapter_id": e.adapter_id,
-        "state": str(e.state),
-        "reason": e.reason,
-        "recipient": e.recipient,
-        "timezone": e.recipient_timezone,
-        "data": e.data,
-        "enrolled_at": e.enrolled_at.isoformat(),
-        "finished_at": e.finished_at.isoformat() if e.finished_at else None,
-        "version": e.version,
-    }
-
-
-def event_row(
-    e: EnrollmentRuntime,
-    event_type: str,
-    at: datetime,
-    *,
-    key: str,
-    adapter_id: str | None = None,
-    step_id: str | None = None,
-    step_execution_id: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A ``message_events`` row with a deterministic id (replays upsert, never duplicate)."""
-    return {
-        "id": stable_id("event", event_type, e.id, key),
-        "tenant_key": e.tenant_key,
-        "event_type": event_type,
-        "adapter_id": adapter_id,
-        "enrollment_id": e.id,
-        "step_execution_id": step_execution_id,
-        "data": {**(data or {}), **({"step_id": step_id} if step_id else {})},
-        "occurred_at": at.isoformat(),
-    }
-
-
-def _error_code(error: str | None) -> str | None:
-    """The reason code of a result's ``error`` (``"<code>: detail"``)."""
-    code = (error or "").split(":", 1)[0].strip()
-    return code or None
-
-
-def record_error(exc: RecordError) -> tuple[str, str]:
-    return exc.code, str(exc)

@@ -38,10 +38,12 @@ from dripdrop_core.scheduling import step_due_at
 from dripdrop_core.state import AdapterState, initial_adapter_state
 from dripdrop_core.suppression import parse_entry, parse_reason
 from streams.processor.company import note_enrollment, stop_company
-from streams.processor.flow import Processor, event_row, suppression_key
+from streams.processor.flow import Processor
 from streams.processor.pinning import ConfigNotReadyError, pin, start_waiting, tenant_owned
+from streams.processor.rows import event_row
 from streams.processor.runtime import EnrollmentRuntime, Outputs
 from streams.processor.store import ENTITY_MODELS
+from streams.processor.suppression import is_suppressed, suppress, unsuppress
 
 _tenant_owned = tenant_owned
 
@@ -155,7 +157,7 @@ def enroll(p: Processor, cmd: dict[str, Any], now: datetime, partition: int) -> 
         data=data,
         enrolled_at=now,
     )
-    if p.is_suppressed(tenant, recipient):
+    if is_suppressed(p.index, tenant, recipient):
         # Refused before any pin: a suppressed enrollment takes no slot (SPEC §7).
         p.transition(e, Event.REJECT, now, out, reason="suppressed")
         return out
@@ -346,7 +348,7 @@ def _apply_effect(
     out: Outputs,
 ) -> None:
     if effect.suppress:
-        _suppress(p, e.tenant_key, e.recipient, str(effect.reason), now, out)
+        suppress(p.index, e.tenant_key, e.recipient, str(effect.reason), now, out)
     adapter = p.config.adapter(execution.get("adapter_id"))
     if effect.health_signal is not None and adapter is not None:
         outcome = count_outcome(
@@ -367,51 +369,6 @@ def _apply_effect(
         p.schedule_at(e, due, now, partition, out)
 
 
-def _suppress(
-    p: Processor,
-    tenant: str,
-    recipient: str,
-    reason: str,
-    now: datetime,
-    out: Outputs,
-    *,
-    source: str = "stream",
-) -> None:
-    """Put an address or ``@domain`` on the tenant's list; the sink writes its row."""
-    key = suppression_key(tenant, recipient)
-    if p.index.get(key) is not None:
-        return
-    p.index[key] = reason
-    out.urgent.append(
-        {
-            "op": "suppression",
-            "row": {
-                "tenant_key": tenant,
-                "recipient": recipient,
-                "reason": reason,
-                "source": source,
-                "at": now.isoformat(),
-            },
-        }
-    )
-    out.emit("policy.suppressed", tenant, now, reason=reason, source=source)
-
-
-def _unsuppress(p: Processor, tenant: str, entry: str, now: datetime, out: Outputs) -> None:
-    """Take an entry off the list (its row is deleted); later enrollments may send again."""
-    key = suppression_key(tenant, entry)
-    if p.index.get(key) is None:
-        return
-    del p.index[key]
-    out.urgent.append(
-        {
-            "op": "suppression",
-            "row": {"tenant_key": tenant, "recipient": entry, "removed": True},
-        }
-    )
-    out.emit("policy.unsuppressed", tenant, now)
-
-
 def _suppression_entry(p: Processor, sig: dict[str, Any], now: datetime) -> Outputs:
     """``suppress`` / ``unsuppress`` from the API: one list entry, no adapter involved."""
     out = Outputs()
@@ -421,9 +378,11 @@ def _suppression_entry(p: Processor, sig: dict[str, Any], now: datetime) -> Outp
     except InputError as exc:
         raise RecordError(str(exc), code="invalid_recipient") from None
     if sig["kind"] == "suppress":
-        _suppress(p, sig["tenant_key"], entry, reason, now, out, source=sig.get("source") or "api")
+        suppress(
+            p.index, sig["tenant_key"], entry, reason, now, out, source=sig.get("source") or "api"
+        )
     else:
-        _unsuppress(p, sig["tenant_key"], entry, now, out)
+        unsuppress(p.index, sig["tenant_key"], entry, now, out)
     return out
 
 
@@ -449,8 +408,14 @@ def _one_click_unsubscribe(p: Processor, sig: dict[str, Any], now: datetime) -> 
             f"unsubscribe names no enrollment {sig['enrollment_id']} of this recipient",
             code="not_found",
         )
-    _suppress(
-        p, tenant, e.recipient, "unsubscribe", now, out, source=sig.get("source") or "one_click"
+    suppress(
+        p.index,
+        tenant,
+        e.recipient,
+        "unsubscribe",
+        now,
+        out,
+        source=sig.get("source") or "one_click",
     )
     _stop(p, e, "unsubscribe", now, out)
     return out
@@ -523,7 +488,7 @@ def on_health_signal(p: Processor, sig: dict[str, Any], now: datetime, partition
     if hard:
         recipient = sig.get("recipient") or execution.get("recipient")
         if recipient:
-            _suppress(p, tenant, recipient, kind, now, out)
+            suppress(p.index, tenant, recipient, kind, now, out)
         e = p.enrollment(execution.get("enrollment_id") or "")
         if e is not None:
             event = Event.BOUNCE if kind == "bounce" else Event.STOP
