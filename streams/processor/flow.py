@@ -45,16 +45,15 @@ from dripdrop_core.policy import OutboundPolicy
 from dripdrop_core.pools import decide_member_returned, decide_pin_unavailable
 from dripdrop_core.ramp import effective_cap, local_day
 from dripdrop_core.reasons import Reason
-from dripdrop_core.scheduling import step_due_at, tick_bucket
-from dripdrop_core.selection import Candidate
-from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state, roll_day
+from dripdrop_core.scheduling import step_due_at
+from dripdrop_core.state import AdapterState, roll_day
 from dripdrop_core.suppression import recipient_domain
 from dripdrop_core.throttles import ThrottleCounter, Throttled, count_send
 from dripdrop_core.throttles import applies as throttle_applies
 from dripdrop_core.unsubscribe import OneClick, OneClickLinks, is_one_click_on, one_click
 from streams.processor import pinning
 from streams.processor.render import Rendered, render_step
-from streams.processor.rows import enrollment_row, error_code, event_row, execution_ref, row_fields
+from streams.processor.rows import enrollment_row, error_code, event_row, execution_ref
 from streams.processor.runtime import (
     EnrollmentRuntime,
     LastDecision,
@@ -62,13 +61,12 @@ from streams.processor.runtime import (
     PendingSend,
     stable_id,
 )
-from streams.processor.store import TABLES, Buffered, Config, ModelCache, Store
+from streams.processor.schedule import DueIndex, adapter_item, enrollment_item
+from streams.processor.state import Tables
+from streams.processor.store import Store
 from streams.processor.suppression import is_suppressed, suppress
 
 _TERMINAL_NAMES = frozenset(str(state) for state in TERMINAL)
-CHUNK = 16
-"""Items per schedule chunk (one table value)."""
-MAX_BUCKETS_PER_TICK = 20_000
 
 
 class Processor:
@@ -88,7 +86,6 @@ class Processor:
         owns: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.policy = policy
-        self.bucket_seconds = bucket_seconds
         # owns(tenant_key, partition): the tenant's state lives on that partition. The sweep
         # iterates every local enrollment and must only touch its own partition's.
         self.owns = owns or (lambda _tenant, _partition: True)
@@ -109,16 +106,22 @@ class Processor:
         # How far ahead a gap slot is taken (the time to the next tick): the send is decided
         # now for that slot and the sender holds it until then (``Send.at``).
         self.lookahead = timedelta(seconds=lookahead_seconds)
+        self.tables = Tables(store)
         self.store = store
-        self.cache = ModelCache()
-        self._tables = {name: Buffered(store.table(name)) for name in TABLES}
-        self.config = Config(self._tables["config"], self.cache)
-        self.adapter_states = self._tables["adapters"]
-        self.selections = self._tables["selection"]
-        self.enrollments = self._tables["enrollments"]
-        self.schedule = self._tables["schedule"]
-        self.index = self._tables["index"]
-        self._last_chunk: dict[tuple[int, int], int] = {}
+        self.cache = self.tables.cache
+        self.config = self.tables.config
+        self.adapter_states = self.tables.adapter_states
+        self.enrollments = self.tables.enrollments
+        self.schedule = self.tables.schedule
+        self.index = self.tables.index
+        self.due = DueIndex(self.tables, bucket_seconds)
+        self.adapter_state = self.tables.adapter_state
+        self.save_adapter_state = self.tables.save_adapter_state
+        self.enrollment = self.tables.enrollment
+        self.save_enrollment = self.tables.save_enrollment
+        self.candidates = self.tables.candidates
+        self.selection_state = self.tables.selection_state
+        self.save_selection = self.tables.save_selection
         # Sends whose result is awaited, per partition: enrollment id → (step execution,
         # when to re-issue). Memory only: ``sweep`` rebuilds it from the enrollments when
         # a partition arrives (a restart, a rebalance), which is the only time it is lost.
@@ -138,62 +141,33 @@ class Processor:
         record each); an exception discards them, and the caches that may hold them.
         """
         self.cache.partition = partition
-        for table in self._tables.values():
+        for table in self.tables.buffered.values():
             table.holding = True
         try:
             yield
             with self.store.atomic():  # a write refused midway leaves none of the event's
-                for table in self._tables.values():
+                for table in self.tables.buffered.values():
                     table.flush()
         except BaseException:
             # Nothing held may leak into the next event (it would be written under that
             # event's partition); the caches go, so the next read sees what the tables hold.
-            for table in self._tables.values():
+            for table in self.tables.buffered.values():
                 table.discard()
             self.forget_caches()
             raise
         finally:
-            for table in self._tables.values():
+            for table in self.tables.buffered.values():
                 table.holding = False
 
     def forget_caches(self) -> None:
         """Drop the parsed values remembered between events."""
-        self.cache.clear()
-        self.config.reads.clear_cache()
-        self._last_chunk.clear()
+        self.tables.forget()
+        self.due.forget()
 
     def on_rebalance(self) -> None:
         """Partitions moved: recovery rewrote tables, and ``sweep`` must run again."""
         self.forget_caches()
         self._in_flight.clear()
-
-    # ------------------------------------------------------------ state access
-
-    def adapter_state(self, adapter: Adapter) -> AdapterState:
-        state = self.cache.load(self.adapter_states, adapter.id, AdapterState)
-        return state if state is not None else initial_adapter_state(adapter)
-
-    def save_adapter_state(self, state: AdapterState) -> None:
-        self.cache.save(self.adapter_states, state.adapter_id, state)
-
-    def enrollment(self, enrollment_id: str) -> EnrollmentRuntime | None:
-        return self.cache.load(self.enrollments, enrollment_id, EnrollmentRuntime)
-
-    def save_enrollment(
-        self, e: EnrollmentRuntime, out: Outputs, *, urgent: bool = False
-    ) -> EnrollmentRuntime:
-        """Store the runtime and describe its PostgreSQL row (versioned upsert).
-
-        The row is written only when a column PostgreSQL holds changed (state, pin, reason,
-        end): scheduling bookkeeping alone is table state, not an authoritative row.
-        """
-        previous = self.enrollment(e.id)
-        e = e.model_copy(update={"version": e.version + 1})
-        self.cache.save(self.enrollments, e.id, e)
-        if urgent or previous is None or row_fields(previous) != row_fields(e):
-            row = {"op": "enrollment", "row": enrollment_row(e)}
-            (out.urgent if urgent else out.sink).append(row)
-        return e
 
     # ------------------------------------------------------------ scheduling
 
@@ -204,77 +178,15 @@ class Processor:
         e = e.model_copy(update={"status": "scheduled", "due_at": due, "pending": None})
         if due <= now:
             return self.fire(e, now, partition, out)
-        self._index_due(f"e:{e.id}:{int(due.timestamp() * 1000)}", due, partition, now=now)
+        self.due.add(enrollment_item(e.id, due), due, partition, now=now)
         return self.save_enrollment(e, out)
-
-    def _index_due(self, item: str, due: datetime, partition: int, *, now: datetime) -> None:
-        bucket = tick_bucket(due, self.bucket_seconds)
-        cursor_key = f"cursor:{partition}"
-        cursor = self.index.get(cursor_key)
-        if cursor is None:
-            # Start the cursor before *now*, not before this item: an item indexed later but
-            # due sooner must not land behind this one (it would wait for its bucket).
-            start = min(bucket, tick_bucket(now, self.bucket_seconds))
-            self.index[cursor_key] = start - self.bucket_seconds
-        elif bucket <= cursor:
-            bucket = self._bucket_after(cursor)
-        # A bucket is a list of chunks of at most CHUNK items: appending rewrites one small
-        # chunk, not the whole bucket (20,000 steps due in one minute made each append copy
-        # the whole list: quadratic).
-        # Chunks are numbered from 0 with no gap, so the table alone says which exist (no
-        # separate count that a crash could leave out of step); the last chunk number is
-        # remembered in memory only to avoid probing.
-        chunk = self._last_chunk.get((partition, bucket), 0)
-        while self.schedule.get(f"{partition}:{bucket}:{chunk + 1}") is not None:
-            chunk += 1
-        items: list[str] = list(self.schedule.get(f"{partition}:{bucket}:{chunk}") or [])
-        if len(items) >= CHUNK:
-            chunk, items = chunk + 1, []
-        self._last_chunk[(partition, bucket)] = chunk
-        items.append(item)
-        self.schedule[f"{partition}:{bucket}:{chunk}"] = items
-
-    def _bucket_after(self, cursor: int) -> int:
-        """The first bucket (a multiple of ``bucket_seconds``) after ``cursor``."""
-        return (cursor // self.bucket_seconds + 1) * self.bucket_seconds
 
     def on_tick(self, partition: int, now: datetime) -> Outputs:
         """Fire every item due by ``now`` in this partition; idempotent by item token."""
         out = Outputs()
-        cursor_key = f"cursor:{partition}"
-        cursor = self.index.get(cursor_key)
-        if cursor is None:
-            self._redrive_due(partition, now, out)
-            pinning.drain(self, partition, now, out)
-            return out
-        current = tick_bucket(now, self.bucket_seconds)
-        last = min(current, cursor + MAX_BUCKETS_PER_TICK * self.bucket_seconds)
-        passed = cursor
-        # Buckets are multiples of bucket_seconds (epoch seconds): visit those, not every
-        # second in between (60 table reads per bucket, each a miss in every partition store).
-        now_ms = now.timestamp() * 1000
-        for bucket in range(self._bucket_after(cursor), last + 1, self.bucket_seconds):
-            chunk = 0
-            while (items := self.schedule.get(f"{partition}:{bucket}:{chunk}")) is not None:
-                key = f"{partition}:{bucket}:{chunk}"
-                chunk += 1
-                due = [i for i in items if int(i.rsplit(":", 1)[1]) <= now_ms]
-                for item in due:
-                    self._fire_item_safely(item, now, partition, out)
-                if bucket < current:
-                    self.schedule.pop(key, None)
-                elif due:
-                    # Re-read: firing may have appended items due later in this bucket.
-                    fired = set(due)
-                    left = [i for i in self.schedule.get(key) or [] if i not in fired]
-                    self.schedule[key] = left
-            if bucket < current:
-                self._last_chunk.pop((partition, bucket), None)
-                passed = bucket
-        # One cursor write per tick, not one per bucket: on a scaled clock a tick spans
-        # dozens of buckets, and every table write is a changelog record.
-        if passed != cursor:
-            self.index[cursor_key] = passed
+        self.due.fire_due(
+            partition, now, lambda item: self._fire_item_safely(item, now, partition, out)
+        )
         self._redrive_due(partition, now, out)
         pinning.drain(self, partition, now, out)
         return out
@@ -317,12 +229,11 @@ class Processor:
                     exec_id = e.pending.step_execution_id
                     in_flight[e.id] = (exec_id, now + self.arrival_redrive)
             elif e.status == "scheduled" and e.due_at is not None:
-                item = f"e:{e.id}:{int(e.due_at.timestamp() * 1000)}"
+                item = enrollment_item(e.id, e.due_at)
                 if e.due_at <= now:
                     self._fire_item_safely(item, now, partition, out)
                 else:
-                    bucket = tick_bucket(e.due_at, self.bucket_seconds)
-                    future.setdefault(bucket, []).append((item, e.due_at))
+                    future.setdefault(self.due.bucket(e.due_at), []).append((item, e.due_at))
         for key in paused:
             # A reassign pool's member may have got room since (a new local day).
             self._member_returned(key, None, now, partition, out)
@@ -335,26 +246,13 @@ class Processor:
             timer = next_health_timer(self.adapter_state(adapter))
             if timer is None:
                 continue
-            item = f"a:{adapter.id}:{int(timer.timestamp() * 1000)}"
+            item = adapter_item(adapter.id, timer)
             if timer <= now:
                 self._fire_item_safely(item, now, partition, out)
             else:
-                future.setdefault(tick_bucket(timer, self.bucket_seconds), []).append((item, timer))
-        cursor = self.index.get(f"cursor:{partition}")
-        for bucket, items in future.items():
-            # _index_due puts an item due at or before the cursor in the bucket after it.
-            places = {bucket} if cursor is None else {bucket, self._bucket_after(cursor)}
-            present = {i for b in places for i in self._bucket_items(partition, b)}
-            for item, due in items:
-                if item not in present:
-                    self._index_due(item, due, partition, now=now)
+                future.setdefault(self.due.bucket(timer), []).append((item, timer))
+        self.due.restore(partition, future, now=now)
         return out
-
-    def _bucket_items(self, partition: int, bucket: int) -> Iterator[str]:
-        chunk = 0
-        while (items := self.schedule.get(f"{partition}:{bucket}:{chunk}")) is not None:
-            yield from items
-            chunk += 1
 
     def _fire_item_safely(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
         """One failing item (a bug) must not block every later item of the partition."""
@@ -1134,21 +1032,6 @@ class Processor:
 
     # ------------------------------------------------------------ pins and health
 
-    def candidates(self, pool_id: str) -> list[Candidate]:
-        out: list[Candidate] = []
-        for member in self.config.members(pool_id):
-            adapter = self.config.adapter(member.adapter_id)
-            state = self.adapter_state(adapter) if adapter is not None else None
-            out.append(Candidate(member=member, adapter=adapter, state=state))
-        return out
-
-    def selection_state(self, pool_id: str, version_id: str) -> SelectionState:
-        state = self.cache.load(self.selections, f"{pool_id}:{version_id}", SelectionState)
-        return state or SelectionState(pool_id=pool_id, sequence_version_id=version_id)
-
-    def save_selection(self, state: SelectionState) -> None:
-        self.cache.save(self.selections, f"{state.pool_id}:{state.sequence_version_id}", state)
-
     def pin_unavailable(
         self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs, *, cause: str
     ) -> EnrollmentRuntime:
@@ -1270,8 +1153,7 @@ class Processor:
         if outcome.transitions:
             timer = next_health_timer(outcome.state)
             if timer is not None:
-                item = f"a:{adapter.id}:{int(timer.timestamp() * 1000)}"
-                self._index_due(item, timer, partition, now=now)
+                self.due.add(adapter_item(adapter.id, timer), timer, partition, now=now)
             if terminal_reason(adapter, outcome.state, now, policy=self.policy) is not None:
                 self.pinned_sender_unavailable(adapter.id, now, partition, out)
             elif was_terminal:
