@@ -13,14 +13,13 @@ from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from dripdrop_core.circuit import Signal, admit
+from dripdrop_core.circuit import Signal
 from dripdrop_core.circuit import on_signal as on_circuit_signal
-from dripdrop_core.correlation import index_key, normalize_message_id, participant_key
+from dripdrop_core.correlation import index_key, normalize_message_id
 from dripdrop_core.decisions import Defer, Hold, Pause, Pin, Reassign, Send, Skip
 from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
 from dripdrop_core.enrollment import TERMINAL, Event
 from dripdrop_core.enrollment import applies as enrollment_applies
-from dripdrop_core.enrollment import transition as enrollment_transition
 from dripdrop_core.errors import DripDropError
 from dripdrop_core.explain import explain
 from dripdrop_core.health import (
@@ -29,39 +28,43 @@ from dripdrop_core.health import (
     fire_health_timer,
     next_health_timer,
 )
-from dripdrop_core.lifecycle import RotationState, choose_lifecycle_adapter
-from dripdrop_core.limits import validate_message_size
 from dripdrop_core.mail_threads import (
     advance_thread,
     break_thread,
     new_message_id,
-    thread_headers,
-    validate_headers,
 )
 from dripdrop_core.models import Adapter, EnrollmentState, HealthState, Mode, Step
 from dripdrop_core.outcomes import OutcomeRule, next_attempt, outcome_rule
-from dripdrop_core.pacing import record_send, reserve_gap_slot, reserve_handoff
+from dripdrop_core.pacing import record_send, reserve_gap_slot
 from dripdrop_core.policy import OutboundPolicy
 from dripdrop_core.pools import decide_member_returned, decide_pin_unavailable
 from dripdrop_core.ramp import effective_cap, local_day
 from dripdrop_core.reasons import Reason
 from dripdrop_core.scheduling import step_due_at
 from dripdrop_core.state import AdapterState, roll_day
-from dripdrop_core.suppression import recipient_domain
-from dripdrop_core.throttles import ThrottleCounter, Throttled, count_send
-from dripdrop_core.throttles import applies as throttle_applies
-from dripdrop_core.unsubscribe import OneClick, OneClickLinks, is_one_click_on, one_click
+from dripdrop_core.unsubscribe import OneClickLinks
 from streams.processor import pinning
-from streams.processor.render import Rendered, render_step
-from streams.processor.rows import enrollment_row, error_code, event_row, execution_ref
+from streams.processor.enrollment import complete, note, transition
+from streams.processor.redrive import Redrive
+from streams.processor.rows import error_code, event_row, execution_ref
 from streams.processor.runtime import (
     EnrollmentRuntime,
     LastDecision,
     Outputs,
     PendingSend,
-    stable_id,
 )
 from streams.processor.schedule import DueIndex, adapter_item, enrollment_item
+from streams.processor.sending import (
+    Composer,
+    adapter_for,
+    admitted,
+    claim_op,
+    count_throttled,
+    execution_id,
+    index_message_id,
+    is_gap_turn,
+    throttles,
+)
 from streams.processor.state import Tables
 from streams.processor.store import Store
 from streams.processor.suppression import is_suppressed, suppress
@@ -89,16 +92,8 @@ class Processor:
         # owns(tenant_key, partition): the tenant's state lives on that partition. The sweep
         # iterates every local enrollment and must only touch its own partition's.
         self.owns = owns or (lambda _tenant, _partition: True)
-        # A send command still unanswered after this long (simulated seconds) is re-issued:
-        # a crash or a stop can lose the claim, the command or the result in flight, and
-        # every step of the path is idempotent (claim_send, the ledger, on_result).
-        self.redrive = timedelta(seconds=redrive_seconds) if redrive_seconds else None
-        # Sends found in flight when a partition arrives (after a crash or a stop elsewhere)
-        # are re-issued after this shorter delay: that is when claims, commands and results
-        # are lost.
-        self.arrival_redrive = (
-            timedelta(seconds=arrival_redrive_seconds) if arrival_redrive_seconds else self.redrive
-        )
+        redrive = timedelta(seconds=redrive_seconds) if redrive_seconds else None
+        arrival = timedelta(seconds=arrival_redrive_seconds) if arrival_redrive_seconds else redrive
         # First wait of a send the provider could not take (then doubling, retry_delay).
         self.retry_base = timedelta(seconds=retry_seconds)
         # Simulated seconds per real second: a provider's Retry-After is real time.
@@ -122,14 +117,18 @@ class Processor:
         self.candidates = self.tables.candidates
         self.selection_state = self.tables.selection_state
         self.save_selection = self.tables.save_selection
-        # Sends whose result is awaited, per partition: enrollment id → (step execution,
-        # when to re-issue). Memory only: ``sweep`` rebuilds it from the enrollments when
-        # a partition arrives (a restart, a rebalance), which is the only time it is lost.
-        self._in_flight: dict[int, dict[str, tuple[str, datetime]]] = {}
-        # The one-click unsubscribe links of opted-in sends (SPEC §13); the composition root
-        # (streams/worker.py) sets a source that resolves the key. ``None``: no headers.
-        self.one_click: Callable[[], OneClickLinks | None] = lambda: None
-        self._one_click_reported = False
+        self.composer = Composer(self.tables.config)
+        self.redrive = Redrive(self.tables, self.composer, policy, redrive=redrive, arrival=arrival)
+
+    @property
+    def one_click(self) -> Callable[[], OneClickLinks | None]:
+        """The one-click unsubscribe links of opted-in sends (SPEC §13); the composition
+        root (streams/worker.py) sets a source that resolves the key. ``None``: no headers."""
+        return self.composer.one_click
+
+    @one_click.setter
+    def one_click(self, source: Callable[[], OneClickLinks | None]) -> None:
+        self.composer.one_click = source
 
     # ------------------------------------------------------------ events and caches
 
@@ -167,7 +166,7 @@ class Processor:
     def on_rebalance(self) -> None:
         """Partitions moved: recovery rewrote tables, and ``sweep`` must run again."""
         self.forget_caches()
-        self._in_flight.clear()
+        self.redrive.clear()
 
     # ------------------------------------------------------------ scheduling
 
@@ -187,7 +186,7 @@ class Processor:
         self.due.fire_due(
             partition, now, lambda item: self._fire_item_safely(item, now, partition, out)
         )
-        self._redrive_due(partition, now, out)
+        self.redrive.run_due(partition, now, out)
         pinning.drain(self, partition, now, out)
         return out
 
@@ -203,7 +202,6 @@ class Processor:
         Resting adapters' timers (resting → probing) are checked the same way.
         """
         out = Outputs()
-        in_flight = self._in_flight.setdefault(partition, {})
         future: dict[int, list[tuple[str, datetime]]] = {}
         paused: list[str] = []
         for key, raw in self.store.partition_items("enrollments", partition):
@@ -224,10 +222,8 @@ class Processor:
                 continue
             if e is None:
                 continue
-            if e.status == "dispatching" and e.pending is not None and self.arrival_redrive:
-                if e.id not in in_flight and not e.pending.ambiguous:
-                    exec_id = e.pending.step_execution_id
-                    in_flight[e.id] = (exec_id, now + self.arrival_redrive)
+            if e.status == "dispatching" and e.pending is not None:
+                self.redrive.arm_arrival(e, now, partition)
             elif e.status == "scheduled" and e.due_at is not None:
                 item = enrollment_item(e.id, e.due_at)
                 if e.due_at <= now:
@@ -292,14 +288,14 @@ class Processor:
             return e
         steps = self.config.steps(e.version_id)
         if e.step_index >= len(steps):
-            return self.complete(e, now, out)
+            return complete(self.tables, e, now, out)
         step = steps[e.step_index]
-        adapter = self._adapter_for(e, step, out)
+        adapter = adapter_for(self.tables, e, step)
         state = self.adapter_state(adapter) if adapter is not None else None
         pool = self.config.pool(e.pool_id)
         due = DueStep(
             enrollment_id=e.id,
-            step_execution_id=self.execution_id(e, step),
+            step_execution_id=execution_id(e, step),
             tenant_key=e.tenant_key,
             step=step,
             mode=e.mode,
@@ -307,7 +303,7 @@ class Processor:
             pin_policy=pool.on_pin_unavailable if pool is not None else None,
             recipient_timezone=e.recipient_timezone,
             suppressed=self.is_suppressed(e.tenant_key, e.recipient),
-            throttles=self._throttles(e, adapter),
+            throttles=throttles(self.tables, e, adapter),
         )
         decision = decide_dispatch(
             due, adapter, state, now, policy=self.policy, lookahead=self.lookahead
@@ -318,20 +314,20 @@ class Processor:
                 at = decision.at or now  # a gap slot ahead of now: the hand-off time
                 e = self._send(e, step, adapter, state, now, partition, out, at=at)
                 if e.status == "dispatching":  # issued (not failed at rendering)
-                    self._count_throttled(due.throttles, at)
+                    count_throttled(self.index, due.throttles, at)
                 return e
             case Defer():
                 wake = decision.until
                 if decision.reason is Reason.GAP and adapter is not None and state is not None:
                     slot, queued = reserve_gap_slot(
-                        adapter, state, decision.until, its_turn=self._gap_turn(e, now)
+                        adapter, state, decision.until, its_turn=is_gap_turn(e, now, self.lookahead)
                     )
                     self.save_adapter_state(queued)
                     decision = decision.model_copy(update={"until": slot})
                     # Woken one look-ahead early, the tick before the slot sends it for the
                     # slot itself (``Send.at``): a tick after it would hand it over late.
                     wake = slot - self.lookahead if slot - self.lookahead > now else slot
-                e = self._note(e, decision, now)
+                e = note(e, decision, now)
                 out.emit(
                     "dispatch.deferred",
                     e.tenant_key,
@@ -366,7 +362,7 @@ class Processor:
                 )
                 return e
             case Skip():
-                e = self._note(e, decision, now)
+                e = note(e, decision, now)
                 out.emit(
                     "dispatch.skipped",
                     e.tenant_key,
@@ -377,55 +373,11 @@ class Processor:
                 )
                 return self.advance(e, now, partition, out)
             case Hold():
-                e = self._note(e, decision, now).model_copy(update={"status": "held"})
+                e = note(e, decision, now).model_copy(update={"status": "held"})
                 return self.save_enrollment(e, out)
             case Pause() | Reassign():
                 return self.pin_unavailable(e, now, partition, out, cause=str(decision.reason))
         raise AssertionError(f"unhandled decision {decision!r}")  # pragma: no cover
-
-    def _throttles(self, e: EnrollmentRuntime, adapter: Adapter | None) -> tuple[Throttled, ...]:
-        """The recipient-domain throttles over this send, with their counters (SPEC §13)."""
-        if adapter is None:
-            return ()
-        domain = recipient_domain(e.recipient)
-        return tuple(
-            Throttled(
-                throttle=t,
-                counter=ThrottleCounter.model_validate(self.index.get(f"dt:{t.id}") or {}),
-            )
-            for t in self.config.throttles(e.tenant_key, domain)
-            if throttle_applies(t, domain, adapter.id)
-        )
-
-    def _count_throttled(self, throttles: tuple[Throttled, ...], at: datetime) -> None:
-        for t in throttles:
-            self.index[f"dt:{t.throttle.id}"] = count_send(t.counter, at).model_dump(mode="json")
-
-    def _gap_turn(self, e: EnrollmentRuntime, now: datetime) -> bool:
-        """``e`` waited for the minimum gap and its slot has come (it is woken for it)."""
-        last = e.last_decision
-        return (
-            last is not None
-            and last.kind == "defer"
-            and last.reason == str(Reason.GAP)
-            and last.until is not None
-            and last.until - self.lookahead <= now
-        )
-
-    def execution_id(self, e: EnrollmentRuntime, step: Step) -> str:
-        return stable_id("exec", e.id, step.id, str(e.attempt))
-
-    def _adapter_for(self, e: EnrollmentRuntime, step: Step, out: Outputs) -> Adapter | None:
-        if e.mode is Mode.OUTBOUND:
-            return self.config.adapter(step.adapter_override_id or e.adapter_id)
-        rotation_key = f"rot:{e.tenant_key}"
-        rotation = RotationState.model_validate(self.index.get(rotation_key) or {})
-        new_rotation, choice = choose_lifecycle_adapter(
-            step, self.config.tenant_adapters(e.tenant_key), rotation
-        )
-        if new_rotation != rotation:
-            self.index[rotation_key] = new_rotation.model_dump(mode="json")
-        return self.config.adapter(choice.adapter_id)
 
     def _send(
         self,
@@ -441,24 +393,21 @@ class Processor:
     ) -> EnrollmentRuntime:
         """Issue the send decided ``now`` for hand-off ``at`` (``now`` or a gap slot just
         ahead): the send counts, and its gap runs, from ``at``."""
-        exec_id = self.execution_id(e, step)
+        exec_id = execution_id(e, step)
         cap = effective_cap(adapter, state, at, policy=self.policy.health)
         is_override = e.mode is Mode.OUTBOUND and step.adapter_override_id is not None
         threaded = e.mode is Mode.OUTBOUND or step.thread_continuity
         first_of_pin = e.mode is Mode.OUTBOUND and not is_override and e.last_sent_at is None
         message_id = new_message_id(uuid.UUID(exec_id), now, adapter.from_address)
         try:
-            headers, content = self._compose(
+            headers, content = self.composer.compose_checked(
                 e,
                 step,
+                adapter,
                 is_override=is_override or not threaded,
                 message_id=message_id,
                 now=now,
                 out=out,
-            )
-            validate_message_size(content.subject, content.text, content.html)
-            validate_headers(
-                {"Subject": content.subject, "To": e.recipient, "From": adapter.from_address or ""}
             )
         except DripDropError as exc:
             out.emit(
@@ -487,12 +436,12 @@ class Processor:
             # A step that cannot render fails its enrollment: a later step would reply to
             # mail that was never sent (SPEC §7).
             return self.transition(e, Event.FAIL, now, out, reason=exc.code, urgent=True)
-        state = self._admitted(adapter, state, now, out)
+        state = admitted(adapter, state, now, out, policy=self.policy.circuit)
         outcome = record_send(
             adapter, state, at, policy=self.policy.health, first_send_of_pin=first_of_pin
         )
         self.apply_health(adapter, outcome, now, partition, out)
-        claim = self._claim_op(e, step, adapter, exec_id, headers, content, cap, at)
+        claim = claim_op(e, step, adapter, exec_id, headers, content, cap, at)
         pending = PendingSend(
             step_execution_id=exec_id,
             step_id=step.id,
@@ -515,183 +464,14 @@ class Processor:
         )
         # A reply can come back before this send's result is processed (an auto-reply while
         # the result waits behind a backlog): its Message-ID is indexed now, not on the result.
-        self._index_message_id(e, pending.message_id)
+        index_message_id(
+            self.index, e, pending.message_id, participants=self.policy.correlate_participants
+        )
         # The enrollment row first: the claim's execution row references it.
         e = self.save_enrollment(e, out)
         out.sink.append(claim)
-        self._arm_redrive(e, now, partition)
+        self.redrive.arm(e, now, partition)
         return e
-
-    def _compose(
-        self,
-        e: EnrollmentRuntime,
-        step: Step,
-        *,
-        is_override: bool,
-        message_id: str,
-        now: datetime,
-        out: Outputs,
-    ) -> tuple[dict[str, str], Rendered]:
-        """The headers and content of a send: threading headers, the one-click
-        unsubscribe headers and ``{{ unsubscribe_url }}`` when the version has them on.
-
-        Raises:
-            DripDropError: a header with a line break, a template that cannot render.
-        """
-        headers = thread_headers(e.thread, is_override=is_override, message_id=message_id)
-        data = e.data
-        link = self._one_click_for(e, now, out)
-        if link is not None:
-            validate_headers(link.headers)
-            headers = {**headers, **link.headers}
-            data = {**e.data, "unsubscribe_url": link.url}
-        return headers, render_step(step, data)
-
-    def _one_click_for(self, e: EnrollmentRuntime, now: datetime, out: Outputs) -> OneClick | None:
-        version = self.config.version(e.version_id)
-        if version is None or not is_one_click_on(version):
-            return None
-        links = self.one_click()
-        if links is None:
-            if not self._one_click_reported:  # once per process: the log says why
-                self._one_click_reported = True
-                out.emit(
-                    "unsubscribe.links_unavailable",
-                    e.tenant_key,
-                    now,
-                    enrollment_id=e.id,
-                    detail="sends go out without List-Unsubscribe: no key or base URL",
-                )
-            return None
-        return one_click(links, e.tenant_key, e.id, e.recipient)
-
-    def _claim_op(
-        self,
-        e: EnrollmentRuntime,
-        step: Step,
-        adapter: Adapter,
-        exec_id: str,
-        headers: dict[str, str],
-        content: Rendered,
-        cap: int | None,
-        now: datetime,
-        *,
-        not_before: datetime | None = None,
-    ) -> dict[str, Any]:
-        """The sink's claim of one send decided ``now``; the sender hands it over no earlier
-        than ``not_before`` (default ``now``)."""
-        command = {
-            "event_id": f"{exec_id}:{e.attempt + 1}",
-            "tenant_key": e.tenant_key,
-            "step_execution_id": exec_id,
-            "enrollment_id": e.id,
-            "step_id": step.id,
-            "adapter_id": adapter.id,
-            "channel": step.channel,
-            "recipient": e.recipient,
-            "from_address": adapter.from_address or "",
-            "subject": content.subject,
-            "body_text": content.text,
-            "body_html": content.html,
-            "headers": headers,
-            "idempotency_key": exec_id,
-            "attempt": e.attempt + 1,
-            "decided_at": now,
-            "not_before": not_before or now,
-        }
-        guard = {
-            "adapter_id": adapter.id,
-            "tenant_key": e.tenant_key,
-            "day": local_day(adapter.timezone, now).isoformat(),
-            "cap": cap,
-            "gap_seconds": adapter.min_gap_seconds,
-            "at": now.isoformat(),
-        }
-        return {"op": "claim", "command": command, "guard": guard}
-
-    def _arm_redrive(self, e: EnrollmentRuntime, now: datetime, partition: int) -> None:
-        if self.redrive is not None and e.pending is not None:
-            exec_id = e.pending.step_execution_id
-            self._in_flight.setdefault(partition, {})[e.id] = (exec_id, now + self.redrive)
-
-    def _redrive_due(self, partition: int, now: datetime, out: Outputs) -> None:
-        in_flight = self._in_flight.get(partition, {})
-        for enrollment_id, (exec_id, at) in list(in_flight.items()):
-            if at <= now:
-                try:
-                    self._redrive(enrollment_id, exec_id, now, partition, out)
-                except Exception as exc:  # noqa: BLE001 - reported, then left for the sweep
-                    in_flight.pop(enrollment_id, None)
-                    out.reject("bug", f"redrive {enrollment_id}: {type(exc).__name__}: {exc}")
-
-    def _redrive(
-        self, enrollment_id: str, exec_id: str, now: datetime, partition: int, out: Outputs
-    ) -> None:
-        """Re-issue the claim of a send still unanswered (same id, Message-ID and day)."""
-        e = self.enrollment(enrollment_id)
-        pending = e.pending if e is not None else None
-        if e is None or e.status != "dispatching" or pending is None or pending.ambiguous:
-            self._in_flight.get(partition, {}).pop(enrollment_id, None)
-            return
-        if pending.step_execution_id != exec_id:
-            # Answered since, and a later send is out: watch that one instead.
-            self._arm_redrive(e, pending.decided_at, partition)
-            return
-        step = self.config.entity("step", pending.step_id)
-        adapter = self.config.adapter(pending.adapter_id)
-        if not isinstance(step, Step) or adapter is None:
-            self._in_flight.get(partition, {}).pop(enrollment_id, None)
-            return
-        state = self.adapter_state(adapter)
-        admission = admit(state.circuit, now, policy=self.policy.circuit)
-        if not admission.allowed:
-            # The adapter's circuit is open: the send waits for the breaker's probe.
-            assert admission.until is not None
-            self._in_flight.setdefault(partition, {})[e.id] = (exec_id, admission.until)
-            if e.last_decision is None or e.last_decision.until != admission.until:
-                note = LastDecision(
-                    kind="defer",
-                    reason=str(Reason.CIRCUIT_OPEN),
-                    until=admission.until,
-                    text=f"held: the circuit of adapter {adapter.id} is open",
-                    at=now,
-                )
-                self.save_enrollment(e.model_copy(update={"last_decision": note}), out)
-            return
-        admitted = self._admitted(adapter, state, now, out)
-        # A fresh hand-off time one gap after the adapter's last: re-issued sends (after an
-        # outage, a lost result) go out spaced, never as a burst.
-        handoff, admitted = reserve_handoff(adapter, admitted, now)
-        self.save_adapter_state(admitted)
-        at = pending.decided_at
-        headers, content = self._compose(
-            e,
-            step,
-            is_override=pending.is_override,
-            message_id=pending.message_id,
-            now=now,
-            out=out,
-        )
-        cap = effective_cap(adapter, state, at, policy=self.policy.health)
-        out.emit("dispatch.redriven", e.tenant_key, now, enrollment_id=e.id, step_id=step.id)
-        # The row may have been lost with the claim: the execution row references it.
-        out.sink.append({"op": "enrollment", "row": enrollment_row(e)})
-        claim = self._claim_op(
-            e, step, adapter, exec_id, headers, content, cap, at, not_before=handoff
-        )
-        out.sink.append(claim)
-        self._arm_redrive(e, now, partition)
-
-    def _note(self, e: EnrollmentRuntime, decision: Any, now: datetime) -> EnrollmentRuntime:
-        until = getattr(decision, "until", None)
-        note = LastDecision(
-            kind=decision.kind,
-            reason=str(decision.reason),
-            until=until,
-            text=explain(decision),
-            at=now,
-        )
-        return e.model_copy(update={"last_decision": note})
 
     def advance(
         self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
@@ -700,14 +480,11 @@ class Processor:
         e = e.model_copy(update={"step_index": e.step_index + 1, "pending": None, "attempt": 0})
         steps = self.config.steps(e.version_id)
         if e.step_index >= len(steps):
-            return self.complete(e, now, out)
+            return complete(self.tables, e, now, out)
         due = step_due_at(
             steps[e.step_index], enrolled_at=e.enrolled_at, previous_sent_at=e.last_sent_at
         )
         return self.schedule_at(e, due, now, partition, out)
-
-    def complete(self, e: EnrollmentRuntime, now: datetime, out: Outputs) -> EnrollmentRuntime:
-        return self.transition(e.model_copy(update={"pending": None}), Event.COMPLETE, now, out)
 
     def transition(
         self,
@@ -721,26 +498,18 @@ class Processor:
         announce: str | None = None,
         attrs: dict[str, Any] | None = None,
     ) -> EnrollmentRuntime:
-        """Apply ``event`` through the core's table (``dripdrop_core.enrollment``), the only
-        place an enrollment's state changes; an event that does not apply changes nothing.
-
-        A terminal state ends the flow (``done``, ``finished_at``); a pause holds a step that
-        was only scheduled (a send already handed over still gets its result). The change is
-        announced once, as ``announce`` or the core's ``enrollment.<state>``.
-        """
-        change = enrollment_transition(e.state, event, reason)
-        if change is None:
-            return e
-        update: dict[str, Any] = {"state": change.state, "reason": change.reason}
-        if change.terminal:
-            update.update(status="done", finished_at=now)
-        elif change.state is not EnrollmentState.ACTIVE and e.status == "scheduled":
-            update["status"] = "held"
-        e = self.save_enrollment(e.model_copy(update=update), out, urgent=urgent)
-        told = {"reason": change.reason} if change.reason else {}
-        told.update(attrs or {})
-        out.emit(announce or change.telemetry, e.tenant_key, now, enrollment_id=e.id, **told)
-        return e
+        """``enrollment.transition`` over this processor's tables."""
+        return transition(
+            self.tables,
+            e,
+            event,
+            now,
+            out,
+            reason=reason,
+            urgent=urgent,
+            announce=announce,
+            attrs=attrs,
+        )
 
     def is_suppressed(self, tenant_key: str, recipient: str) -> bool:
         """The recipient's address or its whole domain is on the tenant's suppression list."""
@@ -758,7 +527,7 @@ class Processor:
         pending = e.pending
         if pending.step_execution_id != result["step_execution_id"]:
             return out  # a duplicate or an old attempt
-        self._in_flight.get(partition, {}).pop(e.id, None)
+        self.redrive.drop(partition, e.id)
         status = result["status"]
         rule = outcome_rule(status)
         if pending.ambiguous and rule.holds:
@@ -776,7 +545,13 @@ class Processor:
             return self._send_again(e, rule, result, now, partition, attrs, out)
         if rule.threads:
             # Indexed when decided; a send decided by an earlier version is indexed here.
-            self._index_message_id(e, pending.message_id, only_if_missing=True)
+            index_message_id(
+                self.index,
+                e,
+                pending.message_id,
+                participants=self.policy.correlate_participants,
+                only_if_missing=True,
+            )
             if result.get("provider_message_id"):
                 pid = normalize_message_id(result["provider_message_id"]) or ""
                 self.index[index_key(e.tenant_key, pid, "provider")] = execution_ref(e)
@@ -858,17 +633,6 @@ class Processor:
         elif change.closed:
             out.emit("provider.circuit_closed", adapter.tenant_key, now, adapter_id=adapter.id)
 
-    def _admitted(
-        self, adapter: Adapter, state: AdapterState, now: datetime, out: Outputs
-    ) -> AdapterState:
-        """The adapter's state once a send it admitted goes out: a send through an open
-        circuit whose cool-down ended is its probe (the circuit is then half-open)."""
-        admission = admit(state.circuit, now, policy=self.policy.circuit)
-        if not admission.probe:
-            return state
-        out.emit("provider.circuit_probe", adapter.tenant_key, now, adapter_id=adapter.id)
-        return state.model_copy(update={"circuit": admission.circuit})
-
     def _send_again(
         self,
         e: EnrollmentRuntime,
@@ -906,7 +670,7 @@ class Processor:
             return out
         again = pending.model_copy(update={"retries": pending.retries + 1})
         self.save_enrollment(e.model_copy(update={"pending": again}), out)
-        self._in_flight.setdefault(partition, {})[e.id] = (pending.step_execution_id, attempt.at)
+        self.redrive.hold(partition, e.id, pending.step_execution_id, attempt.at)
         out.emit(
             "dispatch.retry_scheduled",
             e.tenant_key,
@@ -918,21 +682,6 @@ class Processor:
             **attrs,
         )
         return out
-
-    def _index_message_id(
-        self, e: EnrollmentRuntime, message_id: str, *, only_if_missing: bool = False
-    ) -> None:
-        """Map the Message-ID of ``e``'s pending send to the execution itself, so a reply
-        or a bounce finds it in one read (one changelog record per id)."""
-        rfc = normalize_message_id(message_id) or message_id
-        key = index_key(e.tenant_key, rfc, "rfc")
-        if only_if_missing and self.index.get(key) is not None:
-            return
-        ref = execution_ref(e)
-        self.index[key] = ref
-        if self.policy.correlate_participants and e.pending is not None:
-            # The reply of a client that drops In-Reply-To and References (SPEC §8).
-            self.index[participant_key(e.tenant_key, e.pending.adapter_id, e.recipient)] = ref
 
     def _stored(self, e: EnrollmentRuntime, out: Outputs) -> Outputs:
         self.save_enrollment(e.model_copy(update={"pending": None}), out)
@@ -967,7 +716,9 @@ class Processor:
             if stored != e.pending.message_id:
                 pending = e.pending.model_copy(update={"message_id": stored})
                 e = self.save_enrollment(e.model_copy(update={"pending": pending}), out)
-                self._index_message_id(e, stored)
+                index_message_id(
+                    self.index, e, stored, participants=self.policy.correlate_participants
+                )
             return out
         self._resync_sent(feedback, exact=False)
         out.emit(
