@@ -37,6 +37,7 @@ from dripdrop_core.pools import decide_repin
 from dripdrop_core.scheduling import step_due_at
 from dripdrop_core.state import AdapterState, initial_adapter_state
 from dripdrop_core.suppression import parse_entry, parse_reason
+from streams.processor.availability import move_pin
 from streams.processor.company import note_enrollment, stop_company
 from streams.processor.flow import Processor
 from streams.processor.pinning import ConfigNotReadyError, pin, start_waiting, tenant_owned
@@ -97,7 +98,7 @@ def _repin(
     if e.mode is not Mode.OUTBOUND:
         raise RecordError(f"enrollment {e.id} is not outbound", code="not_outbound")
     decide_repin(e.tenant_key, e.adapter_id, adapter, p.adapter_state(adapter))
-    e = p.move_pin(e, adapter.id, now, out, reason=cmd.get("reason") or "operator")
+    e = move_pin(e, adapter.id, now, out, reason=cmd.get("reason") or "operator")
     if e.state is EnrollmentState.PAUSED and e.reason == "pin_unavailable":
         p.resume(e, now, partition, out)
     elif e.state is EnrollmentState.WAITING:
