@@ -103,8 +103,9 @@ class Processor:
         self._expose()
 
     def _expose(self) -> None:
-        """The tables and operations that the input handlers (inputs.py, pinning.py,
-        company.py), the pipeline and the tests reach through the processor."""
+        """The tables and operations that the input handlers (commands.py, inbound.py,
+        health_signals.py, config_changes.py, pinning.py, company.py), the pipeline and the
+        tests reach through the processor."""
         self.cache = self.tables.cache
         self.config = self.tables.config
         self.adapter_states = self.tables.adapter_states
