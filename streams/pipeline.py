@@ -51,7 +51,7 @@ from streams.codecs import CodecError, Codecs, partition_for
 from streams.dead_letters import DeadLetters, Place
 from streams.kafka import PublishError, StreamPublisher
 from streams.parking import Parked, Parking
-from streams.processor import inputs
+from streams.processor import commands, config_changes, health_signals, inbound
 from streams.processor.flow import Processor
 from streams.processor.pinning import ConfigNotReadyError
 from streams.processor.runtime import Outputs, stable_id
@@ -63,7 +63,7 @@ from streams.sink_stage import SinkStage, encode
 
 log = logging.getLogger("dripdrop.pipeline")
 REDRIVE_REAL_SECONDS = 300.0
-"""A send command unanswered this long (real time) is re-issued (``Processor._redrive``).
+"""A send command unanswered this long (real time) is re-issued (``processor.redrive.Redrive``).
 
 Long, because in steady operation nothing is lost and a late result only means a backlog
 (re-issuing then would add duplicates to it). Losses happen when a worker dies or stops,
@@ -507,10 +507,10 @@ class Pipeline:
                 return p.on_feedback(orjson.loads(value), now, partition)
         record = self.codecs.for_topic(name).decode(value)
         handler: Callable[[Processor, dict[str, Any], datetime, int], Outputs] = {
-            "enrollments": inputs.on_enrollment_command,
-            "inbound-messages": inputs.on_inbound,
-            "health-signals": inputs.on_health_signal,
-            "config": inputs.on_config,
+            "enrollments": commands.on_enrollment_command,
+            "inbound-messages": inbound.on_inbound,
+            "health-signals": health_signals.on_health_signal,
+            "config": config_changes.on_config,
             "dispatch-results": lambda proc, rec, n, part: proc.on_result(rec, n, part),
         }[name]
         with p.event(partition):

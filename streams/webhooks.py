@@ -24,7 +24,7 @@ adapter 404; none produces anything. Each provider event becomes one ``delivery`
 ``bounce`` (``hard``/``soft``), ``complaint`` or ``unsubscribe`` record naming the send by
 ``provider_message_id`` (and ``message_id`` when the event carries our RFC Message-ID),
 with the provider's event id as ``event_id``; the worker resolves it to the step execution
-(``streams.processor.inputs.on_health_signal``). The answer is 200 only once Kafka has
+(``streams.processor.health_signals.on_health_signal``). The answer is 200 only once Kafka has
 acknowledged every record; 503 (Kafka, PostgreSQL or a secret unavailable) makes the
 provider retry, and a retried event keeps its ``event_id``.
 """

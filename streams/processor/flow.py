@@ -1,77 +1,51 @@
-"""The enrollment flow: pin, schedule, decide, hand send commands to the sink, advance.
+"""The processor's composition point: one ``Processor`` per worker, built from its parts.
 
-One ``Processor`` serves one worker; every call handles one input event of one partition
-and returns ``Outputs``. All decisions come from ``dripdrop_core``; this module only loads
-state, calls the core, stores state and describes the side effects.
+Every call handles one input event of one partition and returns ``Outputs``. The parts
+(``state``, ``schedule``, ``dispatching``, ``availability``, ``results``, ``ledger``,
+``redrive``, ``recovery``) load state, call ``dripdrop_core`` and describe the side effects.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from dripdrop_core.circuit import Signal, admit
-from dripdrop_core.circuit import on_signal as on_circuit_signal
-from dripdrop_core.correlation import index_key, normalize_message_id, participant_key
-from dripdrop_core.decisions import Defer, Hold, Pause, Pin, Reassign, Send, Skip
-from dripdrop_core.dispatch import DueStep, decide_dispatch, terminal_reason
-from dripdrop_core.enrollment import TERMINAL, Event
-from dripdrop_core.enrollment import applies as enrollment_applies
-from dripdrop_core.enrollment import transition as enrollment_transition
-from dripdrop_core.errors import DripDropError, RecordError
-from dripdrop_core.explain import explain
-from dripdrop_core.health import (
-    HealthOutcome,
-    count_outcome,
-    fire_health_timer,
-    next_health_timer,
-)
-from dripdrop_core.lifecycle import RotationState, choose_lifecycle_adapter
-from dripdrop_core.limits import validate_message_size
-from dripdrop_core.mail_threads import (
-    advance_thread,
-    break_thread,
-    new_message_id,
-    thread_headers,
-    validate_headers,
-)
-from dripdrop_core.models import Adapter, EnrollmentState, HealthState, Mode, Step
-from dripdrop_core.outcomes import OutcomeRule, next_attempt, outcome_rule
-from dripdrop_core.pacing import record_send, reserve_gap_slot, reserve_handoff
+from dripdrop_core.enrollment import Event
 from dripdrop_core.policy import OutboundPolicy
-from dripdrop_core.pools import decide_member_returned, decide_pin_unavailable
-from dripdrop_core.ramp import effective_cap, local_day
-from dripdrop_core.reasons import Reason
-from dripdrop_core.scheduling import step_due_at, tick_bucket
-from dripdrop_core.selection import Candidate
-from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state, roll_day
-from dripdrop_core.suppression import recipient_domain, recipient_keys
-from dripdrop_core.suppression import suppression_key as core_suppression_key
-from dripdrop_core.throttles import ThrottleCounter, Throttled, count_send
-from dripdrop_core.throttles import applies as throttle_applies
-from dripdrop_core.unsubscribe import OneClick, OneClickLinks, is_one_click_on, one_click
+from dripdrop_core.unsubscribe import OneClickLinks
 from streams.processor import pinning
-from streams.processor.render import Rendered, render_step
-from streams.processor.runtime import (
-    EnrollmentRuntime,
-    LastDecision,
-    Outputs,
-    PendingSend,
-    stable_id,
-)
-from streams.processor.store import TABLES, Buffered, Config, ModelCache, Store
-
-_TERMINAL_NAMES = frozenset(str(state) for state in TERMINAL)
-CHUNK = 16
-"""Items per schedule chunk (one table value)."""
-MAX_BUCKETS_PER_TICK = 20_000
+from streams.processor.availability import Availability
+from streams.processor.dispatching import Dispatcher
+from streams.processor.enrollment import transition
+from streams.processor.ledger import Ledger
+from streams.processor.recovery import Sweep
+from streams.processor.redrive import Redrive
+from streams.processor.results import Backoff, Results
+from streams.processor.runtime import EnrollmentRuntime, Outputs
+from streams.processor.schedule import DueIndex
+from streams.processor.sending import Composer
+from streams.processor.state import Tables
+from streams.processor.store import Store
 
 
 class Processor:
-    """Stateful logic of one worker, over tables reached through ``Store``."""
+    """Stateful logic of one worker, over tables reached through ``Store``.
+
+    Args:
+        store: the tables (Faust's in a worker, dicts in tests).
+        policy: the rules of pinning, dispatch, health and the circuit breaker.
+        bucket_seconds: the due index's bucket width.
+        redrive_seconds: a send still unanswered after this long (simulated seconds) is
+            re-issued; ``None``: never.
+        arrival_redrive_seconds: the same for sends found in flight when a partition
+            arrives (default ``redrive_seconds``).
+        retry_seconds: first wait of a send the provider could not take.
+        time_scale: simulated seconds per real second.
+        lookahead_seconds: how far ahead a gap slot is taken (the time to the next tick).
+        owns: ``owns(tenant_key, partition)``: the tenant's state lives on that partition.
+    """
 
     def __init__(
         self,
@@ -87,45 +61,83 @@ class Processor:
         owns: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.policy = policy
-        self.bucket_seconds = bucket_seconds
-        # owns(tenant_key, partition): the tenant's state lives on that partition. The sweep
-        # iterates every local enrollment and must only touch its own partition's.
-        self.owns = owns or (lambda _tenant, _partition: True)
-        # A send command still unanswered after this long (simulated seconds) is re-issued:
-        # a crash or a stop can lose the claim, the command or the result in flight, and
-        # every step of the path is idempotent (claim_send, the ledger, on_result).
-        self.redrive = timedelta(seconds=redrive_seconds) if redrive_seconds else None
-        # Sends found in flight when a partition arrives (after a crash or a stop elsewhere)
-        # are re-issued after this shorter delay: that is when claims, commands and results
-        # are lost.
-        self.arrival_redrive = (
-            timedelta(seconds=arrival_redrive_seconds) if arrival_redrive_seconds else self.redrive
+        owns = owns or (lambda _tenant, _partition: True)
+        redrive = timedelta(seconds=redrive_seconds) if redrive_seconds else None
+        arrival = timedelta(seconds=arrival_redrive_seconds) if arrival_redrive_seconds else redrive
+        self.tables = Tables(store)
+        self.due = DueIndex(self.tables, bucket_seconds)
+        self.composer = Composer(self.tables.config)
+        self.redrive = Redrive(self.tables, self.composer, policy, redrive=redrive, arrival=arrival)
+        self.dispatcher = Dispatcher(
+            self.tables,
+            self.due,
+            composer=self.composer,
+            redrive=self.redrive,
+            policy=policy,
+            lookahead=timedelta(seconds=lookahead_seconds),
         )
-        # First wait of a send the provider could not take (then doubling, retry_delay).
-        self.retry_base = timedelta(seconds=retry_seconds)
-        # Simulated seconds per real second: a provider's Retry-After is real time.
-        self.time_scale = time_scale
-        # How far ahead a gap slot is taken (the time to the next tick): the send is decided
-        # now for that slot and the sender holds it until then (``Send.at``).
-        self.lookahead = timedelta(seconds=lookahead_seconds)
-        self.store = store
-        self.cache = ModelCache()
-        self._tables = {name: Buffered(store.table(name)) for name in TABLES}
-        self.config = Config(self._tables["config"], self.cache)
-        self.adapter_states = self._tables["adapters"]
-        self.selections = self._tables["selection"]
-        self.enrollments = self._tables["enrollments"]
-        self.schedule = self._tables["schedule"]
-        self.index = self._tables["index"]
-        self._last_chunk: dict[tuple[int, int], int] = {}
-        # Sends whose result is awaited, per partition: enrollment id → (step execution,
-        # when to re-issue). Memory only: ``sweep`` rebuilds it from the enrollments when
-        # a partition arrives (a restart, a rebalance), which is the only time it is lost.
-        self._in_flight: dict[int, dict[str, tuple[str, datetime]]] = {}
-        # The one-click unsubscribe links of opted-in sends (SPEC §13); the composition root
-        # (streams/worker.py) sets a source that resolves the key. ``None``: no headers.
-        self.one_click: Callable[[], OneClickLinks | None] = lambda: None
-        self._one_click_reported = False
+        schedule_at = self.dispatcher.schedule_at
+        self.availability = Availability(
+            self.tables, self.due, policy, owns=owns, schedule_at=schedule_at
+        )
+        # Closes the call loop of issue 15 (fire → _send → apply_health →
+        # pinned_sender_unavailable → pin_unavailable → schedule_at → fire).
+        self.dispatcher.availability = self.availability
+        self.results = Results(
+            self.tables,
+            self.dispatcher,
+            availability=self.availability,
+            redrive=self.redrive,
+            policy=policy,
+            backoff=Backoff(base=timedelta(seconds=retry_seconds), time_scale=time_scale),
+        )
+        self.ledger = Ledger(self.tables, policy, owns=owns, schedule_at=schedule_at)
+        self.recovery = Sweep(
+            self.tables,
+            self.due,
+            dispatcher=self.dispatcher,
+            availability=self.availability,
+            redrive=self.redrive,
+            owns=owns,
+        )
+        self._expose()
+
+    def _expose(self) -> None:
+        """The tables and operations that the input handlers (commands.py, inbound.py,
+        health_signals.py, config_changes.py, pinning.py, company.py), the pipeline and the
+        tests reach through the processor."""
+        self.cache = self.tables.cache
+        self.config = self.tables.config
+        self.adapter_states = self.tables.adapter_states
+        self.enrollments = self.tables.enrollments
+        self.schedule = self.tables.schedule
+        self.index = self.tables.index
+        self.adapter_state = self.tables.adapter_state
+        self.save_adapter_state = self.tables.save_adapter_state
+        self.enrollment = self.tables.enrollment
+        self.save_enrollment = self.tables.save_enrollment
+        self.candidates = self.tables.candidates
+        self.selection_state = self.tables.selection_state
+        self.save_selection = self.tables.save_selection
+        self.schedule_at = self.dispatcher.schedule_at
+        self.apply_health = self.availability.apply_health
+        self.resume = self.availability.resume
+        self.sender_returned = self.availability.sender_returned
+        self.pinned_sender_unavailable = self.availability.pinned_sender_unavailable
+        self.sweep = self.recovery.sweep
+        self.on_result = self.results.on_result
+        self.on_feedback = self.ledger.on_feedback
+        self.resync_adapters = self.ledger.resync_adapters
+
+    @property
+    def one_click(self) -> Callable[[], OneClickLinks | None]:
+        """The one-click unsubscribe links of opted-in sends (SPEC §13); the composition
+        root (streams/worker.py) sets a source that resolves the key. ``None``: no headers."""
+        return self.composer.one_click
+
+    @one_click.setter
+    def one_click(self, source: Callable[[], OneClickLinks | None]) -> None:
+        self.composer.one_click = source
 
     # ------------------------------------------------------------ events and caches
 
@@ -137,678 +149,47 @@ class Processor:
         record each); an exception discards them, and the caches that may hold them.
         """
         self.cache.partition = partition
-        for table in self._tables.values():
+        for table in self.tables.buffered.values():
             table.holding = True
         try:
             yield
-            with self.store.atomic():  # a write refused midway leaves none of the event's
-                for table in self._tables.values():
+            with self.tables.store.atomic():  # a write refused midway leaves none of the event's
+                for table in self.tables.buffered.values():
                     table.flush()
         except BaseException:
             # Nothing held may leak into the next event (it would be written under that
             # event's partition); the caches go, so the next read sees what the tables hold.
-            for table in self._tables.values():
+            for table in self.tables.buffered.values():
                 table.discard()
             self.forget_caches()
             raise
         finally:
-            for table in self._tables.values():
+            for table in self.tables.buffered.values():
                 table.holding = False
 
     def forget_caches(self) -> None:
         """Drop the parsed values remembered between events."""
-        self.cache.clear()
-        self.config.reads.clear_cache()
-        self._last_chunk.clear()
+        self.tables.forget()
+        self.due.forget()
 
     def on_rebalance(self) -> None:
         """Partitions moved: recovery rewrote tables, and ``sweep`` must run again."""
         self.forget_caches()
-        self._in_flight.clear()
+        self.redrive.clear()
 
-    # ------------------------------------------------------------ state access
-
-    def adapter_state(self, adapter: Adapter) -> AdapterState:
-        state = self.cache.load(self.adapter_states, adapter.id, AdapterState)
-        return state if state is not None else initial_adapter_state(adapter)
-
-    def save_adapter_state(self, state: AdapterState) -> None:
-        self.cache.save(self.adapter_states, state.adapter_id, state)
-
-    def enrollment(self, enrollment_id: str) -> EnrollmentRuntime | None:
-        return self.cache.load(self.enrollments, enrollment_id, EnrollmentRuntime)
-
-    def save_enrollment(
-        self, e: EnrollmentRuntime, out: Outputs, *, urgent: bool = False
-    ) -> EnrollmentRuntime:
-        """Store the runtime and describe its PostgreSQL row (versioned upsert).
-
-        The row is written only when a column PostgreSQL holds changed (state, pin, reason,
-        end): scheduling bookkeeping alone is table state, not an authoritative row.
-        """
-        previous = self.enrollment(e.id)
-        e = e.model_copy(update={"version": e.version + 1})
-        self.cache.save(self.enrollments, e.id, e)
-        if urgent or previous is None or _row_fields(previous) != _row_fields(e):
-            row = {"op": "enrollment", "row": enrollment_row(e)}
-            (out.urgent if urgent else out.sink).append(row)
-        return e
-
-    # ------------------------------------------------------------ scheduling
-
-    def schedule_at(
-        self, e: EnrollmentRuntime, due: datetime, now: datetime, partition: int, out: Outputs
-    ) -> EnrollmentRuntime:
-        """Index the enrollment at ``due``; fire at once when it is already due."""
-        e = e.model_copy(update={"status": "scheduled", "due_at": due, "pending": None})
-        if due <= now:
-            return self.fire(e, now, partition, out)
-        self._index_due(f"e:{e.id}:{int(due.timestamp() * 1000)}", due, partition, now=now)
-        return self.save_enrollment(e, out)
-
-    def _index_due(self, item: str, due: datetime, partition: int, *, now: datetime) -> None:
-        bucket = tick_bucket(due, self.bucket_seconds)
-        cursor_key = f"cursor:{partition}"
-        cursor = self.index.get(cursor_key)
-        if cursor is None:
-            # Start the cursor before *now*, not before this item: an item indexed later but
-            # due sooner must not land behind this one (it would wait for its bucket).
-            start = min(bucket, tick_bucket(now, self.bucket_seconds))
-            self.index[cursor_key] = start - self.bucket_seconds
-        elif bucket <= cursor:
-            bucket = self._bucket_after(cursor)
-        # A bucket is a list of chunks of at most CHUNK items: appending rewrites one small
-        # chunk, not the whole bucket (20,000 steps due in one minute made each append copy
-        # the whole list: quadratic).
-        # Chunks are numbered from 0 with no gap, so the table alone says which exist (no
-        # separate count that a crash could leave out of step); the last chunk number is
-        # remembered in memory only to avoid probing.
-        chunk = self._last_chunk.get((partition, bucket), 0)
-        while self.schedule.get(f"{partition}:{bucket}:{chunk + 1}") is not None:
-            chunk += 1
-        items: list[str] = list(self.schedule.get(f"{partition}:{bucket}:{chunk}") or [])
-        if len(items) >= CHUNK:
-            chunk, items = chunk + 1, []
-        self._last_chunk[(partition, bucket)] = chunk
-        items.append(item)
-        self.schedule[f"{partition}:{bucket}:{chunk}"] = items
-
-    def _bucket_after(self, cursor: int) -> int:
-        """The first bucket (a multiple of ``bucket_seconds``) after ``cursor``."""
-        return (cursor // self.bucket_seconds + 1) * self.bucket_seconds
+    # ------------------------------------------------------------ ticks
 
     def on_tick(self, partition: int, now: datetime) -> Outputs:
         """Fire every item due by ``now`` in this partition; idempotent by item token."""
         out = Outputs()
-        cursor_key = f"cursor:{partition}"
-        cursor = self.index.get(cursor_key)
-        if cursor is None:
-            self._redrive_due(partition, now, out)
-            pinning.drain(self, partition, now, out)
-            return out
-        current = tick_bucket(now, self.bucket_seconds)
-        last = min(current, cursor + MAX_BUCKETS_PER_TICK * self.bucket_seconds)
-        passed = cursor
-        # Buckets are multiples of bucket_seconds (epoch seconds): visit those, not every
-        # second in between (60 table reads per bucket, each a miss in every partition store).
-        now_ms = now.timestamp() * 1000
-        for bucket in range(self._bucket_after(cursor), last + 1, self.bucket_seconds):
-            chunk = 0
-            while (items := self.schedule.get(f"{partition}:{bucket}:{chunk}")) is not None:
-                key = f"{partition}:{bucket}:{chunk}"
-                chunk += 1
-                due = [i for i in items if int(i.rsplit(":", 1)[1]) <= now_ms]
-                for item in due:
-                    self._fire_item_safely(item, now, partition, out)
-                if bucket < current:
-                    self.schedule.pop(key, None)
-                elif due:
-                    # Re-read: firing may have appended items due later in this bucket.
-                    fired = set(due)
-                    left = [i for i in self.schedule.get(key) or [] if i not in fired]
-                    self.schedule[key] = left
-            if bucket < current:
-                self._last_chunk.pop((partition, bucket), None)
-                passed = bucket
-        # One cursor write per tick, not one per bucket: on a scaled clock a tick spans
-        # dozens of buckets, and every table write is a changelog record.
-        if passed != cursor:
-            self.index[cursor_key] = passed
-        self._redrive_due(partition, now, out)
+        self.due.fire_due(
+            partition, now, lambda item: self.dispatcher.fire_item_safely(item, now, partition, out)
+        )
+        self.redrive.run_due(partition, now, out)
         pinning.drain(self, partition, now, out)
         return out
 
-    def sweep(self, partition: int, now: datetime) -> Outputs:
-        """Rebuild, from the enrollments' own records, what lives beside them.
-
-        Runs when a partition arrives in this process (start, restart, rebalance), and
-        rarely after as a backstop. An enrollment and its due-time index entry are two
-        changelog records: a crash can keep one and lose the other, and the replayed input
-        then finds nothing left to do. So: overdue work fires, a future due time without
-        its index entry gets it back (a duplicate entry is harmless: firing checks the
-        enrollment's own due time), and sends awaiting a result are armed for redrive.
-        Resting adapters' timers (resting → probing) are checked the same way.
-        """
-        out = Outputs()
-        in_flight = self._in_flight.setdefault(partition, {})
-        future: dict[int, list[tuple[str, datetime]]] = {}
-        paused: list[str] = []
-        for key, raw in self.store.partition_items("enrollments", partition):
-            if raw and raw.get("state") == "paused" and raw.get("reason") == "pin_unavailable":
-                paused.append(key)  # a send of it may still be in flight: armed below too
-            # A cheap look at the raw record first: most enrollments are finished.
-            if (
-                not raw
-                or raw.get("status") not in ("scheduled", "dispatching")
-                or raw.get("state") in _TERMINAL_NAMES
-                or not self.owns(raw.get("tenant_key", ""), partition)
-            ):
-                continue
-            try:
-                e = self.enrollment(key)
-            except Exception as exc:  # noqa: BLE001 - one unreadable record must not stop it
-                out.reject("bug", f"sweep: enrollment {key}: {type(exc).__name__}: {exc}")
-                continue
-            if e is None:
-                continue
-            if e.status == "dispatching" and e.pending is not None and self.arrival_redrive:
-                if e.id not in in_flight and not e.pending.ambiguous:
-                    exec_id = e.pending.step_execution_id
-                    in_flight[e.id] = (exec_id, now + self.arrival_redrive)
-            elif e.status == "scheduled" and e.due_at is not None:
-                item = f"e:{e.id}:{int(e.due_at.timestamp() * 1000)}"
-                if e.due_at <= now:
-                    self._fire_item_safely(item, now, partition, out)
-                else:
-                    bucket = tick_bucket(e.due_at, self.bucket_seconds)
-                    future.setdefault(bucket, []).append((item, e.due_at))
-        for key in paused:
-            # A reassign pool's member may have got room since (a new local day).
-            self._member_returned(key, None, now, partition, out)
-        for key, raw in self.store.partition_items("adapters", partition):
-            # A resting adapter's timer entry is a record apart from its state, too.
-            resting = raw and raw.get("health_state") == HealthState.RESTING
-            adapter = self.config.adapter(key) if resting else None
-            if adapter is None or not self.owns(adapter.tenant_key, partition):
-                continue
-            timer = next_health_timer(self.adapter_state(adapter))
-            if timer is None:
-                continue
-            item = f"a:{adapter.id}:{int(timer.timestamp() * 1000)}"
-            if timer <= now:
-                self._fire_item_safely(item, now, partition, out)
-            else:
-                future.setdefault(tick_bucket(timer, self.bucket_seconds), []).append((item, timer))
-        cursor = self.index.get(f"cursor:{partition}")
-        for bucket, items in future.items():
-            # _index_due puts an item due at or before the cursor in the bucket after it.
-            places = {bucket} if cursor is None else {bucket, self._bucket_after(cursor)}
-            present = {i for b in places for i in self._bucket_items(partition, b)}
-            for item, due in items:
-                if item not in present:
-                    self._index_due(item, due, partition, now=now)
-        return out
-
-    def _bucket_items(self, partition: int, bucket: int) -> Iterator[str]:
-        chunk = 0
-        while (items := self.schedule.get(f"{partition}:{bucket}:{chunk}")) is not None:
-            yield from items
-            chunk += 1
-
-    def _fire_item_safely(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
-        """One failing item (a bug) must not block every later item of the partition."""
-        try:
-            self._fire_item(item, now, partition, out)
-        except Exception as exc:  # noqa: BLE001 - reported as a dead letter, then skipped
-            out.reject("bug", f"schedule item {item}: {type(exc).__name__}: {exc}")
-
-    def _fire_item(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
-        kind, ident, token = item.split(":", 2)
-        if kind == "a":
-            adapter = self.config.adapter(ident)
-            if adapter is not None:
-                state = self.adapter_state(adapter)
-                self.apply_health(
-                    adapter,
-                    fire_health_timer(state, now, policy=self.policy.health),
-                    now,
-                    partition,
-                    out,
-                )
-            return
-        e = self.enrollment(ident)
-        if e is None or e.status != "scheduled" or e.due_at is None:
-            return
-        if int(e.due_at.timestamp() * 1000) != int(token):
-            return  # rescheduled since: a stale index entry
-        self.fire(e, now, partition, out)
-
-    # ------------------------------------------------------------ dispatch
-
-    def fire(
-        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
-    ) -> EnrollmentRuntime:
-        """Decide the due step of ``e`` and act on the decision."""
-        if e.state in TERMINAL:
-            return e
-        steps = self.config.steps(e.version_id)
-        if e.step_index >= len(steps):
-            return self.complete(e, now, out)
-        step = steps[e.step_index]
-        adapter = self._adapter_for(e, step, out)
-        state = self.adapter_state(adapter) if adapter is not None else None
-        pool = self.config.pool(e.pool_id)
-        due = DueStep(
-            enrollment_id=e.id,
-            step_execution_id=self.execution_id(e, step),
-            tenant_key=e.tenant_key,
-            step=step,
-            mode=e.mode,
-            enrollment_state=e.state,
-            pin_policy=pool.on_pin_unavailable if pool is not None else None,
-            recipient_timezone=e.recipient_timezone,
-            suppressed=self.is_suppressed(e.tenant_key, e.recipient),
-            throttles=self._throttles(e, adapter),
-        )
-        decision = decide_dispatch(
-            due, adapter, state, now, policy=self.policy, lookahead=self.lookahead
-        )
-        match decision:
-            case Send():
-                assert adapter is not None and state is not None
-                at = decision.at or now  # a gap slot ahead of now: the hand-off time
-                e = self._send(e, step, adapter, state, now, partition, out, at=at)
-                if e.status == "dispatching":  # issued (not failed at rendering)
-                    self._count_throttled(due.throttles, at)
-                return e
-            case Defer():
-                wake = decision.until
-                if decision.reason is Reason.GAP and adapter is not None and state is not None:
-                    slot, queued = reserve_gap_slot(
-                        adapter, state, decision.until, its_turn=self._gap_turn(e, now)
-                    )
-                    self.save_adapter_state(queued)
-                    decision = decision.model_copy(update={"until": slot})
-                    # Woken one look-ahead early, the tick before the slot sends it for the
-                    # slot itself (``Send.at``): a tick after it would hand it over late.
-                    wake = slot - self.lookahead if slot - self.lookahead > now else slot
-                e = self._note(e, decision, now)
-                out.emit(
-                    "dispatch.deferred",
-                    e.tenant_key,
-                    now,
-                    enrollment_id=e.id,
-                    step_id=step.id,
-                    reason=str(decision.reason),
-                    until=decision.until.isoformat(),
-                    adapter_id=decision.facts.adapter_id,
-                    cap=decision.facts.cap,
-                    sent_today=decision.facts.sent_today,
-                )
-                e = self.schedule_at(e, wake, now, partition, out)
-                out.sink.append(
-                    {
-                        "op": "event",
-                        "row": event_row(
-                            e,
-                            "deferred",
-                            now,
-                            # One row per reason and day: the latest is what explain shows.
-                            key=f"{due.step_execution_id}:{decision.reason}:{decision.until.date()}",
-                            adapter_id=decision.facts.adapter_id,
-                            step_id=step.id,
-                            data={
-                                "reason": str(decision.reason),
-                                "until": decision.until.isoformat(),
-                                "explain": explain(decision),
-                            },
-                        ),
-                    }
-                )
-                return e
-            case Skip():
-                e = self._note(e, decision, now)
-                out.emit(
-                    "dispatch.skipped",
-                    e.tenant_key,
-                    now,
-                    enrollment_id=e.id,
-                    step_id=step.id,
-                    reason=str(decision.reason),
-                )
-                return self.advance(e, now, partition, out)
-            case Hold():
-                e = self._note(e, decision, now).model_copy(update={"status": "held"})
-                return self.save_enrollment(e, out)
-            case Pause() | Reassign():
-                return self.pin_unavailable(e, now, partition, out, cause=str(decision.reason))
-        raise AssertionError(f"unhandled decision {decision!r}")  # pragma: no cover
-
-    def _throttles(self, e: EnrollmentRuntime, adapter: Adapter | None) -> tuple[Throttled, ...]:
-        """The recipient-domain throttles over this send, with their counters (SPEC §13)."""
-        if adapter is None:
-            return ()
-        domain = recipient_domain(e.recipient)
-        return tuple(
-            Throttled(
-                throttle=t,
-                counter=ThrottleCounter.model_validate(self.index.get(f"dt:{t.id}") or {}),
-            )
-            for t in self.config.throttles(e.tenant_key, domain)
-            if throttle_applies(t, domain, adapter.id)
-        )
-
-    def _count_throttled(self, throttles: tuple[Throttled, ...], at: datetime) -> None:
-        for t in throttles:
-            self.index[f"dt:{t.throttle.id}"] = count_send(t.counter, at).model_dump(mode="json")
-
-    def _gap_turn(self, e: EnrollmentRuntime, now: datetime) -> bool:
-        """``e`` waited for the minimum gap and its slot has come (it is woken for it)."""
-        last = e.last_decision
-        return (
-            last is not None
-            and last.kind == "defer"
-            and last.reason == str(Reason.GAP)
-            and last.until is not None
-            and last.until - self.lookahead <= now
-        )
-
-    def execution_id(self, e: EnrollmentRuntime, step: Step) -> str:
-        return stable_id("exec", e.id, step.id, str(e.attempt))
-
-    def _adapter_for(self, e: EnrollmentRuntime, step: Step, out: Outputs) -> Adapter | None:
-        if e.mode is Mode.OUTBOUND:
-            return self.config.adapter(step.adapter_override_id or e.adapter_id)
-        rotation_key = f"rot:{e.tenant_key}"
-        rotation = RotationState.model_validate(self.index.get(rotation_key) or {})
-        new_rotation, choice = choose_lifecycle_adapter(
-            step, self.config.tenant_adapters(e.tenant_key), rotation
-        )
-        if new_rotation != rotation:
-            self.index[rotation_key] = new_rotation.model_dump(mode="json")
-        return self.config.adapter(choice.adapter_id)
-
-    def _send(
-        self,
-        e: EnrollmentRuntime,
-        step: Step,
-        adapter: Adapter,
-        state: AdapterState,
-        now: datetime,
-        partition: int,
-        out: Outputs,
-        *,
-        at: datetime,
-    ) -> EnrollmentRuntime:
-        """Issue the send decided ``now`` for hand-off ``at`` (``now`` or a gap slot just
-        ahead): the send counts, and its gap runs, from ``at``."""
-        exec_id = self.execution_id(e, step)
-        cap = effective_cap(adapter, state, at, policy=self.policy.health)
-        is_override = e.mode is Mode.OUTBOUND and step.adapter_override_id is not None
-        threaded = e.mode is Mode.OUTBOUND or step.thread_continuity
-        first_of_pin = e.mode is Mode.OUTBOUND and not is_override and e.last_sent_at is None
-        message_id = new_message_id(uuid.UUID(exec_id), now, adapter.from_address)
-        try:
-            headers, content = self._compose(
-                e,
-                step,
-                is_override=is_override or not threaded,
-                message_id=message_id,
-                now=now,
-                out=out,
-            )
-            validate_message_size(content.subject, content.text, content.html)
-            validate_headers(
-                {"Subject": content.subject, "To": e.recipient, "From": adapter.from_address or ""}
-            )
-        except DripDropError as exc:
-            out.emit(
-                "dispatch.rejected",
-                e.tenant_key,
-                now,
-                enrollment_id=e.id,
-                step_id=step.id,
-                reason=exc.code,
-                detail=str(exc),
-            )
-            out.sink.append(
-                {
-                    "op": "event",
-                    "row": event_row(
-                        e,
-                        "failed",
-                        now,
-                        key=exec_id,
-                        adapter_id=adapter.id,
-                        step_id=step.id,
-                        data={"reason": exc.code, "detail": str(exc)},
-                    ),
-                }
-            )
-            # A step that cannot render fails its enrollment: a later step would reply to
-            # mail that was never sent (SPEC §7).
-            return self.transition(e, Event.FAIL, now, out, reason=exc.code, urgent=True)
-        state = self._admitted(adapter, state, now, out)
-        outcome = record_send(
-            adapter, state, at, policy=self.policy.health, first_send_of_pin=first_of_pin
-        )
-        self.apply_health(adapter, outcome, now, partition, out)
-        claim = self._claim_op(e, step, adapter, exec_id, headers, content, cap, at)
-        pending = PendingSend(
-            step_execution_id=exec_id,
-            step_id=step.id,
-            adapter_id=adapter.id,
-            message_id=message_id,
-            # Only outbound override sends stay out of the chain; an unthreaded lifecycle
-            # send joins it, so a later thread_continuity step replies to it (SPEC §6).
-            is_override=is_override,
-            decided_at=at,
-            first_of_pin=first_of_pin,
-        )
-        e = e.model_copy(
-            update={
-                "status": "dispatching",
-                "pending": pending,
-                "last_decision": LastDecision(
-                    kind="send", reason="ready", text="send command issued", at=now
-                ),
-            }
-        )
-        # A reply can come back before this send's result is processed (an auto-reply while
-        # the result waits behind a backlog): its Message-ID is indexed now, not on the result.
-        self._index_message_id(e, pending.message_id)
-        # The enrollment row first: the claim's execution row references it.
-        e = self.save_enrollment(e, out)
-        out.sink.append(claim)
-        self._arm_redrive(e, now, partition)
-        return e
-
-    def _compose(
-        self,
-        e: EnrollmentRuntime,
-        step: Step,
-        *,
-        is_override: bool,
-        message_id: str,
-        now: datetime,
-        out: Outputs,
-    ) -> tuple[dict[str, str], Rendered]:
-        """The headers and content of a send: threading headers, the one-click
-        unsubscribe headers and ``{{ unsubscribe_url }}`` when the version has them on.
-
-        Raises:
-            DripDropError: a header with a line break, a template that cannot render.
-        """
-        headers = thread_headers(e.thread, is_override=is_override, message_id=message_id)
-        data = e.data
-        link = self._one_click_for(e, now, out)
-        if link is not None:
-            validate_headers(link.headers)
-            headers = {**headers, **link.headers}
-            data = {**e.data, "unsubscribe_url": link.url}
-        return headers, render_step(step, data)
-
-    def _one_click_for(self, e: EnrollmentRuntime, now: datetime, out: Outputs) -> OneClick | None:
-        version = self.config.version(e.version_id)
-        if version is None or not is_one_click_on(version):
-            return None
-        links = self.one_click()
-        if links is None:
-            if not self._one_click_reported:  # once per process: the log says why
-                self._one_click_reported = True
-                out.emit(
-                    "unsubscribe.links_unavailable",
-                    e.tenant_key,
-                    now,
-                    enrollment_id=e.id,
-                    detail="sends go out without List-Unsubscribe: no key or base URL",
-                )
-            return None
-        return one_click(links, e.tenant_key, e.id, e.recipient)
-
-    def _claim_op(
-        self,
-        e: EnrollmentRuntime,
-        step: Step,
-        adapter: Adapter,
-        exec_id: str,
-        headers: dict[str, str],
-        content: Rendered,
-        cap: int | None,
-        now: datetime,
-        *,
-        not_before: datetime | None = None,
-    ) -> dict[str, Any]:
-        """The sink's claim of one send decided ``now``; the sender hands it over no earlier
-        than ``not_before`` (default ``now``)."""
-        command = {
-            "event_id": f"{exec_id}:{e.attempt + 1}",
-            "tenant_key": e.tenant_key,
-            "step_execution_id": exec_id,
-            "enrollment_id": e.id,
-            "step_id": step.id,
-            "adapter_id": adapter.id,
-            "channel": step.channel,
-            "recipient": e.recipient,
-            "from_address": adapter.from_address or "",
-            "subject": content.subject,
-            "body_text": content.text,
-            "body_html": content.html,
-            "headers": headers,
-            "idempotency_key": exec_id,
-            "attempt": e.attempt + 1,
-            "decided_at": now,
-            "not_before": not_before or now,
-        }
-        guard = {
-            "adapter_id": adapter.id,
-            "tenant_key": e.tenant_key,
-            "day": local_day(adapter.timezone, now).isoformat(),
-            "cap": cap,
-            "gap_seconds": adapter.min_gap_seconds,
-            "at": now.isoformat(),
-        }
-        return {"op": "claim", "command": command, "guard": guard}
-
-    def _arm_redrive(self, e: EnrollmentRuntime, now: datetime, partition: int) -> None:
-        if self.redrive is not None and e.pending is not None:
-            exec_id = e.pending.step_execution_id
-            self._in_flight.setdefault(partition, {})[e.id] = (exec_id, now + self.redrive)
-
-    def _redrive_due(self, partition: int, now: datetime, out: Outputs) -> None:
-        in_flight = self._in_flight.get(partition, {})
-        for enrollment_id, (exec_id, at) in list(in_flight.items()):
-            if at <= now:
-                try:
-                    self._redrive(enrollment_id, exec_id, now, partition, out)
-                except Exception as exc:  # noqa: BLE001 - reported, then left for the sweep
-                    in_flight.pop(enrollment_id, None)
-                    out.reject("bug", f"redrive {enrollment_id}: {type(exc).__name__}: {exc}")
-
-    def _redrive(
-        self, enrollment_id: str, exec_id: str, now: datetime, partition: int, out: Outputs
-    ) -> None:
-        """Re-issue the claim of a send still unanswered (same id, Message-ID and day)."""
-        e = self.enrollment(enrollment_id)
-        pending = e.pending if e is not None else None
-        if e is None or e.status != "dispatching" or pending is None or pending.ambiguous:
-            self._in_flight.get(partition, {}).pop(enrollment_id, None)
-            return
-        if pending.step_execution_id != exec_id:
-            # Answered since, and a later send is out: watch that one instead.
-            self._arm_redrive(e, pending.decided_at, partition)
-            return
-        step = self.config.entity("step", pending.step_id)
-        adapter = self.config.adapter(pending.adapter_id)
-        if not isinstance(step, Step) or adapter is None:
-            self._in_flight.get(partition, {}).pop(enrollment_id, None)
-            return
-        state = self.adapter_state(adapter)
-        admission = admit(state.circuit, now, policy=self.policy.circuit)
-        if not admission.allowed:
-            # The adapter's circuit is open: the send waits for the breaker's probe.
-            assert admission.until is not None
-            self._in_flight.setdefault(partition, {})[e.id] = (exec_id, admission.until)
-            if e.last_decision is None or e.last_decision.until != admission.until:
-                note = LastDecision(
-                    kind="defer",
-                    reason=str(Reason.CIRCUIT_OPEN),
-                    until=admission.until,
-                    text=f"held: the circuit of adapter {adapter.id} is open",
-                    at=now,
-                )
-                self.save_enrollment(e.model_copy(update={"last_decision": note}), out)
-            return
-        admitted = self._admitted(adapter, state, now, out)
-        # A fresh hand-off time one gap after the adapter's last: re-issued sends (after an
-        # outage, a lost result) go out spaced, never as a burst.
-        handoff, admitted = reserve_handoff(adapter, admitted, now)
-        self.save_adapter_state(admitted)
-        at = pending.decided_at
-        headers, content = self._compose(
-            e,
-            step,
-            is_override=pending.is_override,
-            message_id=pending.message_id,
-            now=now,
-            out=out,
-        )
-        cap = effective_cap(adapter, state, at, policy=self.policy.health)
-        out.emit("dispatch.redriven", e.tenant_key, now, enrollment_id=e.id, step_id=step.id)
-        # The row may have been lost with the claim: the execution row references it.
-        out.sink.append({"op": "enrollment", "row": enrollment_row(e)})
-        claim = self._claim_op(
-            e, step, adapter, exec_id, headers, content, cap, at, not_before=handoff
-        )
-        out.sink.append(claim)
-        self._arm_redrive(e, now, partition)
-
-    def _note(self, e: EnrollmentRuntime, decision: Any, now: datetime) -> EnrollmentRuntime:
-        until = getattr(decision, "until", None)
-        note = LastDecision(
-            kind=decision.kind,
-            reason=str(decision.reason),
-            until=until,
-            text=explain(decision),
-            at=now,
-        )
-        return e.model_copy(update={"last_decision": note})
-
-    def advance(
-        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
-    ) -> EnrollmentRuntime:
-        """Move to the next step (scheduled from the last send) or complete."""
-        e = e.model_copy(update={"step_index": e.step_index + 1, "pending": None, "attempt": 0})
-        steps = self.config.steps(e.version_id)
-        if e.step_index >= len(steps):
-            return self.complete(e, now, out)
-        due = step_due_at(
-            steps[e.step_index], enrolled_at=e.enrolled_at, previous_sent_at=e.last_sent_at
-        )
-        return self.schedule_at(e, due, now, partition, out)
-
-    def complete(self, e: EnrollmentRuntime, now: datetime, out: Outputs) -> EnrollmentRuntime:
-        return self.transition(e.model_copy(update={"pending": None}), Event.COMPLETE, now, out)
+    # ------------------------------------------------------------ state changes
 
     def transition(
         self,
@@ -822,608 +203,15 @@ class Processor:
         announce: str | None = None,
         attrs: dict[str, Any] | None = None,
     ) -> EnrollmentRuntime:
-        """Apply ``event`` through the core's table (``dripdrop_core.enrollment``), the only
-        place an enrollment's state changes; an event that does not apply changes nothing.
-
-        A terminal state ends the flow (``done``, ``finished_at``); a pause holds a step that
-        was only scheduled (a send already handed over still gets its result). The change is
-        announced once, as ``announce`` or the core's ``enrollment.<state>``.
-        """
-        change = enrollment_transition(e.state, event, reason)
-        if change is None:
-            return e
-        update: dict[str, Any] = {"state": change.state, "reason": change.reason}
-        if change.terminal:
-            update.update(status="done", finished_at=now)
-        elif change.state is not EnrollmentState.ACTIVE and e.status == "scheduled":
-            update["status"] = "held"
-        e = self.save_enrollment(e.model_copy(update=update), out, urgent=urgent)
-        told = {"reason": change.reason} if change.reason else {}
-        told.update(attrs or {})
-        out.emit(announce or change.telemetry, e.tenant_key, now, enrollment_id=e.id, **told)
-        return e
-
-    def is_suppressed(self, tenant_key: str, recipient: str) -> bool:
-        """The recipient's address or its whole domain is on the tenant's suppression list."""
-        return any(self.index.get(k) is not None for k in recipient_keys(tenant_key, recipient))
-
-    # ------------------------------------------------------------ results and feedback
-
-    def on_result(self, result: dict[str, Any], now: datetime, partition: int) -> Outputs:
-        """A delivery outcome, interpreted through ``dripdrop_core.outcomes.OUTCOMES``: thread
-        the send and schedule the next step, or stop, or send the same again later."""
-        out = Outputs()
-        e = self.enrollment(result.get("enrollment_id") or "")
-        if e is None or e.pending is None:
-            return out
-        pending = e.pending
-        if pending.step_execution_id != result["step_execution_id"]:
-            return out  # a duplicate or an old attempt
-        self._in_flight.get(partition, {}).pop(e.id, None)
-        status = result["status"]
-        rule = outcome_rule(status)
-        if pending.ambiguous and rule.holds:
-            return out  # held already: a replayed result, or a re-issue ambiguous again
-        attrs = {
-            "enrollment_id": e.id,
-            "step_id": pending.step_id,
-            "adapter_id": pending.adapter_id,
-            "step_execution_id": pending.step_execution_id,
-        }
-        adapter = self.config.adapter(pending.adapter_id)
-        if rule.circuit is not None and adapter is not None:
-            self._circuit_signal(adapter, rule.circuit, now, out)
-        if rule.again is not None:
-            return self._send_again(e, rule, result, now, partition, attrs, out)
-        if rule.threads:
-            # Indexed when decided; a send decided by an earlier version is indexed here.
-            self._index_message_id(e, pending.message_id, only_if_missing=True)
-            if result.get("provider_message_id"):
-                pid = normalize_message_id(result["provider_message_id"]) or ""
-                self.index[index_key(e.tenant_key, pid, "provider")] = _execution_ref(e)
-            thread = advance_thread(
-                e.thread, is_override=pending.is_override, message_id=pending.message_id
-            )
-            e = e.model_copy(update={"thread": thread, "last_sent_at": pending.decided_at})
-            out.emit(
-                "dispatch.sent",
-                e.tenant_key,
-                now,
-                out_message_id=normalize_message_id(pending.message_id),
-                provider_message_id=result.get("provider_message_id"),
-                **attrs,
-            )
-        else:
-            out.emit(f"dispatch.{status}", e.tenant_key, now, error=result.get("error"), **attrs)
-        if rule.counts_bounce and adapter is not None:
-            outcome = count_outcome(
-                adapter,
-                self.adapter_state(adapter),
-                "bounce",
-                at=now,
-                now=now,
-                policy=self.policy.health,
-            )
-            self.apply_health(adapter, outcome, now, partition, out)
-        if rule.suppress:
-            self.suppress(e.tenant_key, e.recipient, "bounce", now, out)
-        if rule.holds:
-            out.emit(
-                "send.ambiguous",
-                e.tenant_key,
-                now,
-                error=result.get("error"),
-                out_message_id=normalize_message_id(pending.message_id),
-                **attrs,
-            )
-            if e.state not in TERMINAL:
-                # Keep the send pending, so the resolution's result still matches it.
-                held = pending.model_copy(update={"ambiguous": True})
-                self.save_enrollment(e.model_copy(update={"pending": held}), out)
-                return out
-        if rule.event is not None:
-            from_error = _error_code(result.get("error")) if rule.reason_from_error else None
-            reason = from_error or rule.reason
-            e = e.model_copy(update={"pending": None})
-            if e.state in TERMINAL:
-                return self._stored(e, out)
-            self.transition(e, rule.event, now, out, reason=reason, urgent=True)
-            return out
-        if e.state in TERMINAL:
-            return self._stored(e, out)
-        return self._finish_step(e, now, partition, out)
-
-    def suppress(
-        self, tenant_key: str, recipient: str, reason: str, now: datetime, out: Outputs
-    ) -> None:
-        """Suppress ``recipient`` in the tenant (the inputs module owns the list's format)."""
-        from streams.processor.inputs import _suppress  # noqa: PLC0415 - inputs imports flow
-
-        _suppress(self, tenant_key, recipient, reason, now, out)
-
-    def _circuit_signal(
-        self, adapter: Adapter, signal: Signal, now: datetime, out: Outputs
-    ) -> None:
-        """Feed one send outcome to the adapter's breaker; announce it opening or closing."""
-        state = self.adapter_state(adapter)
-        change = on_circuit_signal(state.circuit, signal, now, policy=self.policy.circuit)
-        if change.circuit != state.circuit:
-            self.save_adapter_state(state.model_copy(update={"circuit": change.circuit}))
-        if change.opened:
-            out.emit(
-                "provider.circuit_open",
-                adapter.tenant_key,
-                now,
-                adapter_id=adapter.id,
-                until=change.circuit.until,
-                opens=change.circuit.opens,
-            )
-        elif change.closed:
-            out.emit("provider.circuit_closed", adapter.tenant_key, now, adapter_id=adapter.id)
-
-    def _admitted(
-        self, adapter: Adapter, state: AdapterState, now: datetime, out: Outputs
-    ) -> AdapterState:
-        """The adapter's state once a send it admitted goes out: a send through an open
-        circuit whose cool-down ended is its probe (the circuit is then half-open)."""
-        admission = admit(state.circuit, now, policy=self.policy.circuit)
-        if not admission.probe:
-            return state
-        out.emit("provider.circuit_probe", adapter.tenant_key, now, adapter_id=adapter.id)
-        return state.model_copy(update={"circuit": admission.circuit})
-
-    def _send_again(
-        self,
-        e: EnrollmentRuntime,
-        rule: OutcomeRule,
-        result: dict[str, Any],
-        now: datetime,
-        partition: int,
-        attrs: dict[str, Any],
-        out: Outputs,
-    ) -> Outputs:
-        """Nothing was handed over (``retry``, ``deferred``): the same send (id, Message-ID)
-        goes again after a back-off, through the redrive; the step is never passed by. A
-        recipient deferred past the retry limit fails the enrollment instead."""
-        pending = e.pending
-        assert pending is not None
-        retry_after_ms = result.get("retry_after_ms")
-        retry_after = (
-            timedelta(milliseconds=retry_after_ms * self.time_scale)
-            if retry_after_ms is not None
-            else None
-        )
-        attempt = next_attempt(
-            rule,
-            decided_at=pending.decided_at,
-            retries=pending.retries,
-            now=now,
-            base=self.retry_base,
-            retry_after=retry_after,
-            limit=self.policy.recipient_retry_limit,
-        )
-        if attempt.at is None:
-            out.emit("dispatch.failed", e.tenant_key, now, error=result.get("error"), **attrs)
-            e = e.model_copy(update={"pending": None})
-            self.transition(e, Event.FAIL, now, out, reason=attempt.reason, urgent=True)
-            return out
-        again = pending.model_copy(update={"retries": pending.retries + 1})
-        self.save_enrollment(e.model_copy(update={"pending": again}), out)
-        self._in_flight.setdefault(partition, {})[e.id] = (pending.step_execution_id, attempt.at)
-        out.emit(
-            "dispatch.retry_scheduled",
-            e.tenant_key,
-            now,
-            retry_at=attempt.at,
-            retries=again.retries,
-            cause=rule.again,
-            error=result.get("error"),
-            **attrs,
-        )
-        return out
-
-    def _index_message_id(
-        self, e: EnrollmentRuntime, message_id: str, *, only_if_missing: bool = False
-    ) -> None:
-        """Map the Message-ID of ``e``'s pending send to the execution itself, so a reply
-        or a bounce finds it in one read (one changelog record per id)."""
-        rfc = normalize_message_id(message_id) or message_id
-        key = index_key(e.tenant_key, rfc, "rfc")
-        if only_if_missing and self.index.get(key) is not None:
-            return
-        ref = _execution_ref(e)
-        self.index[key] = ref
-        if self.policy.correlate_participants and e.pending is not None:
-            # The reply of a client that drops In-Reply-To and References (SPEC §8).
-            self.index[participant_key(e.tenant_key, e.pending.adapter_id, e.recipient)] = ref
-
-    def _stored(self, e: EnrollmentRuntime, out: Outputs) -> Outputs:
-        self.save_enrollment(e.model_copy(update={"pending": None}), out)
-        return out
-
-    def _finish_step(
-        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
-    ) -> Outputs:
-        if e.state is EnrollmentState.PAUSED:
-            e = e.model_copy(
-                update={"step_index": e.step_index + 1, "pending": None, "status": "held"}
-            )
-            self.save_enrollment(e, out)
-        else:
-            self.advance(e, now, partition, out)
-        return out
-
-    def on_feedback(self, feedback: dict[str, Any], now: datetime, partition: int) -> Outputs:
-        """PostgreSQL refused a claim (cap or gap, e.g. two owners in a rebalance)."""
-        out = Outputs()
-        e = self.enrollment(feedback["enrollment_id"])
-        if feedback["reason"] == "duplicate" or e is None or e.pending is None:
-            return out
-        if e.pending.step_execution_id != feedback["step_execution_id"]:
-            return out
-        if feedback["reason"] == "replayed":
-            # The execution existed already (a replay after a crash): its stored command is
-            # what goes out, so thread with the stored Message-ID, not a re-decided one; and
-            # the replay counted that send again in the table: take PostgreSQL's count.
-            self._resync_sent(feedback, exact=True)
-            stored = feedback.get("message_id") or e.pending.message_id
-            if stored != e.pending.message_id:
-                pending = e.pending.model_copy(update={"message_id": stored})
-                e = self.save_enrollment(e.model_copy(update={"pending": pending}), out)
-                self._index_message_id(e, stored)
-            return out
-        self._resync_sent(feedback, exact=False)
-        out.emit(
-            "dispatch.claim_refused",
-            e.tenant_key,
-            now,
-            enrollment_id=e.id,
-            reason=feedback["reason"],
-            adapter_id=feedback["adapter_id"],
-        )
-        self.schedule_at(e, now, now, partition, out)
-        return out
-
-    def resync_adapters(
-        self,
-        partition: int,
-        counters: dict[tuple[str, date], tuple[int, datetime | None]],
-        now: datetime,
-    ) -> None:
-        """Set the partition's adapters' counters for today from PostgreSQL's ledger.
-
-        ``counters`` maps (adapter id, local day) to (sends granted, last send). Called when
-        a worker starts processing a partition (see ``Pipeline.resync_counters``).
-        """
-        self.cache.partition = partition  # called outside ``event``: reads are this partition's
-        for adapter_id in list(self.adapter_states.keys()):
-            adapter = self.config.adapter(adapter_id)
-            if adapter is None or not self.owns(adapter.tenant_key, partition):
-                continue
-            state = roll_day(self.adapter_state(adapter), adapter, now)
-            today = local_day(adapter.timezone, now)
-            sent, last = counters.get((adapter_id, today), (0, None))
-            update: dict[str, Any] = {"day": today, "sent_today": sent, "pinned_waiting_today": 0}
-            if last is not None and (state.last_sent_at is None or last > state.last_sent_at):
-                update["last_sent_at"] = last
-            if any(getattr(state, k) != v for k, v in update.items()):
-                self.save_adapter_state(state.model_copy(update=update))
-
-    def _resync_sent(self, feedback: dict[str, Any], *, exact: bool) -> None:
-        """Align the adapter's counters with PostgreSQL's for the claim's day.
-
-        A refused claim means the table counted too few (``max``); a replayed one means it
-        counted a send twice (``exact``: PostgreSQL's count of granted claims is the truth).
-        """
-        adapter = self.config.adapter(feedback["adapter_id"])
-        if adapter is None:
-            return
-        state = self.adapter_state(adapter)
-        last = (
-            datetime.fromisoformat(feedback["last_sent_at"])
-            if feedback.get("last_sent_at")
-            else None
-        )
-        update: dict[str, Any] = {}
-        if state.day is not None and state.day.isoformat() == feedback["day"]:
-            pg_sent = int(feedback["sent"])
-            update["sent_today"] = pg_sent if exact else max(state.sent_today, pg_sent)
-        if last is not None and (state.last_sent_at is None or last > state.last_sent_at):
-            update["last_sent_at"] = last
-        if update:
-            self.save_adapter_state(state.model_copy(update=update))
-
-    # ------------------------------------------------------------ pins and health
-
-    def candidates(self, pool_id: str) -> list[Candidate]:
-        out: list[Candidate] = []
-        for member in self.config.members(pool_id):
-            adapter = self.config.adapter(member.adapter_id)
-            state = self.adapter_state(adapter) if adapter is not None else None
-            out.append(Candidate(member=member, adapter=adapter, state=state))
-        return out
-
-    def selection_state(self, pool_id: str, version_id: str) -> SelectionState:
-        state = self.cache.load(self.selections, f"{pool_id}:{version_id}", SelectionState)
-        return state or SelectionState(pool_id=pool_id, sequence_version_id=version_id)
-
-    def save_selection(self, state: SelectionState) -> None:
-        self.cache.save(self.selections, f"{state.pool_id}:{state.sequence_version_id}", state)
-
-    def pin_unavailable(
-        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs, *, cause: str
-    ) -> EnrollmentRuntime:
-        """The pinned sender is terminally unavailable: pause or reassign (SPEC §5.3)."""
-        pool = self.config.pool(e.pool_id)
-        if pool is None or e.adapter_id is None:
-            return self._pause_unavailable(e, now, out, cause=cause)
-        selection = self.selection_state(pool.id, e.version_id)
-        outcome = decide_pin_unavailable(
-            selection,
-            pool,
-            self.candidates(pool.id),
-            now,
-            pinned_adapter_id=e.adapter_id,
-            policy=self.policy.health,
-        )
-        decision = outcome.decision
-        if isinstance(decision, Reassign) and decision.new_adapter_id is not None:
-            self.save_selection(outcome.selection)
-            e = self.move_pin(e, decision.new_adapter_id, now, out, reason=cause)
-            if e.status == "scheduled" and e.due_at is not None:
-                return self.schedule_at(e, max(e.due_at, now), now, partition, out)
-            return self.save_enrollment(e, out)
-        return self._pause_unavailable(e, now, out, cause=cause)
-
-    def _pause_unavailable(
-        self, e: EnrollmentRuntime, now: datetime, out: Outputs, *, cause: str
-    ) -> EnrollmentRuntime:
-        if not enrollment_applies(e.state, Event.PAUSE):
-            return e  # paused already (by an operator: resuming meets the same check again)
-        note = LastDecision(kind="pause", reason="pin_unavailable", text=f"paused: {cause}", at=now)
-        return self.transition(
-            e.model_copy(update={"last_decision": note}),
-            Event.PAUSE,
+        """``enrollment.transition`` over this processor's tables."""
+        return transition(
+            self.tables,
+            e,
+            event,
             now,
             out,
-            reason="pin_unavailable",
-            urgent=True,
-            announce="enrollment.paused_pin_unavailable",
-            attrs={"adapter_id": e.adapter_id, "reason": cause},
-        )
-
-    def move_pin(
-        self,
-        e: EnrollmentRuntime,
-        new_adapter_id: str,
-        now: datetime,
-        out: Outputs,
-        *,
-        reason: str,
-    ) -> EnrollmentRuntime:
-        """Reassign or repin: new sender, broken thread, event and telemetry."""
-        old = e.adapter_id
-        e = e.model_copy(update={"adapter_id": new_adapter_id, "thread": break_thread(e.thread)})
-        out.emit(
-            "enrollment.sender_reassigned",
-            e.tenant_key,
-            now,
-            enrollment_id=e.id,
-            old_adapter_id=old,
-            new_adapter_id=new_adapter_id,
             reason=reason,
+            urgent=urgent,
+            announce=announce,
+            attrs=attrs,
         )
-        out.sink.append(
-            {
-                "op": "event",
-                "row": event_row(
-                    e,
-                    "sender_reassigned",
-                    now,
-                    key=f"{old}->{new_adapter_id}:{e.version}",
-                    adapter_id=new_adapter_id,
-                    data={
-                        "old_adapter_id": old,
-                        "new_adapter_id": new_adapter_id,
-                        "reason": reason,
-                    },
-                ),
-            }
-        )
-        return e
-
-    def apply_health(
-        self,
-        adapter: Adapter,
-        outcome: HealthOutcome,
-        now: datetime,
-        partition: int,
-        out: Outputs,
-    ) -> None:
-        """Store the new health, publish transitions, arm the timer, act on terminal senders
-        and on senders back from a terminal rest."""
-        was_terminal = bool(outcome.transitions) and (
-            terminal_reason(adapter, self.adapter_state(adapter), now, policy=self.policy)
-            is not None
-        )
-        self.save_adapter_state(outcome.state)
-        for t in outcome.transitions:
-            attrs = {
-                "adapter_id": adapter.id,
-                "from": t.from_state,
-                "to": t.to_state,
-                "reason": str(t.reason),
-                "source": t.source,
-                "resting_until": t.resting_until.isoformat() if t.resting_until else None,
-            }
-            out.emit("health.state_changed", adapter.tenant_key, now, **attrs)
-            if str(t.reason) in ("bounce_threshold", "complaint_threshold"):
-                out.emit(f"policy.{t.reason}", adapter.tenant_key, now, adapter_id=adapter.id)
-            out.sink.append(
-                {
-                    "op": "health",
-                    "adapter_id": adapter.id,
-                    "tenant_key": adapter.tenant_key,
-                    "state": outcome.state.model_dump(mode="json"),
-                    "transition": t.model_dump(mode="json"),
-                }
-            )
-        if outcome.transitions:
-            timer = next_health_timer(outcome.state)
-            if timer is not None:
-                item = f"a:{adapter.id}:{int(timer.timestamp() * 1000)}"
-                self._index_due(item, timer, partition, now=now)
-            if terminal_reason(adapter, outcome.state, now, policy=self.policy) is not None:
-                self.pinned_sender_unavailable(adapter.id, now, partition, out)
-            elif was_terminal:
-                self.sender_returned(adapter.id, now, partition, out)
-
-    def resume(
-        self, e: EnrollmentRuntime, now: datetime, partition: int, out: Outputs
-    ) -> EnrollmentRuntime:
-        """Resume a paused enrollment; its held step is scheduled again (same execution)."""
-        e = self.transition(e, Event.RESUME, now, out, urgent=True)
-        if e.status != "dispatching":
-            return self.schedule_at(e, max(e.due_at or now, now), now, partition, out)
-        return e
-
-    def sender_returned(self, adapter_id: str, now: datetime, partition: int, out: Outputs) -> None:
-        """``adapter_id`` may send again (activated, added to a pool, back from a long
-        rest): enrollments its ``reassign`` pools paused for want of any eligible member
-        continue (SPEC §5.3). Paused ones of ``pause`` pools wait for an operator."""
-        pools = set(self.config.pools_of_adapter(adapter_id))
-        if not pools:
-            return
-        for key, raw in self.store.partition_items("enrollments", partition):
-            if (
-                raw
-                and raw.get("state") == "paused"
-                and raw.get("reason") == "pin_unavailable"
-                and raw.get("pool_id") in pools
-            ):
-                self._member_returned(key, pools, now, partition, out)
-
-    def _member_returned(
-        self, key: str, pools: set[str] | None, now: datetime, partition: int, out: Outputs
-    ) -> None:
-        e = self.enrollment(key)
-        if e is None or e.adapter_id is None or not self.owns(e.tenant_key, partition):
-            return
-        pool = self.config.pool(e.pool_id)
-        if pool is None or (pools is not None and pool.id not in pools):
-            return
-        outcome = decide_member_returned(
-            self.selection_state(pool.id, e.version_id),
-            pool,
-            self.candidates(pool.id),
-            now,
-            pinned_adapter_id=e.adapter_id,
-            policy=self.policy.health,
-            horizon=self.policy.terminal_resting_horizon,
-        )
-        if outcome is None:
-            return
-        if isinstance(outcome.decision, Reassign) and outcome.decision.new_adapter_id:
-            self.save_selection(outcome.selection)
-            e = self.move_pin(
-                e, outcome.decision.new_adapter_id, now, out, reason="member_returned"
-            )
-        elif not isinstance(outcome.decision, Pin):
-            return
-        self.resume(e, now, partition, out)
-
-    def pinned_sender_unavailable(
-        self,
-        adapter_id: str,
-        now: datetime,
-        partition: int,
-        out: Outputs,
-        *,
-        pool_id: str | None = None,
-    ) -> None:
-        """Pause or reassign, eagerly, every live enrollment pinned to ``adapter_id`` (only
-        those of ``pool_id`` when the adapter left that one pool)."""
-        for key in list(self.enrollments.keys()):
-            e = self.enrollment(key)
-            if e is None or e.adapter_id != adapter_id or e.state in TERMINAL:
-                continue
-            if pool_id is not None and e.pool_id != pool_id:
-                continue
-            if e.state is EnrollmentState.PAUSED:
-                continue
-            self.pin_unavailable(e, now, partition, out, cause="sender_unavailable")
-
-
-def _execution_ref(e: EnrollmentRuntime) -> dict[str, Any]:
-    """What the correlation index holds for ``e``'s pending send."""
-    assert e.pending is not None
-    return {
-        "step_execution_id": e.pending.step_execution_id,
-        "enrollment_id": e.id,
-        "step_id": e.pending.step_id,
-        "adapter_id": e.pending.adapter_id,
-        "recipient": e.recipient,
-    }
-
-
-def suppression_key(tenant_key: str, recipient: str) -> str:
-    """The ``index`` key of one suppression entry (an address or ``@domain``)."""
-    return core_suppression_key(tenant_key, recipient)
-
-
-def _row_fields(e: EnrollmentRuntime) -> tuple[Any, ...]:
-    return (e.state, e.adapter_id, e.reason, e.finished_at)
-
-
-def enrollment_row(e: EnrollmentRuntime) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "tenant_key": e.tenant_key,
-        "sequence_id": e.sequence_id,
-        "sequence_version_id": e.version_id,
-        "subscriber_id": e.subscriber_id,
-        "mode": str(e.mode),
-        "adapter_id": e.adapter_id,
-        "state": str(e.state),
-        "reason": e.reason,
-        "recipient": e.recipient,
-        "timezone": e.recipient_timezone,
-        "data": e.data,
-        "enrolled_at": e.enrolled_at.isoformat(),
-        "finished_at": e.finished_at.isoformat() if e.finished_at else None,
-        "version": e.version,
-    }
-
-
-def event_row(
-    e: EnrollmentRuntime,
-    event_type: str,
-    at: datetime,
-    *,
-    key: str,
-    adapter_id: str | None = None,
-    step_id: str | None = None,
-    step_execution_id: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A ``message_events`` row with a deterministic id (replays upsert, never duplicate)."""
-    return {
-        "id": stable_id("event", event_type, e.id, key),
-        "tenant_key": e.tenant_key,
-        "event_type": event_type,
-        "adapter_id": adapter_id,
-        "enrollment_id": e.id,
-        "step_execution_id": step_execution_id,
-        "data": {**(data or {}), **({"step_id": step_id} if step_id else {})},
-        "occurred_at": at.isoformat(),
-    }
-
-
-def _error_code(error: str | None) -> str | None:
-    """The reason code of a result's ``error`` (``"<code>: detail"``)."""
-    code = (error or "").split(":", 1)[0].strip()
-    return code or None
-
-
-def record_error(exc: RecordError) -> tuple[str, str]:
-    return exc.code, str(exc)

@@ -17,7 +17,7 @@ import pytest
 from dripdrop_core.company import company_domain
 from dripdrop_core.models import EnrollmentState
 from dripdrop_core.policy import OutboundPolicy
-from streams.processor import inputs
+from streams.processor import commands, inbound
 from streams.processor.company import freemail
 from streams.processor.flow import Processor
 from streams.processor.store import DictStore
@@ -34,7 +34,7 @@ def _opt_in(p: Processor, w: dict[str, Any]) -> dict[str, Any]:
 
 def _sent(p: Processor, w: dict[str, Any], recipient: str) -> dict[str, Any]:
     """Enroll ``recipient`` and report its first send delivered; return the command."""
-    out = inputs.on_enrollment_command(
+    out = commands.on_enrollment_command(
         p,
         {
             "command": "enroll",
@@ -62,7 +62,7 @@ def _sent(p: Processor, w: dict[str, Any], recipient: str) -> dict[str, Any]:
 
 
 def _reply(p: Processor, w: dict[str, Any], command: dict[str, Any], intent: str = "reply") -> Any:
-    return inputs.on_inbound(
+    return inbound.on_inbound(
         p,
         {
             "tenant_key": TENANT,

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from dripdrop_core.policy import OutboundPolicy
-from streams.processor import inputs
+from streams.processor import commands, config_changes
 from streams.processor.flow import Processor
 from streams.processor.store import DictStore
 from tests.agents.test_processor import T0, TENANT, claims, world
@@ -29,13 +29,13 @@ def _throttle(p: Processor, domain: str, *, adapter_id: str | None = None, **lim
         "deleted": False,
         "payload": json.dumps({**payload, **limits}),
     }
-    inputs.on_config(p, change, T0, 0)
+    config_changes.on_config(p, change, T0, 0)
     return throttle
 
 
 def _enroll(p: Processor, w: dict[str, Any], recipients: list[str]) -> list[Any]:
     return [
-        inputs.on_enrollment_command(
+        commands.on_enrollment_command(
             p,
             {
                 "command": "enroll",

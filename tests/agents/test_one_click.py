@@ -15,7 +15,7 @@ import pytest
 
 from dripdrop_core.policy import OutboundPolicy
 from dripdrop_core.unsubscribe import ONE_CLICK, OneClickLinks, Unsubscribe, read_token
-from streams.processor import inputs
+from streams.processor import commands, config_changes
 from streams.processor.flow import Processor
 from streams.processor.store import DictStore
 from tests.agents.test_processor import T0, TENANT, claims
@@ -32,7 +32,7 @@ def _config(p: Processor, entity_type: str, entity_id: str, payload: dict[str, A
         "deleted": False,
         "payload": json.dumps({"tenant_key": TENANT, **payload}),
     }
-    inputs.on_config(p, change, T0, 0)
+    config_changes.on_config(p, change, T0, 0)
 
 
 def _sequence(p: Processor, mode: str, one_click: bool | None, body: str) -> str:
@@ -75,7 +75,7 @@ def _sequence(p: Processor, mode: str, one_click: bool | None, body: str) -> str
 
 def _first_send(p: Processor, seq: str, recipient: str = "ann@x.org") -> tuple[Any, str]:
     enrollment_id = str(uuid.uuid4())
-    out = inputs.on_enrollment_command(
+    out = commands.on_enrollment_command(
         p,
         {
             "command": "enroll",

@@ -12,7 +12,7 @@ import pytest
 
 from dripdrop_core.correlation import participant_address, participant_key
 from dripdrop_core.policy import OutboundPolicy
-from streams.processor import inputs
+from streams.processor import inbound
 from streams.processor.flow import Processor
 from streams.processor.store import DictStore
 from tests.agents.test_processor import T0, TENANT, first_step_sent, world
@@ -22,7 +22,7 @@ def bare_reply(
     p: Processor, w: dict[str, Any], sender: str, *, intent: str = "reply", n: int = 1
 ) -> Any:
     """An inbound message with no id to correlate by."""
-    return inputs.on_inbound(
+    return inbound.on_inbound(
         p,
         {
             "tenant_key": TENANT,

@@ -17,7 +17,7 @@ import pytest
 
 from dripdrop_core.models import EnrollmentState
 from dripdrop_core.policy import OutboundPolicy
-from streams.processor import inputs
+from streams.processor import commands, config_changes
 from streams.processor.flow import Processor
 from streams.processor.runtime import EnrollmentRuntime, Outputs
 from streams.processor.store import DictStore
@@ -34,7 +34,7 @@ def _config(
         "deleted": payload is None,
         "payload": None if payload is None else json.dumps({"tenant_key": TENANT, **payload}),
     }
-    return inputs.on_config(p, change, T0, 0)
+    return config_changes.on_config(p, change, T0, 0)
 
 
 def _adapter(p: Processor, name: str, *, active: bool = True) -> str:
@@ -97,7 +97,7 @@ def _sequence(p: Processor, pool: str) -> str:
 
 def _enroll(p: Processor, seq: str) -> str:
     enrollment_id = str(uuid.uuid4())
-    inputs.on_enrollment_command(
+    commands.on_enrollment_command(
         p,
         {
             "command": "enroll",

@@ -16,7 +16,7 @@ import pytest
 from dripdrop_core.errors import RecordError
 from dripdrop_core.limits import MAX_DATA_BYTES, MAX_MESSAGE_BYTES
 from dripdrop_core.policy import OutboundPolicy
-from streams.processor import inputs
+from streams.processor import commands, config_changes, health_signals, inbound
 from streams.processor.flow import Processor
 from streams.processor.pinning import ConfigNotReadyError
 from streams.processor.store import DictStore
@@ -33,7 +33,7 @@ def _config(p: Processor, entity_type: str, entity_id: str, payload: dict[str, A
         "deleted": False,
         "payload": json.dumps(payload),
     }
-    inputs.on_config(p, change, T0, 0)
+    config_changes.on_config(p, change, T0, 0)
 
 
 def world(
@@ -108,7 +108,7 @@ def enroll(
     data: dict[str, Any] | None = None,
 ) -> list[Any]:
     return [
-        inputs.on_enrollment_command(
+        commands.on_enrollment_command(
             p,
             {
                 "command": "enroll",
@@ -147,7 +147,7 @@ def reply_to(
     p: Processor, w: dict[str, Any], command: dict[str, Any], message_id: str, at: datetime
 ) -> Any:
     """A reply to the mail ``command`` sent, received at ``at``."""
-    return inputs.on_inbound(
+    return inbound.on_inbound(
         p,
         {
             "tenant_key": TENANT,
@@ -233,7 +233,7 @@ def test_enroll_before_its_sequence_arrives_is_parked_not_dead_lettered(
     processor: Processor,
 ) -> None:
     with pytest.raises(ConfigNotReadyError):
-        inputs.on_enrollment_command(
+        commands.on_enrollment_command(
             processor,
             {
                 "command": "enroll",
@@ -320,7 +320,7 @@ def test_sweep_puts_back_a_lost_health_timer(processor: Processor) -> None:
         "adapter_id": w["adapter"],
         "health_state": "resting",
     }
-    inputs.on_health_signal(processor, signal, T0, 0)
+    health_signals.on_health_signal(processor, signal, T0, 0)
     adapter = processor.config.adapter(w["adapter"])
     assert adapter is not None
     resting = processor.adapter_state(adapter)
@@ -469,7 +469,7 @@ def test_an_ambiguous_send_holds_its_enrollment_until_a_sent_resolution_arrives(
     assert claims(p.sweep(0, T0 + timedelta(hours=5))) == []
     assert claims(p.on_tick(0, T0 + timedelta(hours=6))) == []
     for command_name in ("pause", "resume"):
-        inputs.on_enrollment_command(
+        commands.on_enrollment_command(
             p,
             {
                 "command": command_name,
@@ -498,7 +498,7 @@ def test_deleting_a_pool_member_never_seen_is_a_no_op(processor: Processor) -> N
         "deleted": True,
         "payload": "",
     }
-    assert not inputs.on_config(processor, change, T0, 0).telemetry
+    assert not config_changes.on_config(processor, change, T0, 0).telemetry
 
 
 @pytest.mark.parametrize("payload", ["not json", "null", "[]", '{"id": 1}'])
@@ -513,7 +513,7 @@ def test_a_config_payload_that_is_not_its_entity_is_a_record_error(
         "payload": payload,
     }
     with pytest.raises(RecordError) as raised:
-        inputs.on_config(processor, change, T0, 0)
+        config_changes.on_config(processor, change, T0, 0)
     assert raised.value.code == "invalid_config"
 
 
