@@ -1,4 +1,4 @@
-"""Signed ESP webhook requests for the tests of ``streams/webhooks.py``.
+"""Signed ESP webhook requests for the tests of ``streams/webhooks/``.
 
 ``SnsSigner`` plays Amazon SNS: its own RSA key and self-signed certificate, and messages
 signed the way "Verifying the signatures of Amazon SNS messages" describes (SignatureVersion

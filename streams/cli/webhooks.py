@@ -1,4 +1,4 @@
-"""``dripdrop webhooks serve``: the ESP event webhook receiver (``streams/webhooks.py``)."""
+"""``dripdrop webhooks serve``: the ESP event webhook receiver (``streams/webhooks/``)."""
 
 from __future__ import annotations
 

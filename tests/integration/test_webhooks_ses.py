@@ -1,4 +1,4 @@
-"""ESP webhooks end to end (SPEC §8, issue 13 item 3): ``streams/webhooks.py`` on a real uvicorn
+"""ESP webhooks end to end (SPEC §8, issue 13 item 3): ``streams/webhooks/`` on a real uvicorn
 server, Kafka, PostgreSQL and a worker; the send goes through SES (moto's server mode), so
 the ledger holds SES's MessageId.
 

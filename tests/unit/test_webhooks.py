@@ -1,4 +1,4 @@
-"""ESP webhook receiver (``streams/webhooks.py``): signature checks, event mapping, and the
+"""ESP webhook receiver (``streams/webhooks/``): signature checks, event mapping, and the
 app on fakes (an in-memory publisher, adapter store and certificate host; no network).
 """
 
