@@ -6,7 +6,8 @@ watermark seen when the replay started, with a manually assigned consumer (no gr
 are committed); ``dead-letter`` from the same start to its end, since a record's dead letter
 may come after the range. The processor group's committed offsets on ``enrollments`` say
 which commands it has finished (the completeness check skips the others). The checks
-themselves live in ``streams.audit.checks`` and do no I/O.
+themselves live in ``streams.audit.checks`` (and the ``pacing``, ``sends`` and ``ledger``
+modules it gathers) and do no I/O.
 """
 
 from __future__ import annotations
