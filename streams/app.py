@@ -12,6 +12,7 @@ from pathlib import Path
 
 import faust
 
+from streams import faust_fixes
 from streams.settings import Settings
 
 ROCKSDB_OPTIONS = {
@@ -32,6 +33,7 @@ def create_app(settings: Settings) -> faust.App:
     """A configured, agent-less Faust app; ``streams.worker`` registers the agents."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+    faust_fixes.install()  # faust-streaming #596: seek before resuming after recovery
     datadir = Path(settings.data_dir).resolve()
     return faust.App(
         settings.app_id,
