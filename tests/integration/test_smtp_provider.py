@@ -238,7 +238,7 @@ RENDER_CASES = [
 def test_render_message_writes_what_the_email_package_writes(
     case: OutboundEmail, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("streams.providers.smtp.make_msgid", lambda domain=None: "<gen@x.test>")
+    monkeypatch.setattr("streams.providers._mime.make_msgid", lambda domain=None: "<gen@x.test>")
 
     fast, fast_id = render_message(case)
     slow, slow_id = _wire_of_build_message(case)
