@@ -29,7 +29,7 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -134,6 +134,35 @@ class FaustStore:
 def _reason(exc: RecordError | CodecError) -> str:
     """The dead-letter reason of bad input: a codec's specific reason, else the code."""
     return str(getattr(exc, "reason", None) or exc.code)
+
+
+def undelivered(
+    read_offsets: Iterable[tuple[str, int, int | None]],
+    processed: Mapping[tuple[str, int], int],
+    committed: Mapping[tuple[str, int], int | None],
+    prefix: str,
+) -> tuple[str, int, int, int] | None:
+    """The first input partition whose consumer read offset is ahead of what the processor
+    handled: ``(topic, partition, read, processed)``, or ``None``.
+
+    ``processed`` is the last offset processed per partition since the rebalance; a
+    partition with none is compared with its committed offset (the seek put the read
+    offset there). Compacted topics and ``ticks`` are not checked (``_check_delivered``).
+    """
+    for topic, partition, read in read_offsets:
+        name = topic.removeprefix(prefix)
+        if (
+            read is None
+            or name not in topics.PROCESSOR_INPUTS
+            or name in topics.COMPACTED
+            or name == "ticks"
+        ):
+            continue
+        last = processed.get((topic, partition))
+        baseline = last if last is not None else committed.get((topic, partition))
+        if baseline is not None and read > baseline:
+            return topic, partition, read, baseline
+    return None
 
 
 class Pipeline:
@@ -341,34 +370,27 @@ class Pipeline:
         idle = time.monotonic() - self._idle_since
         if self._busy or idle < STUCK_SECONDS:
             return
-        prefix = self.settings.topic_prefix
-        for tp, read in list(consumer._read_offset.items()):  # noqa: SLF001 - faust 0.15
-            name = tp.topic.removeprefix(prefix)
-            if (
-                read is None
-                or name not in topics.PROCESSOR_INPUTS
-                or name in topics.COMPACTED
-                or name == "ticks"
-            ):
-                continue
-            last = self._last_offset.get((tp.topic, tp.partition))
-            # Nothing processed since the rebalance: the seek put the read offset at the
-            # committed offset, the next record to read.
-            baseline = last if last is not None else consumer._committed_offset.get(tp)  # noqa: SLF001
-            if baseline is None or read <= baseline:
-                continue
-            log.critical(
-                "input records skipped by the consumer: %s[%s] delivered up to offset %s,"
-                " processed up to %s, idle for %.0f s; exiting without committing so the next"
-                " start reads them (faust-streaming issue #596)",
-                tp.topic,
-                tp.partition,
-                read,
-                baseline,
-                idle,
-            )
-            logging.shutdown()
-            os._exit(EXIT_SKIPPED_INPUT)
+        found = undelivered(
+            ((tp.topic, tp.partition, read) for tp, read in list(consumer._read_offset.items())),  # noqa: SLF001 - faust 0.15
+            self._last_offset,
+            {(tp.topic, tp.partition): o for tp, o in consumer._committed_offset.items()},  # noqa: SLF001
+            self.settings.topic_prefix,
+        )
+        if found is None:
+            return
+        topic, partition, read, baseline = found
+        log.critical(
+            "input records skipped by the consumer: %s[%s] delivered up to offset %s,"
+            " processed up to %s, idle for %.0f s; exiting without committing so the next"
+            " start reads them (faust-streaming issue #596)",
+            topic,
+            partition,
+            read,
+            baseline,
+            idle,
+        )
+        logging.shutdown()
+        os._exit(EXIT_SKIPPED_INPUT)
 
     def _check_continuity(self, place: Place, name: str) -> None:
         """Records of an input partition arrive one after the other; a forward jump means
