@@ -1,4 +1,5 @@
-"""Size limits of what travels as one Kafka record (1 MB per record by default).
+"""Size limits of what travels as one Kafka record (1 MB per record by default), and the
+one address rule of enrollment commands.
 
 A value over the limit found only when it is produced fails late and again on every
 retry; these checks refuse it where it enters: the API, the enrollment command, the
@@ -25,6 +26,15 @@ MAX_SUBSCRIBER_ID_CHARS = 255
 MAX_RECIPIENT_CHARS = 320
 """Both are in unique indexes of ``enrollments``, and PostgreSQL refuses an index entry
 past ~2.7 kB: a longer value would be refused at the sink, long after it was accepted."""
+
+
+def is_email_address(value: str) -> bool:
+    """Whether ``value`` (stripped) looks like ``local@domain.tld``: one rule for the API and
+    the processor, so a command the API accepts is never dead-lettered for its address and
+    one produced straight onto the topic meets the same bar. Line breaks are checked apart
+    (``mail_threads.has_line_break``): they are header injection, not a bad address."""
+    local, at, domain = value.strip().rpartition("@")
+    return bool(at and local and "." in domain and " " not in value.strip())
 
 
 def validate_identity(subscriber_id: str, recipient: str) -> None:

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ValidationError
 
 from dripdrop_core.errors import RecordError
-from dripdrop_core.limits import validate_data_size, validate_identity
+from dripdrop_core.limits import is_email_address, validate_data_size, validate_identity
 from dripdrop_core.mail_threads import has_line_break
 from streams.api._errors import InvalidInputError
 from streams.providers import PROVIDERS
@@ -98,8 +98,7 @@ def check_timezone(name: str, value: str | None) -> None:
 
 def check_email(name: str, value: str) -> None:
     check_no_newline(name, value)
-    local, at, domain = value.strip().rpartition("@")
-    if not at or not local or "." not in domain or " " in value.strip():
+    if not is_email_address(value):
         raise InvalidInputError(f"{name} is not an email address")
 
 

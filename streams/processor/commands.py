@@ -13,7 +13,7 @@ from typing import Any
 from dripdrop_core.enrollment import Event
 from dripdrop_core.enrollment import applies as enrollment_applies
 from dripdrop_core.errors import RecordError
-from dripdrop_core.limits import validate_data_size, validate_identity
+from dripdrop_core.limits import is_email_address, validate_data_size, validate_identity
 from dripdrop_core.mail_threads import has_line_break
 from dripdrop_core.models import EnrollmentState, Mode
 from dripdrop_core.pools import decide_repin
@@ -148,7 +148,7 @@ def _recipient_and_data(cmd: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         RecordError: not an email address, an identity or data past their limits.
     """
     recipient = (cmd.get("recipient") or "").strip()
-    if not recipient or "@" not in recipient or has_line_break(recipient):
+    if has_line_break(recipient) or not is_email_address(recipient):
         raise RecordError("recipient is not an email address", code="invalid_recipient")
     validate_identity(cmd.get("subscriber_id") or recipient, recipient)
     raw_data = cmd.get("data")

@@ -357,6 +357,27 @@ def test_enrollment_data_past_the_size_limit_is_a_record_error(processor: Proces
     assert claims(*enroll(processor, w, 1))  # the next enrollment goes on
 
 
+@pytest.mark.parametrize("recipient", ["ada@localhost", "ada", "@x.org", "a da@x.org"])
+def test_a_recipient_the_api_would_refuse_is_a_record_error(
+    processor: Processor, recipient: str
+) -> None:
+    """One address rule (``dripdrop_core.limits.is_email_address``) for the API and a
+    command produced straight onto ``enrollments``."""
+    w = world(processor)
+    command = {
+        "command": "enroll",
+        "tenant_key": TENANT,
+        "enrollment_id": str(uuid.uuid4()),
+        "sequence_id": w["sequence"],
+        "subscriber_id": "s1",
+        "recipient": recipient,
+        "data": "{}",
+    }
+    with pytest.raises(RecordError) as info:
+        commands.on_enrollment_command(processor, command, T0, 0)
+    assert info.value.code == "invalid_recipient"
+
+
 def test_a_reply_before_the_send_result_is_processed_still_stops_the_enrollment(
     processor: Processor,
 ) -> None:

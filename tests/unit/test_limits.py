@@ -10,6 +10,7 @@ from dripdrop_core.limits import (
     MAX_MESSAGE_BYTES,
     MAX_RECIPIENT_CHARS,
     MAX_SUBSCRIBER_ID_CHARS,
+    is_email_address,
     validate_data_size,
     validate_identity,
     validate_message_size,
@@ -47,3 +48,10 @@ def test_identity_lengths_fit_postgresql_unique_indexes() -> None:
     with pytest.raises(RecordError) as info:
         validate_identity("s" * (MAX_SUBSCRIBER_ID_CHARS + 1), address)
     assert info.value.code == "input"
+
+
+def test_one_address_rule() -> None:
+    good = ["ada@x.org", " ada@x.org ", "a.b+c@mail.example.co.uk", "o'neil@x.org"]
+    bad = ["", "ada", "ada@", "@x.org", "ada@localhost", "a da@x.org", "ada@x org"]
+    assert [is_email_address(v) for v in good] == [True] * len(good)
+    assert [is_email_address(v) for v in bad] == [False] * len(bad)
