@@ -43,6 +43,7 @@ from dripdrop_core.circuit import CircuitPolicy
 from dripdrop_core.errors import RecordError
 from dripdrop_core.policy import OutboundPolicy
 from streams import metrics, topics
+from streams.app import CommitHookProducer
 from streams.batch_consumer import BatchConsumer
 from streams.changelog import ChangelogTable, changelog_tables
 from streams.checkpoint import Checkpoint
@@ -265,21 +266,12 @@ class Pipeline:
         self._idle_since = time.monotonic()
 
     def _chain_flush(self) -> None:
-        """Make Faust's pre-commit flush run the checkpoint's commit.
-
-        Faust awaits ``app.producer.flush()`` right before it commits offsets (at-least-once
-        commits, ``faust/transport/consumer.py`` ``_commit_offsets``, after it chose the
-        offsets), and offers no other hook there. ``Checkpoint.commit`` makes the outputs,
-        then the changelog, then RocksDB durable, in that order, before the offsets go.
-        """
+        """Make Faust's pre-commit flush run the checkpoint's commit (``CommitHookProducer``:
+        the commit order is ``Checkpoint.commit``'s, see streams/checkpoint.py)."""
         producer = self.app.producer
-        faust_flush = producer.flush
-
-        async def flush() -> None:
-            await faust_flush()
-            await self.checkpoint.commit()
-
-        producer.flush = flush  # type: ignore[method-assign]
+        if not isinstance(producer, CommitHookProducer):
+            raise TypeError("the pipeline needs an app from streams.app.create_app")
+        producer.before_commit = self.checkpoint.commit
 
     async def pool(self) -> AsyncConnectionPool:
         if self._pool is None:
