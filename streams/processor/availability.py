@@ -20,7 +20,7 @@ from dripdrop_core.models import Adapter, EnrollmentState
 from dripdrop_core.policy import OutboundPolicy
 from dripdrop_core.pools import decide_member_returned, decide_pin_unavailable
 from streams.processor.enrollment import transition
-from streams.processor.rows import event_row
+from streams.processor.rows import event_op, health_op
 from streams.processor.runtime import EnrollmentRuntime, LastDecision, Outputs
 from streams.processor.schedule import DueIndex, adapter_item
 from streams.processor.state import Tables
@@ -75,13 +75,12 @@ class Availability:
             if str(t.reason) in ("bounce_threshold", "complaint_threshold"):
                 out.emit(f"policy.{t.reason}", adapter.tenant_key, now, adapter_id=adapter.id)
             out.sink.append(
-                {
-                    "op": "health",
-                    "adapter_id": adapter.id,
-                    "tenant_key": adapter.tenant_key,
-                    "state": outcome.state.model_dump(mode="json"),
-                    "transition": t.model_dump(mode="json"),
-                }
+                health_op(
+                    adapter.id,
+                    adapter.tenant_key,
+                    outcome.state.model_dump(mode="json"),
+                    t.model_dump(mode="json"),
+                )
             )
         if outcome.transitions:
             timer = next_health_timer(outcome.state)
@@ -232,20 +231,17 @@ def move_pin(
         reason=reason,
     )
     out.sink.append(
-        {
-            "op": "event",
-            "row": event_row(
-                e,
-                "sender_reassigned",
-                now,
-                key=f"{old}->{new_adapter_id}:{e.version}",
-                adapter_id=new_adapter_id,
-                data={
-                    "old_adapter_id": old,
-                    "new_adapter_id": new_adapter_id,
-                    "reason": reason,
-                },
-            ),
-        }
+        event_op(
+            e,
+            "sender_reassigned",
+            now,
+            key=f"{old}->{new_adapter_id}:{e.version}",
+            adapter_id=new_adapter_id,
+            data={
+                "old_adapter_id": old,
+                "new_adapter_id": new_adapter_id,
+                "reason": reason,
+            },
+        )
     )
     return e

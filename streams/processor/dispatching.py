@@ -28,7 +28,7 @@ from dripdrop_core.state import AdapterState
 from streams.processor.availability import Availability
 from streams.processor.enrollment import complete, note, transition
 from streams.processor.redrive import Redrive
-from streams.processor.rows import event_row
+from streams.processor.rows import event_op
 from streams.processor.runtime import EnrollmentRuntime, LastDecision, Outputs, PendingSend
 from streams.processor.schedule import DueIndex, enrollment_item
 from streams.processor.sending import (
@@ -328,18 +328,15 @@ class Dispatcher:
             detail=str(exc),
         )
         out.sink.append(
-            {
-                "op": "event",
-                "row": event_row(
-                    e,
-                    "failed",
-                    now,
-                    key=exec_id,
-                    adapter_id=adapter.id,
-                    step_id=step.id,
-                    data={"reason": exc.code, "detail": str(exc)},
-                ),
-            }
+            event_op(
+                e,
+                "failed",
+                now,
+                key=exec_id,
+                adapter_id=adapter.id,
+                step_id=step.id,
+                data={"reason": exc.code, "detail": str(exc)},
+            )
         )
         return transition(self.tables, e, Event.FAIL, now, out, reason=exc.code, urgent=True)
 
@@ -349,19 +346,16 @@ def _deferred_event(
 ) -> dict[str, Any]:
     """The ``deferred`` message event: one row per reason and day, the latest is what
     ``explain`` shows."""
-    return {
-        "op": "event",
-        "row": event_row(
-            e,
-            "deferred",
-            now,
-            key=f"{exec_id}:{decision.reason}:{decision.until.date()}",
-            adapter_id=decision.facts.adapter_id,
-            step_id=step.id,
-            data={
-                "reason": str(decision.reason),
-                "until": decision.until.isoformat(),
-                "explain": explain(decision),
-            },
-        ),
-    }
+    return event_op(
+        e,
+        "deferred",
+        now,
+        key=f"{exec_id}:{decision.reason}:{decision.until.date()}",
+        adapter_id=decision.facts.adapter_id,
+        step_id=step.id,
+        data={
+            "reason": str(decision.reason),
+            "until": decision.until.isoformat(),
+            "explain": explain(decision),
+        },
+    )

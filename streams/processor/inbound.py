@@ -32,7 +32,7 @@ from dripdrop_core.models import ReplyBehavior
 from streams.processor.company import stop_company
 from streams.processor.flow import Processor
 from streams.processor.pinning import tenant_owned
-from streams.processor.rows import event_row
+from streams.processor.rows import event_op
 from streams.processor.runtime import EnrollmentRuntime, Outputs
 from streams.processor.suppression import suppress
 
@@ -125,25 +125,22 @@ def _message_event(
     now: datetime,
 ) -> dict[str, Any]:
     """The inbound message's ``message_events`` row (its id is the Message-ID)."""
-    return {
-        "op": "event",
-        "row": event_row(
-            e,
-            _event_type(str(intent)),
-            now,
-            key=message_id,
-            adapter_id=execution["adapter_id"],
-            step_execution_id=execution["step_execution_id"],
-            data={
-                "message_id": message_id,
-                "intent": str(intent),
-                "from": msg.get("from"),
-                "subject": msg.get("subject"),
-                "in_reply_to": normalize_message_id(msg.get("in_reply_to")),
-                **{k: v for k, v in intent_data.items() if k in _EVENT_INTENT_DATA},
-            },
-        ),
-    }
+    return event_op(
+        e,
+        _event_type(str(intent)),
+        now,
+        key=message_id,
+        adapter_id=execution["adapter_id"],
+        step_execution_id=execution["step_execution_id"],
+        data={
+            "message_id": message_id,
+            "intent": str(intent),
+            "from": msg.get("from"),
+            "subject": msg.get("subject"),
+            "in_reply_to": normalize_message_id(msg.get("in_reply_to")),
+            **{k: v for k, v in intent_data.items() if k in _EVENT_INTENT_DATA},
+        },
+    )
 
 
 _EVENT_INTENT_DATA = ("rule", "return_at", "bounce_type", "status", "feedback_type")

@@ -14,7 +14,7 @@ from dripdrop_core.pacing import reserve_handoff
 from dripdrop_core.policy import OutboundPolicy
 from dripdrop_core.ramp import effective_cap
 from dripdrop_core.reasons import Reason
-from streams.processor.rows import enrollment_row
+from streams.processor.rows import enrollment_op
 from streams.processor.runtime import EnrollmentRuntime, LastDecision, Outputs
 from streams.processor.sending import Composer, admitted, claim_op
 from streams.processor.state import Tables
@@ -122,7 +122,7 @@ class Redrive:
         cap = effective_cap(adapter, state, at, policy=self.policy.health)
         out.emit("dispatch.redriven", e.tenant_key, now, enrollment_id=e.id, step_id=step.id)
         # The row may have been lost with the claim: the execution row references it.
-        out.sink.append({"op": "enrollment", "row": enrollment_row(e)})
+        out.sink.append(enrollment_op(e))
         claim = claim_op(e, step, adapter, exec_id, headers, content, cap, at, not_before=handoff)
         out.sink.append(claim)
         self.arm(e, now, partition)

@@ -1,6 +1,8 @@
 """The PostgreSQL rows the processor describes for the sink, and the correlation record.
 
 Pure builders of table values from an ``EnrollmentRuntime``: no table access, no outputs.
+Every ``sink`` operation (``{"op": kind, …}``, read by ``streams/sink.py``) is built by one
+``*_op`` function here, so each kind has one shape.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from dripdrop_core.errors import RecordError
 from streams.processor.runtime import EnrollmentRuntime, stable_id
 
 
@@ -73,11 +74,64 @@ def event_row(
     }
 
 
+SinkOp = dict[str, Any]
+"""One operation of a ``sink`` record (JSON): ``{"op": kind, …}``."""
+
+
+def enrollment_op(e: EnrollmentRuntime) -> SinkOp:
+    """Upsert ``e``'s row (versioned: only a newer ``version`` moves it)."""
+    return {"op": "enrollment", "row": enrollment_row(e)}
+
+
+def event_op(
+    e: EnrollmentRuntime,
+    event_type: str,
+    at: datetime,
+    *,
+    key: str,
+    adapter_id: str | None = None,
+    step_id: str | None = None,
+    step_execution_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> SinkOp:
+    """Upsert one ``message_events`` row (``event_row``)."""
+    row = event_row(
+        e,
+        event_type,
+        at,
+        key=key,
+        adapter_id=adapter_id,
+        step_id=step_id,
+        step_execution_id=step_execution_id,
+        data=data,
+    )
+    return {"op": "event", "row": row}
+
+
+def health_op(
+    adapter_id: str, tenant_key: str, state: dict[str, Any], transition: dict[str, Any]
+) -> SinkOp:
+    """An adapter's new health state and the transition that led there."""
+    return {
+        "op": "health",
+        "adapter_id": adapter_id,
+        "tenant_key": tenant_key,
+        "state": state,
+        "transition": transition,
+    }
+
+
+def suppression_op(row: dict[str, Any]) -> SinkOp:
+    """Add (or, with ``removed``, remove) one suppression-list entry."""
+    return {"op": "suppression", "row": row}
+
+
+def claim_op_of(command: dict[str, Any], guard: dict[str, Any]) -> SinkOp:
+    """``dripdrop.claim_send`` for ``command`` under ``guard`` (cap, gap, throttles)."""
+    return {"op": "claim", "command": command, "guard": guard}
+
+
 def error_code(error: str | None) -> str | None:
     """The reason code of a result's ``error`` (``"<code>: detail"``)."""
     code = (error or "").split(":", 1)[0].strip()
     return code or None
-
-
-def record_error(exc: RecordError) -> tuple[str, str]:
-    return exc.code, str(exc)

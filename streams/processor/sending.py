@@ -24,7 +24,7 @@ from dripdrop_core.throttles import ThrottleCounter, Throttled, count_send
 from dripdrop_core.throttles import applies as throttle_applies
 from dripdrop_core.unsubscribe import OneClick, OneClickLinks, is_one_click_on, one_click
 from streams.processor.render import Rendered, render_step
-from streams.processor.rows import execution_ref
+from streams.processor.rows import claim_op_of, execution_ref
 from streams.processor.runtime import EnrollmentRuntime, Outputs, stable_id
 from streams.processor.state import Tables
 from streams.processor.store import Config
@@ -205,7 +205,7 @@ def claim_op(
         "gap_seconds": adapter.min_gap_seconds,
         "at": now.isoformat(),
     }
-    return {"op": "claim", "command": command, "guard": guard}
+    return claim_op_of(command, guard)
 
 
 def admitted(

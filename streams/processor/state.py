@@ -8,7 +8,7 @@ from __future__ import annotations
 from dripdrop_core.models import Adapter
 from dripdrop_core.selection import Candidate
 from dripdrop_core.state import AdapterState, SelectionState, initial_adapter_state
-from streams.processor.rows import enrollment_row, row_fields
+from streams.processor.rows import enrollment_op, row_fields
 from streams.processor.runtime import EnrollmentRuntime, Outputs
 from streams.processor.store import TABLES, Buffered, Config, ModelCache, Store
 
@@ -54,7 +54,7 @@ class Tables:
         e = e.model_copy(update={"version": e.version + 1})
         self.cache.save(self.enrollments, e.id, e)
         if urgent or previous is None or row_fields(previous) != row_fields(e):
-            row = {"op": "enrollment", "row": enrollment_row(e)}
+            row = enrollment_op(e)
             (out.urgent if urgent else out.sink).append(row)
         return e
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from dripdrop_core.suppression import recipient_keys
 from dripdrop_core.suppression import suppression_key as core_suppression_key
+from streams.processor.rows import suppression_op
 from streams.processor.runtime import Outputs
 
 
@@ -41,16 +42,15 @@ def suppress(
         return
     index[key] = reason
     out.urgent.append(
-        {
-            "op": "suppression",
-            "row": {
+        suppression_op(
+            {
                 "tenant_key": tenant,
                 "recipient": recipient,
                 "reason": reason,
                 "source": source,
                 "at": now.isoformat(),
-            },
-        }
+            }
+        )
     )
     out.emit("policy.suppressed", tenant, now, reason=reason, source=source)
 
@@ -63,10 +63,5 @@ def unsuppress(
     if index.get(key) is None:
         return
     del index[key]
-    out.urgent.append(
-        {
-            "op": "suppression",
-            "row": {"tenant_key": tenant, "recipient": entry, "removed": True},
-        }
-    )
+    out.urgent.append(suppression_op({"tenant_key": tenant, "recipient": entry, "removed": True}))
     out.emit("policy.unsuppressed", tenant, now)
