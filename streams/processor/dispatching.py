@@ -30,7 +30,7 @@ from streams.processor.enrollment import complete, note, transition
 from streams.processor.redrive import Redrive
 from streams.processor.rows import event_op
 from streams.processor.runtime import EnrollmentRuntime, LastDecision, Outputs, PendingSend
-from streams.processor.schedule import DueIndex, enrollment_item
+from streams.processor.schedule import DueIndex, DueItem, enrollment_item
 from streams.processor.sending import (
     Composer,
     adapter_for,
@@ -103,9 +103,9 @@ class Dispatcher:
             out.reject("bug", f"schedule item {item}: {type(exc).__name__}: {exc}")
 
     def _fire_item(self, item: str, now: datetime, partition: int, out: Outputs) -> None:
-        kind, ident, token = item.split(":", 2)
-        if kind == "a":
-            adapter = self.tables.config.adapter(ident)
+        due_item = DueItem.decode(item)
+        if due_item.kind == "a":
+            adapter = self.tables.config.adapter(due_item.ident)
             if adapter is not None:
                 state = self.tables.adapter_state(adapter)
                 self.availability.apply_health(
@@ -116,10 +116,10 @@ class Dispatcher:
                     out,
                 )
             return
-        e = self.tables.enrollment(ident)
+        e = self.tables.enrollment(due_item.ident)
         if e is None or e.status != "scheduled" or e.due_at is None:
             return
-        if int(e.due_at.timestamp() * 1000) != int(token):
+        if enrollment_item(e.id, e.due_at) != item:
             return  # rescheduled since: a stale index entry
         self.fire(e, now, partition, out)
 

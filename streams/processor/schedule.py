@@ -8,7 +8,9 @@ does when it fires is the caller's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal, cast
 
 from dripdrop_core.scheduling import tick_bucket
 from streams.processor.state import Tables
@@ -18,14 +20,41 @@ CHUNK = 16
 MAX_BUCKETS_PER_TICK = 20_000
 
 
+@dataclass(frozen=True, slots=True)
+class DueItem:
+    """One entry of the due index; stored as ``"{kind}:{ident}:{due_ms}"`` (``encode``).
+
+    ``kind`` ``e``: an enrollment's step due at ``due_ms`` (a step rescheduled since has
+    another due time, so a stale entry is visible); ``a``: a resting adapter's health timer.
+    """
+
+    kind: Literal["e", "a"]
+    ident: str
+    due_ms: int
+
+    def encode(self) -> str:
+        return f"{self.kind}:{self.ident}:{self.due_ms}"
+
+    @classmethod
+    def decode(cls, item: str) -> DueItem:
+        kind, ident, due_ms = item.split(":", 2)
+        if kind not in ("e", "a"):
+            raise ValueError(f"unknown due item kind {kind!r}")
+        return cls(cast(Literal["e", "a"], kind), ident, int(due_ms))
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
 def enrollment_item(enrollment_id: str, due: datetime) -> str:
-    """The item of an enrollment's step due at ``due`` (the token makes a stale one visible)."""
-    return f"e:{enrollment_id}:{int(due.timestamp() * 1000)}"
+    """The item of an enrollment's step due at ``due``."""
+    return DueItem("e", enrollment_id, _ms(due)).encode()
 
 
 def adapter_item(adapter_id: str, timer: datetime) -> str:
     """The item of a resting adapter's health timer."""
-    return f"a:{adapter_id}:{int(timer.timestamp() * 1000)}"
+    return DueItem("a", adapter_id, _ms(timer)).encode()
 
 
 class DueIndex:
@@ -104,7 +133,7 @@ class DueIndex:
             while (items := self.schedule.get(f"{partition}:{bucket}:{chunk}")) is not None:
                 key = f"{partition}:{bucket}:{chunk}"
                 chunk += 1
-                due = [i for i in items if int(i.rsplit(":", 1)[1]) <= now_ms]
+                due = [i for i in items if DueItem.decode(i).due_ms <= now_ms]
                 for item in due:
                     fire(item)
                 if bucket < current:
