@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from streams.dead_letters import Place
+from streams.processor import keys
 
 PARKED_MAX = 300
 """Records parked per partition."""
@@ -97,5 +98,4 @@ class Parking:
         self.index[_key(partition)] = [record.encode() for record in still]
 
 
-def _key(partition: int) -> str:
-    return f"parked:{partition}"
+_key = keys.parked

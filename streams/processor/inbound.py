@@ -29,6 +29,7 @@ from dripdrop_core.enrollment import applies as enrollment_applies
 from dripdrop_core.errors import RecordError
 from dripdrop_core.health import count_outcome
 from dripdrop_core.models import ReplyBehavior
+from streams.processor import keys
 from streams.processor.company import stop_company
 from streams.processor.flow import Processor
 from streams.processor.pinning import tenant_owned
@@ -219,7 +220,7 @@ def execution_record(p: Processor, value: Any) -> dict[str, Any]:
     """The execution a correlation-index value names: the record itself, or (an index
     written by an earlier version) its id, whose record is under ``exec:{id}``."""
     if isinstance(value, str):
-        value = p.index.get(f"exec:{value}")
+        value = p.index.get(keys.legacy_execution(value))
     return dict(value) if isinstance(value, dict) else {}
 
 

@@ -25,6 +25,7 @@ from dripdrop_core.explain import explain
 from dripdrop_core.models import EnrollmentState, Pool
 from dripdrop_core.pools import decide_pin, reserve_pin
 from dripdrop_core.scheduling import step_due_at
+from streams.processor import keys
 from streams.processor.runtime import EnrollmentRuntime, LastDecision, Outputs
 
 if TYPE_CHECKING:
@@ -181,16 +182,9 @@ def _wait(
 # ---------------------------------------------------------------- the queue
 
 
-def _meta_key(pool_id: str) -> str:
-    return f"wq:{pool_id}"
-
-
-def _chunk_key(pool_id: str, n: int) -> str:
-    return f"wq:{pool_id}:{n}"
-
-
-def _pools_key(partition: int) -> str:
-    return f"wq-pools:{partition}"
+_meta_key = keys.waiting_queue
+_chunk_key = keys.waiting_chunk
+_pools_key = keys.waiting_pools
 
 
 def _meta(p: Processor, pool_id: str) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal, cast
 
 from dripdrop_core.scheduling import tick_bucket
+from streams.processor import keys
 from streams.processor.state import Tables
 
 CHUNK = 16
@@ -75,12 +76,12 @@ class DueIndex:
 
     def cursor(self, partition: int) -> int | None:
         """The last bucket of ``partition`` fired and dropped; ``None`` before any item."""
-        cursor: int | None = self.index.get(f"cursor:{partition}")
+        cursor: int | None = self.index.get(keys.cursor(partition))
         return cursor
 
     def add(self, item: str, due: datetime, partition: int, *, now: datetime) -> None:
         bucket = tick_bucket(due, self.bucket_seconds)
-        cursor_key = f"cursor:{partition}"
+        cursor_key = keys.cursor(partition)
         cursor = self.index.get(cursor_key)
         if cursor is None:
             # Start the cursor before *now*, not before this item: an item indexed later but
@@ -118,7 +119,7 @@ class DueIndex:
     def fire_due(self, partition: int, now: datetime, fire: Callable[[str], None]) -> None:
         """Call ``fire`` on every item due by ``now`` in this partition, drop the buckets
         passed and move the cursor; nothing before the partition's first item."""
-        cursor_key = f"cursor:{partition}"
+        cursor_key = keys.cursor(partition)
         cursor = self.index.get(cursor_key)
         if cursor is None:
             return

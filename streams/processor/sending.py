@@ -23,6 +23,7 @@ from dripdrop_core.suppression import recipient_domain
 from dripdrop_core.throttles import ThrottleCounter, Throttled, count_send
 from dripdrop_core.throttles import applies as throttle_applies
 from dripdrop_core.unsubscribe import OneClick, OneClickLinks, is_one_click_on, one_click
+from streams.processor import keys
 from streams.processor.render import Rendered, render_step
 from streams.processor.rows import claim_op_of, execution_ref
 from streams.processor.runtime import EnrollmentRuntime, Outputs, stable_id
@@ -118,7 +119,7 @@ def adapter_for(tables: Tables, e: EnrollmentRuntime, step: Step) -> Adapter | N
     lifecycle rotation's next choice."""
     if e.mode is Mode.OUTBOUND:
         return tables.config.adapter(step.adapter_override_id or e.adapter_id)
-    rotation_key = f"rot:{e.tenant_key}"
+    rotation_key = keys.rotation(e.tenant_key)
     rotation = RotationState.model_validate(tables.index.get(rotation_key) or {})
     new_rotation, choice = choose_lifecycle_adapter(
         step, tables.config.tenant_adapters(e.tenant_key), rotation
@@ -138,7 +139,9 @@ def throttles(
     return tuple(
         Throttled(
             throttle=t,
-            counter=ThrottleCounter.model_validate(tables.index.get(f"dt:{t.id}") or {}),
+            counter=ThrottleCounter.model_validate(
+                tables.index.get(keys.domain_throttle(t.id)) or {}
+            ),
         )
         for t in tables.config.throttles(e.tenant_key, domain)
         if throttle_applies(t, domain, adapter.id)
@@ -149,7 +152,9 @@ def count_throttled(
     index: MutableMapping[str, Any], throttled: tuple[Throttled, ...], at: datetime
 ) -> None:
     for t in throttled:
-        index[f"dt:{t.throttle.id}"] = count_send(t.counter, at).model_dump(mode="json")
+        index[keys.domain_throttle(t.throttle.id)] = count_send(t.counter, at).model_dump(
+            mode="json"
+        )
 
 
 def is_gap_turn(e: EnrollmentRuntime, now: datetime, lookahead: timedelta) -> bool:

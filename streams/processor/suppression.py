@@ -11,14 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from dripdrop_core.suppression import recipient_keys
-from dripdrop_core.suppression import suppression_key as core_suppression_key
+from streams.processor import keys
 from streams.processor.rows import suppression_op
 from streams.processor.runtime import Outputs
 
-
-def suppression_key(tenant_key: str, recipient: str) -> str:
-    """The ``index`` key of one suppression entry (an address or ``@domain``)."""
-    return core_suppression_key(tenant_key, recipient)
+suppression_key = keys.suppression
+"""The ``index`` key of one suppression entry (an address or ``@domain``)."""
 
 
 def is_suppressed(index: MutableMapping[str, Any], tenant_key: str, recipient: str) -> bool:
