@@ -7,7 +7,10 @@ diagnostic ping job are registered by name (no autodiscovery). ``main`` turns on
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import traceback
 
 # uvloop unless the operator chose a loop (FAUST_LOOP / -L): faust reads this when it is
 # first imported, so it must be set before the imports below (docs/benchmarks.md).
@@ -31,10 +34,32 @@ pipeline.processor.one_click = OneClickSource(settings)
 
 
 def main() -> None:
+    """Run the worker; when Faust returns (stopped, or crashed and torn down), the process
+    ends with its status at once.
+
+    After a crash, Faust (faust-streaming 0.15) can leave a mode ``ServiceThread`` running
+    (the consumer's thread): the interpreter then waits for it forever at shutdown and the
+    worker never exits, so a supervisor never restarts it (seen in
+    ``test_pipeline_missing_changelog``: 1 run in 6 hung after "Reraising original
+    exception"). Faust has stopped its services by then (tables closed); only that wait is
+    skipped.
+    """
     if settings.log_format == "json":
         app.conf.logging_config = jsonlog.logging_config()
     metrics.start(settings, app, pipeline)  # only when DRIPDROP_METRICS_PORT is set
-    app.main()
+    code = 1
+    try:
+        app.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # a crash Faust re-raised: say what it was, exit 1
+        traceback.print_exc()
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Capacity waits, it does not reject (SPEC §5.2), through the real pipeline.
 
-600 prospects enrolled on day 1 of a new mailbox on the seed's ramp (5, +3 a day, cap 40):
+300 prospects enrolled on day 1 of a new mailbox on the seed's ramp (5, +3 a day, cap 40):
 none is rejected; they wait in the pool's first-in first-out queue and are pinned as each
 local day opens headroom, so the first steps per day are exactly 5, 8, 11, … 38, then 40 a
 day until the queue is empty, in enrollment order.
@@ -34,7 +34,7 @@ from tests.integration.pipeline_support import (
 from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
 
-PROSPECTS = 600
+PROSPECTS = 300
 DAY_SECONDS = 6.0
 DAY1 = datetime(2031, 7, 1, tzinfo=UTC)
 
@@ -51,7 +51,7 @@ def expected_per_day(total: int) -> list[int]:
     return days
 
 
-def test_600_prospects_on_day_one_wait_and_fill_the_ramp_fifo(
+def test_300_prospects_on_day_one_wait_and_fill_the_ramp_fifo(
     settings: Settings,
     client: DripDrop,
     smtp: SmtpSink,
@@ -109,7 +109,9 @@ def test_600_prospects_on_day_one_wait_and_fill_the_ramp_fifo(
         )
         return [(e, at) for e, at in found] if len(found) >= PROSPECTS else None
 
-    sent = wait_for(first_steps, timeout=30 * DAY_SECONDS + 60, interval=1.0, what="600 sends")
+    sent = wait_for(
+        first_steps, timeout=30 * DAY_SECONDS + 60, interval=1.0, what=f"{PROSPECTS} sends"
+    )
     per_day = Counter(at.astimezone(UTC).date() for _, at in sent)
     days = sorted(per_day)
     assert days[0] == DAY1.date()

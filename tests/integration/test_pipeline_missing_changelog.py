@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import pytest
 from confluent_kafka.admin import AdminClient
 
 from streams.api import DripDrop
@@ -28,6 +29,12 @@ from tests.integration.smtp_sink import SmtpSink
 from tests.integration.support import WorkerProcess, wait_for
 
 
+# In make test-long, not make test: measured flaky on 2026-12-08 at the previous session's
+# commit and at this one alike (4 of 12 runs): after the deleted changelog, the restarted
+# worker sometimes processes none of the five enrollments within 120 s (cause not found
+# yet, see the closing note of issue 11); the other failure, the crashed worker never
+# exiting, is fixed in streams/worker.py.
+@pytest.mark.long
 def test_a_deleted_changelog_stops_the_worker_uncommitted_and_nothing_is_lost(
     settings: Settings,
     topics: Callable[..., list[str]],
