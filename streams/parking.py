@@ -72,18 +72,18 @@ class Parking:
 
     def park(self, partition: int, name: str, place: Place, error: str) -> bool:
         """Keep ``place``'s record; ``False`` when the partition's parking is full."""
-        parked = list(self.index.get(_key(partition)) or [])
+        parked = list(self.index.get(keys.parked(partition)) or [])
         item = Parked(name, place, 0, error).encode()
         size = len(item["value"]) + sum(len(p["value"]) for p in parked)
         if len(parked) >= PARKED_MAX or size > PARKED_MAX_BYTES:
             return False
-        self.index[_key(partition)] = [*parked, item]
+        self.index[keys.parked(partition)] = [*parked, item]
         return True
 
     def parked(self, partition: int) -> list[Parked]:
         return [
             Parked.decode(item, self.topic(item["name"]), partition)
-            for item in self.index.get(_key(partition)) or []
+            for item in self.index.get(keys.parked(partition)) or []
         ]
 
     async def retry(self, partition: int, attempt: Attempt) -> None:
@@ -95,7 +95,4 @@ class Parking:
         for record in records:
             if not await attempt(record, record.attempts + 1 >= PARK_ATTEMPTS):
                 still.append(replace(record, attempts=record.attempts + 1))
-        self.index[_key(partition)] = [record.encode() for record in still]
-
-
-_key = keys.parked
+        self.index[keys.parked(partition)] = [record.encode() for record in still]

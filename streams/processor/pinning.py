@@ -182,13 +182,8 @@ def _wait(
 # ---------------------------------------------------------------- the queue
 
 
-_meta_key = keys.waiting_queue
-_chunk_key = keys.waiting_chunk
-_pools_key = keys.waiting_pools
-
-
 def _meta(p: Processor, pool_id: str) -> tuple[int, int]:
-    raw = p.index.get(_meta_key(pool_id))
+    raw = p.index.get(keys.waiting_queue(pool_id))
     return (int(raw[0]), int(raw[1])) if raw else (0, 0)
 
 
@@ -200,13 +195,13 @@ def queued(p: Processor, pool_id: str) -> int:
 
 def _push(p: Processor, pool_id: str, enrollment_id: str, partition: int) -> int:
     head, tail = _meta(p, pool_id)
-    key = _chunk_key(pool_id, tail // CHUNK)
+    key = keys.waiting_chunk(pool_id, tail // CHUNK)
     p.index[key] = [*(p.index.get(key) or []), enrollment_id]
-    p.index[_meta_key(pool_id)] = [head, tail + 1]
+    p.index[keys.waiting_queue(pool_id)] = [head, tail + 1]
     if head == tail:
-        pools = p.index.get(_pools_key(partition)) or []
+        pools = p.index.get(keys.waiting_pools(partition)) or []
         if pool_id not in pools:
-            p.index[_pools_key(partition)] = [*pools, pool_id]
+            p.index[keys.waiting_pools(partition)] = [*pools, pool_id]
     return tail + 1 - head
 
 
@@ -214,7 +209,7 @@ def _head(p: Processor, pool_id: str) -> str | None:
     head, tail = _meta(p, pool_id)
     if head >= tail:
         return None
-    chunk = p.index.get(_chunk_key(pool_id, head // CHUNK)) or []
+    chunk = p.index.get(keys.waiting_chunk(pool_id, head // CHUNK)) or []
     offset = head % CHUNK
     return str(chunk[offset]) if offset < len(chunk) else None
 
@@ -223,21 +218,21 @@ def _pop(p: Processor, pool_id: str, partition: int) -> None:
     head, tail = _meta(p, pool_id)
     head += 1
     if head % CHUNK == 0 or head >= tail:
-        p.index.pop(_chunk_key(pool_id, (head - 1) // CHUNK), None)
+        p.index.pop(keys.waiting_chunk(pool_id, (head - 1) // CHUNK), None)
     if head >= tail:
-        p.index.pop(_meta_key(pool_id), None)
-        pools = [x for x in p.index.get(_pools_key(partition)) or [] if x != pool_id]
+        p.index.pop(keys.waiting_queue(pool_id), None)
+        pools = [x for x in p.index.get(keys.waiting_pools(partition)) or [] if x != pool_id]
         if pools:
-            p.index[_pools_key(partition)] = pools
+            p.index[keys.waiting_pools(partition)] = pools
         else:
-            p.index.pop(_pools_key(partition), None)
+            p.index.pop(keys.waiting_pools(partition), None)
         return
-    p.index[_meta_key(pool_id)] = [head, tail]
+    p.index[keys.waiting_queue(pool_id)] = [head, tail]
 
 
 def drain(p: Processor, partition: int, now: datetime, out: Outputs) -> None:
     """Pin the waiting enrollments of this partition's pools while capacity allows."""
-    for pool_id in list(p.index.get(_pools_key(partition)) or []):
+    for pool_id in list(p.index.get(keys.waiting_pools(partition)) or []):
         pool = p.config.pool(pool_id)
         for _ in range(MAX_PINS_PER_DRAIN):
             ident = _head(p, pool_id)

@@ -34,9 +34,8 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -124,18 +123,17 @@ class GmailSent:
         self.base = f"{cfg.api_base.rstrip('/')}/gmail/v1/users/{quote(cfg.user_id, safe='@')}"
 
     async def find(self, message_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.cfg.timeout_seconds)) as http:
-            for message_id in message_ids:
-                params = {"q": f"rfc822msgid:{message_id}", "labelIds": "SENT", "maxResults": 1}
-                response = await bearer_request(
-                    http, self.token, "gmail", "GET", f"{self.base}/messages", params=params
-                )
-                if not response.is_success:
-                    raise PumpError(f"users.messages.list: HTTP {response.status_code}")
-                if response.json().get("messages"):
-                    found.add(message_id)
-        return found
+        return await _listed(
+            self.token,
+            "gmail",
+            f"{self.base}/messages",
+            {
+                i: {"q": f"rfc822msgid:{i}", "labelIds": "SENT", "maxResults": 1}
+                for i in message_ids
+            },
+            "messages",
+            self.cfg.timeout_seconds,
+        )
 
 
 class GraphSent:
@@ -148,18 +146,34 @@ class GraphSent:
         self.url = f"{cfg.api_base.rstrip('/')}/{owner}/mailFolders('sentitems')/messages"
 
     async def find(self, message_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.cfg.timeout_seconds)) as http:
-            for message_id in message_ids:
-                params = {"$filter": f"internetMessageId eq '<{message_id}>'", "$select": "id"}
-                response = await bearer_request(
-                    http, self.token, "graph", "GET", self.url, params=params
-                )
-                if not response.is_success:
-                    raise PumpError(f"list sent items: HTTP {response.status_code}")
-                if response.json().get("value"):
-                    found.add(message_id)
-        return found
+        return await _listed(
+            self.token,
+            "graph",
+            self.url,
+            {i: {"$filter": f"internetMessageId eq '<{i}>'", "$select": "id"} for i in message_ids},
+            "value",
+            self.cfg.timeout_seconds,
+        )
+
+
+async def _listed(
+    token: TokenSource,
+    kind: str,
+    url: str,
+    queries: dict[str, dict[str, Any]],
+    items: str,
+    timeout: float,
+) -> set[str]:
+    """The ids whose list query (``queries[id]`` on ``url``) answers a non-empty ``items``."""
+    found: set[str] = set()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout)) as http:
+        for message_id, params in queries.items():
+            response = await bearer_request(http, token, kind, "GET", url, params=params)
+            if not response.is_success:
+                raise PumpError(f"{kind} list of sent mail: HTTP {response.status_code}")
+            if response.json().get(items):
+                found.add(message_id)
+    return found
 
 
 Settle = Callable[[str, str, Resolution], None]
@@ -168,17 +182,6 @@ Pending = Callable[[str], list[AmbiguousSend]]
 """The adapter's ambiguous sends (blocking: PostgreSQL)."""
 Waiting = Callable[[str, datetime], list[tuple[str, str]]]
 """``(id, tenant)`` of the adapter's re-issues still ``intent`` since before the time."""
-
-
-@dataclass
-class CheckResult:
-    """What one check did (for the log, the metrics and the tests)."""
-
-    looked_up: int = 0
-    sent: list[str] = field(default_factory=list)
-    reissued: list[str] = field(default_factory=list)
-    republished: list[str] = field(default_factory=list)
-    left: list[str] = field(default_factory=list)
 
 
 class SentCheck:
@@ -217,18 +220,15 @@ class SentCheck:
                 )
             await asyncio.sleep(self.every)
 
-    async def check(self) -> CheckResult:
+    async def check(self) -> None:
         """One pass: look the adapter's ambiguous sends up, settle what the answer decides."""
-        result = CheckResult()
         stale = await asyncio.to_thread(self.waiting, self.adapter_id, self.clock() - self.grace)
         for execution_id, tenant_key in stale:  # a crash may have lost the command: again
-            if await self._settle(execution_id, tenant_key, "not_sent"):
-                result.republished.append(execution_id)
+            await self._settle(execution_id, tenant_key, "not_sent")
         sends = await asyncio.to_thread(self.pending, self.adapter_id)
         wanted = [s for s in sends if s.message_id and searchable(s.message_id)]
         if not wanted:
-            return result
-        result.looked_up = len(wanted)
+            return
         found = await self.lookup.find([s.message_id for s in wanted if s.message_id])
         now = self.clock()
         for send in wanted:
@@ -241,11 +241,7 @@ class SentCheck:
             if decision is None or not await self._settle(
                 send.step_execution_id, send.tenant_key, decision
             ):
-                result.left.append(send.step_execution_id)
-                self._left_alone(send, now)
-                continue
-            (result.sent if decision == "sent" else result.reissued).append(send.step_execution_id)
-        return result
+                self._left_alone(send)
 
     async def _settle(self, execution_id: str, tenant_key: str, decision: Resolution) -> bool:
         try:
@@ -264,7 +260,7 @@ class SentCheck:
         )
         return True
 
-    def _left_alone(self, send: AmbiguousSend, now: datetime) -> None:
+    def _left_alone(self, send: AmbiguousSend) -> None:
         if send.reissued and send.step_execution_id not in self._reported:
             self._reported.add(send.step_execution_id)
             log.warning(

@@ -167,6 +167,7 @@ class Pump:
         self.sent_grace = timedelta(seconds=sent_grace_seconds)
         self._engine: Engine | None = None
         self._resolver: Resolver | None = None
+        self._publisher: KafkaPublisher | None = None
         self._settling = threading.Lock()
         self.invalid: set[tuple[str, str]] = set()
         self.http_host = http_host
@@ -311,7 +312,7 @@ class Pump:
         """``Resolver.resolve`` one at a time: its flush must see only its own records."""
         with self._settling:
             if self._resolver is None:
-                publisher = KafkaPublisher(self.settings)
+                publisher = self._publisher = KafkaPublisher(self.settings)
                 self._resolver = Resolver(self._db(), lambda: publisher, self.codecs, self.settings)
             self._resolver.resolve(
                 execution_id,
@@ -374,3 +375,5 @@ class Pump:
             await asyncio.to_thread(self.store.close)
             if self._engine is not None:
                 self._engine.dispose()
+            if self._publisher is not None:
+                self._publisher.close()
